@@ -1,0 +1,518 @@
+"""Server-side sessions: the record behind the browser's opaque session cookie.
+
+The browser holds only a random session id. The store keys every record by a hash of that id
+(`hash_session_id`), so a dump of the store cannot be replayed as cookies, and keeps the user's
+tokens next to it. Two stores implement one protocol and pass one test suite:
+
+- `MemorySessionStore`: a bounded, least-recently-used dict for a single process (development,
+  tests, one-instance deployments).
+- `RedisSessionStore`: `redis.asyncio`, shared by every BFF instance, with sid/sub indexes so a
+  back-channel logout received by one instance ends the sessions everywhere.
+
+Both enforce the idle and absolute timeouts against an injectable clock on every `get`; Redis TTLs
+only collect garbage. Errors: the stores raise no exceptions of their own. A Redis outage surfaces
+as `redis.exceptions.RedisError` from the call that needed Redis; `ping()` reports it as `False`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import msgspec
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+__all__ = [
+    "MemorySessionStore",
+    "RedisSessionStore",
+    "Session",
+    "SessionStore",
+    "hash_session_id",
+    "new_session_id",
+]
+
+# 32 random bytes: 256 bits, well above the 128-bit floor of OWASP and RFC 10017.
+_SESSION_ID_BYTES = 32
+# Anything outside this shape is not an id we issued; reject it before touching the store.
+_SESSION_ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
+_REDACTED = "<redacted>"
+
+
+class Session(msgspec.Struct, kw_only=True):
+    """One signed-in browser: who the user is, what they may do, and their tokens.
+
+    `created_at` and `last_seen_at` are stamped by the store (`create`, `get`, `save`) with its
+    clock. `repr()` never shows a token.
+    """
+
+    sub: str
+    name: str | None = None
+    email: str | None = None
+    tenants: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    id_token: str | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None
+    access_expires_at: float | None = None
+    sid: str | None = None
+    created_at: float = 0.0
+    last_seen_at: float = 0.0
+
+    def __repr__(self) -> str:
+        # Sessions end up in logs and tracebacks; tokens must not.
+        def secret(value: str | None) -> str:
+            return "None" if value is None else _REDACTED
+
+        return (
+            f"Session(sub={self.sub!r}, name={self.name!r}, email={self.email!r}, "
+            f"tenants={self.tenants!r}, id_token={secret(self.id_token)}, "
+            f"access_token={secret(self.access_token)}, "
+            f"refresh_token={secret(self.refresh_token)}, "
+            f"access_expires_at={self.access_expires_at!r}, sid={self.sid!r}, "
+            f"created_at={self.created_at!r}, last_seen_at={self.last_seen_at!r})"
+        )
+
+    __str__ = __repr__
+
+
+def new_session_id() -> str:
+    """Return a fresh, unguessable session id (256 bits from `secrets`, URL-safe base64)."""
+    return secrets.token_urlsafe(_SESSION_ID_BYTES)
+
+
+def hash_session_id(raw_id: str, key: bytes | None = None) -> str:
+    """Return the store key for a raw session id: SHA-256 hex, or HMAC-SHA-256 when keyed.
+
+    A key (a server secret) means that even someone who can read the store and guess ids cannot
+    check guesses offline.
+    """
+    data = raw_id.encode("utf-8")
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where sessions live. Every method is safe to call concurrently."""
+
+    idle_timeout: float
+    absolute_timeout: float
+
+    async def create(self, session: Session) -> str:
+        """Store a new session stamped with the current time; return its new raw id."""
+        ...
+
+    async def get(self, raw_id: str) -> Session | None:
+        """Return the live session for a raw id and slide its idle expiry.
+
+        Returns None for an unknown, malformed or timed-out id; a timed-out record is deleted.
+        """
+        ...
+
+    async def save(self, raw_id: str, session: Session) -> bool:
+        """Replace the record (after a token refresh); counts as activity.
+
+        Returns False, and stores nothing, when the session no longer exists: a logout that
+        raced a refresh stays a logout.
+        """
+        ...
+
+    async def delete(self, raw_id: str) -> None:
+        """Delete the session for a raw id (no error when it is already gone)."""
+        ...
+
+    async def delete_by_sid(self, sid: str) -> int:
+        """Delete every session of one IdP session (`sid`); return how many were deleted."""
+        ...
+
+    async def delete_by_sub(self, sub: str) -> int:
+        """Delete every session of one user (`sub`); return how many were deleted."""
+        ...
+
+    def expires_at(self, session: Session) -> float:
+        """When the session ends without further activity (the earlier of both timeouts)."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store is reachable (for `/readyz`)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections the store owns."""
+        ...
+
+
+class _Timeouts:
+    """The timeout policy both stores share."""
+
+    def __init__(
+        self, idle_timeout: float, absolute_timeout: float, clock: Callable[[], float]
+    ) -> None:
+        if idle_timeout <= 0 or absolute_timeout <= 0:
+            raise ValueError("session timeouts must be positive")
+        self.idle_timeout = float(idle_timeout)
+        self.absolute_timeout = float(absolute_timeout)
+        self._clock = clock
+
+    def expires_at(self, session: Session) -> float:
+        """When the session ends without further activity (the earlier of both timeouts)."""
+        return min(
+            session.last_seen_at + self.idle_timeout,
+            session.created_at + self.absolute_timeout,
+        )
+
+    def _is_expired(self, session: Session, now: float) -> bool:
+        return now >= self.expires_at(session)
+
+    def _ttl_from(self, session: Session, now: float) -> float:
+        """Seconds the record must survive after activity at `now`."""
+        return min(self.idle_timeout, session.created_at + self.absolute_timeout - now)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Session)
+
+
+class MemorySessionStore(_Timeouts):
+    """Sessions in this process: a dict bounded to `max_size`, least recently used evicted first.
+
+    Records are kept encoded, so callers never share mutable state with the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        idle_timeout: float,
+        absolute_timeout: float,
+        clock: Callable[[], float] = time.time,
+        max_size: int = 100_000,
+        hash_key: bytes | None = None,
+    ) -> None:
+        super().__init__(idle_timeout, absolute_timeout, clock)
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.max_size = max_size
+        self._hash_key = hash_key
+        self._records: OrderedDict[str, bytes] = OrderedDict()
+        self._by_sid: dict[str, set[str]] = {}
+        self._by_sub: dict[str, set[str]] = {}
+
+    def _key(self, raw_id: str) -> str | None:
+        if not _SESSION_ID_SHAPE.match(raw_id):
+            return None
+        return hash_session_id(raw_id, self._hash_key)
+
+    def _index(self, key: str, session: Session) -> None:
+        self._by_sub.setdefault(session.sub, set()).add(key)
+        if session.sid is not None:
+            self._by_sid.setdefault(session.sid, set()).add(key)
+
+    def _unindex(self, index: dict[str, set[str]], value: str | None, key: str) -> None:
+        if value is None:
+            return
+        keys = index.get(value)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del index[value]
+
+    def _remove(self, key: str) -> bool:
+        data = self._records.pop(key, None)
+        if data is None:
+            return False
+        session = _decoder.decode(data)
+        self._unindex(self._by_sub, session.sub, key)
+        self._unindex(self._by_sid, session.sid, key)
+        return True
+
+    def _put(self, key: str, session: Session) -> None:
+        old = self._records.get(key)
+        if old is not None:
+            previous = _decoder.decode(old)
+            self._unindex(self._by_sub, previous.sub, key)
+            self._unindex(self._by_sid, previous.sid, key)
+        self._records[key] = _encoder.encode(session)
+        self._records.move_to_end(key)
+        self._index(key, session)
+        while len(self._records) > self.max_size:
+            oldest = next(iter(self._records))
+            self._remove(oldest)
+
+    async def create(self, session: Session) -> str:
+        """Store a new session stamped with the current time; return its new raw id."""
+        now = self._clock()
+        raw_id = new_session_id()
+        key = hash_session_id(raw_id, self._hash_key)
+        self._put(key, msgspec.structs.replace(session, created_at=now, last_seen_at=now))
+        return raw_id
+
+    async def get(self, raw_id: str) -> Session | None:
+        """Return the live session for a raw id and slide its idle expiry."""
+        key = self._key(raw_id)
+        if key is None:
+            return None
+        data = self._records.get(key)
+        if data is None:
+            return None
+        session = _decoder.decode(data)
+        now = self._clock()
+        if self._is_expired(session, now):
+            self._remove(key)
+            return None
+        session.last_seen_at = now
+        self._put(key, session)
+        return _decoder.decode(self._records[key])
+
+    async def save(self, raw_id: str, session: Session) -> bool:
+        """Replace the record; False (and nothing stored) when the session is gone."""
+        key = self._key(raw_id)
+        if key is None or key not in self._records:
+            return False
+        current = _decoder.decode(self._records[key])
+        now = self._clock()
+        if self._is_expired(current, now):
+            self._remove(key)
+            return False
+        # The creation time is the store's, not the caller's: the absolute timeout cannot slide.
+        self._put(
+            key,
+            msgspec.structs.replace(session, created_at=current.created_at, last_seen_at=now),
+        )
+        return True
+
+    async def delete(self, raw_id: str) -> None:
+        """Delete the session for a raw id (no error when it is already gone)."""
+        key = self._key(raw_id)
+        if key is not None:
+            self._remove(key)
+
+    async def delete_by_sid(self, sid: str) -> int:
+        """Delete every session of one IdP session; return how many were deleted."""
+        return sum(self._remove(key) for key in list(self._by_sid.get(sid, ())))
+
+    async def delete_by_sub(self, sub: str) -> int:
+        """Delete every session of one user; return how many were deleted."""
+        return sum(self._remove(key) for key in list(self._by_sub.get(sub, ())))
+
+    async def ping(self) -> bool:
+        """Always True: memory is always reachable."""
+        return True
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+# Touch: update last-seen and expiry only if the record still exists, so a slide can never
+# resurrect a deleted session, and only the "seen" field, so it can never overwrite tokens
+# that a concurrent refresh just saved.
+_TOUCH_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Save: replace the record only if it still exists (a logout that raced a refresh wins).
+_SAVE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'seen', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[4])
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+end
+return 1
+"""
+
+# Delete every member of an index set and the set itself; return how many records existed.
+_DELETE_INDEX_SCRIPT = """
+local members = redis.call('SMEMBERS', KEYS[1])
+local deleted = 0
+for _, member in ipairs(members) do
+  deleted = deleted + redis.call('DEL', ARGV[1] .. member)
+end
+redis.call('DEL', KEYS[1])
+return deleted
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisSessionStore(_Timeouts):
+    """Sessions in Redis, shared by every BFF instance.
+
+    Layout under `prefix` (default `bff:session:`):
+
+    - `<prefix><hash>`: a hash with `s` (the msgpack-encoded `Session`) and `seen` (last
+      activity); expires after min(idle timeout, absolute time left).
+    - `<prefix>sid:<sid>` and `<prefix>sub:<sub>`: sets of record hashes, for back-channel logout.
+
+    Pass a `redis.asyncio.Redis` client (the caller closes it; prefer one on a
+    `BlockingConnectionPool`) or a URL (the store builds a blocking pool of `max_connections`,
+    waiting up to `pool_timeout` seconds for a free connection, and closes it in `aclose`).
+    """
+
+    def __init__(
+        self,
+        redis: Redis | str,
+        *,
+        idle_timeout: float,
+        absolute_timeout: float,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "bff:session:",
+        hash_key: bytes | None = None,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(idle_timeout, absolute_timeout, clock)
+        if isinstance(redis, str):
+            # A blocking pool makes a burst of requests wait for a connection instead of
+            # failing with "Too many connections" once the pool is exhausted.
+            pool = BlockingConnectionPool.from_url(
+                redis, max_connections=max_connections, timeout=pool_timeout
+            )
+            self._redis: Redis = Redis.from_pool(pool)
+            self._owns_client = True
+        else:
+            if redis.connection_pool.connection_kwargs.get("decode_responses"):
+                # Records are msgpack bytes; a decoding client would corrupt them.
+                raise ValueError("RedisSessionStore needs a client with decode_responses=False")
+            self._redis = redis
+            self._owns_client = False
+        self.prefix = prefix
+        self._hash_key = hash_key
+        self._touch = self._redis.register_script(_TOUCH_SCRIPT)
+        self._save = self._redis.register_script(_SAVE_SCRIPT)
+        self._delete_index = self._redis.register_script(_DELETE_INDEX_SCRIPT)
+
+    def _record_key(self, digest: str) -> str:
+        return f"{self.prefix}{digest}"
+
+    def _index_keys(self, session: Session) -> list[str]:
+        keys = [f"{self.prefix}sub:{session.sub}"]
+        if session.sid is not None:
+            keys.append(f"{self.prefix}sid:{session.sid}")
+        return keys
+
+    def _digest(self, raw_id: str) -> str | None:
+        if not _SESSION_ID_SHAPE.match(raw_id):
+            return None
+        return hash_session_id(raw_id, self._hash_key)
+
+    async def create(self, session: Session) -> str:
+        """Store a new session stamped with the current time; return its new raw id."""
+        now = self._clock()
+        session = msgspec.structs.replace(session, created_at=now, last_seen_at=now)
+        raw_id = new_session_id()
+        digest = hash_session_id(raw_id, self._hash_key)
+        key = self._record_key(digest)
+        ttl_ms = _ms(self._ttl_from(session, now))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"s": _encoder.encode(session), "seen": repr(now)})
+            pipe.pexpire(key, ttl_ms)
+            for index_key in self._index_keys(session):
+                pipe.sadd(index_key, digest)
+                # An index lives as long as the longest session it could point at.
+                pipe.pexpire(index_key, _ms(self.absolute_timeout))
+            await pipe.execute()
+        return raw_id
+
+    async def _load(self, key: str) -> Session | None:
+        fields: dict[bytes, bytes] = await self._redis.hgetall(key)  # type: ignore[assignment]
+        data, seen = fields.get(b"s"), fields.get(b"seen")
+        if data is None or seen is None:
+            return None
+        try:
+            session = _decoder.decode(data)
+            session.last_seen_at = float(seen)
+        except (msgspec.DecodeError, ValueError):
+            # A record this version cannot read (corrupt or from an incompatible release) is
+            # treated as logged out rather than as a server error on every request.
+            await self._redis.delete(key)
+            return None
+        return session
+
+    async def get(self, raw_id: str) -> Session | None:
+        """Return the live session for a raw id and slide its idle expiry."""
+        digest = self._digest(raw_id)
+        if digest is None:
+            return None
+        key = self._record_key(digest)
+        session = await self._load(key)
+        if session is None:
+            return None
+        now = self._clock()
+        if self._is_expired(session, now):
+            await self._redis.delete(key)
+            return None
+        touched = await self._touch(keys=[key], args=[repr(now), _ms(self._ttl_from(session, now))])
+        if not touched:
+            return None
+        session.last_seen_at = now
+        return session
+
+    async def save(self, raw_id: str, session: Session) -> bool:
+        """Replace the record; False (and nothing stored) when the session is gone."""
+        digest = self._digest(raw_id)
+        if digest is None:
+            return False
+        key = self._record_key(digest)
+        current = await self._load(key)
+        if current is None:
+            return False
+        now = self._clock()
+        if self._is_expired(current, now):
+            await self._redis.delete(key)
+            return False
+        session = msgspec.structs.replace(session, created_at=current.created_at, last_seen_at=now)
+        saved = await self._save(
+            keys=[key, *self._index_keys(session)],
+            args=[
+                _encoder.encode(session),
+                repr(now),
+                _ms(self._ttl_from(session, now)),
+                digest,
+                _ms(self.absolute_timeout),
+            ],
+        )
+        return bool(saved)
+
+    async def delete(self, raw_id: str) -> None:
+        """Delete the session for a raw id (no error when it is already gone)."""
+        digest = self._digest(raw_id)
+        if digest is not None:
+            await self._redis.delete(self._record_key(digest))
+
+    async def _delete_indexed(self, index_key: str) -> int:
+        deleted = await self._delete_index(keys=[index_key], args=[self.prefix])
+        return int(deleted)
+
+    async def delete_by_sid(self, sid: str) -> int:
+        """Delete every session of one IdP session; return how many were deleted."""
+        return await self._delete_indexed(f"{self.prefix}sid:{sid}")
+
+    async def delete_by_sub(self, sub: str) -> int:
+        """Delete every session of one user; return how many were deleted."""
+        return await self._delete_indexed(f"{self.prefix}sub:{sub}")
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        """Close the client when the store created it from a URL."""
+        if self._owns_client:
+            await self._redis.aclose()
