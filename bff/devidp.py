@@ -1,0 +1,553 @@
+"""Development OpenID provider for ``bff dev``: oidc-provider-mock, configured and hardened.
+
+Run it with ``python -m bff.devidp --config config/dev.toml [--port 8002]``. It serves on loopback
+only, with the demo users of ``[[dev.users]]`` and the one confidential client of ``[oidc]``.
+
+What the mock gives as it is: discovery, the authorize page (a form whose ``sub`` field takes
+the user name), the token endpoint, userinfo, JWKS (one RS256 key, new at every start) and a
+dummy end-session page. What this module adds on top, because the BFF relies on it:
+
+- the issuer is pinned: requests must name it in ``Host`` (no DNS rebinding, stable ``iss``);
+- only the configured client may log in, with its secret over ``client_secret_basic`` and its
+  registered redirect URIs;
+- PKCE with ``S256`` is required and checked at the token endpoint (the mock ignores PKCE);
+- a ``nonce`` is required;
+- refresh tokens rotate: each one is good for exactly one refresh, and a replay gets
+  ``invalid_grant`` (the mock keeps refresh tokens valid forever);
+- token revocation (RFC 7009) at ``/oauth2/revoke``, announced in discovery;
+- access tokens are RS256 JWTs (RFC 9068 shape) signed with the key published at ``/jwks``,
+  carrying ``zen_tenants`` and ``scope``, so that credential mode ``relay`` can be tried;
+- ``post_logout_redirect_uri`` of end-session must stay on the origin of a redirect URI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import tomllib
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import flask
+import msgspec
+import werkzeug.serving
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = [
+    "ACCESS_TOKEN_AUDIENCE",
+    "ACCESS_TOKEN_LIFETIME",
+    "CALLBACK_PATH",
+    "DevUser",
+    "create_idp_app",
+    "load_dev_users",
+    "main",
+]
+
+_logger = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/api/bff/v1/auth/callback"
+"""Where the BFF receives the authorization response, below its public origin."""
+
+ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
+"""Lifetime of access and ID tokens (the mock uses one value for both)."""
+
+ACCESS_TOKEN_AUDIENCE = "zen-backend"
+"""Audience of access tokens besides the client id: the backend, for credential mode ``relay``."""
+
+_PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+_MOCK = "oidc-provider-mock"
+
+
+class DevUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A demo login: the subject typed into the provider's form, and the claims it gets."""
+
+    sub: str
+    name: str
+    email: str
+    zen_tenants: dict[str, list[str]] = {}
+
+    def claims(self) -> dict[str, object]:
+        """Claims for the ID token and userinfo (name and email need scopes profile, email)."""
+        return {
+            "name": self.name,
+            "email": self.email,
+            "email_verified": True,
+            "zen_tenants": {tenant: list(scopes) for tenant, scopes in self.zen_tenants.items()},
+        }
+
+
+def load_dev_users(config_path: str | os.PathLike[str]) -> list[DevUser]:
+    """Read the ``[[dev.users]]`` tables of a TOML config file."""
+    with Path(config_path).open("rb") as fh:
+        raw = tomllib.load(fh)
+    try:
+        return msgspec.convert(raw.get("dev", {}).get("users", []), list[DevUser])
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"{config_path}: [[dev.users]]: {exc}") from exc
+
+
+@dataclass
+class _ProviderState:
+    """What this module tracks beside the mock's own storage, shared by the request threads."""
+
+    client_id: str
+    client_secret: str
+    redirect_uris: tuple[str, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    code_challenges: dict[str, str] = field(default_factory=dict)
+    refresh_in_use: set[str] = field(default_factory=set)
+
+    @property
+    def logout_origins(self) -> frozenset[str]:
+        return frozenset(_origin(uri) for uri in self.redirect_uris)
+
+
+def create_idp_app(
+    users: Iterable[DevUser],
+    *,
+    client_id: str,
+    client_secret: str,
+    redirect_uris: Sequence[str],
+    issuer: str = "http://127.0.0.1:8002",
+) -> flask.Flask:
+    """Build the development provider as a Flask (WSGI) app; no server is started.
+
+    ``issuer`` is the only origin the app answers to: a request whose ``Host`` names anything
+    else gets 421, so the ``iss`` of every document and token equals ``issuer``.
+    """
+    if not redirect_uris:
+        raise ValueError("at least one redirect URI is required")
+    state = _ProviderState(client_id, client_secret, tuple(redirect_uris))
+
+    # The mock's templates live in its package; naming the app after it lets Flask find them.
+    app = flask.Flask("oidc_provider_mock")
+    app.config["OAUTH2_ACCESS_TOKEN_GENERATOR"] = _access_token_generator(issuer, client_id)
+    # authlib installs an "always show" filter for its deprecations when first imported; import
+    # it before the filter below so that ours comes first.
+    import authlib.deprecate  # noqa: F401
+
+    with warnings.catch_warnings():
+        # The mock still uses authlib's deprecated ``jose`` package (at import and for its key).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import oidc_provider_mock
+
+        mock_users = [oidc_provider_mock.User(sub=u.sub, claims=u.claims()) for u in users]
+        oidc_provider_mock.init_app(
+            app,
+            require_client_registration=True,
+            require_nonce=True,
+            issue_refresh_token=True,
+            access_token_max_age=ACCESS_TOKEN_LIFETIME,
+            user_claims=mock_users,
+        )
+    app.secret_key = secrets.token_bytes(32)
+    # init_app turns on Flask debug mode and werkzeug's debugger; tracebacks are not for browsers.
+    app.debug = False
+    app.wsgi_app = _PinnedIssuer(  # type: ignore[method-assign]
+        getattr(app.wsgi_app, "app", app.wsgi_app), issuer
+    )
+
+    _register_client(app, state)
+    app.before_request(lambda: _before_request(state))
+    app.after_request(lambda response: _after_request(state, response))
+    app.add_url_rule(
+        "/oauth2/revoke", "revoke", lambda: _revoke(state), methods=["POST"], strict_slashes=True
+    )
+    return app
+
+
+def _register_client(app: flask.Flask, state: _ProviderState) -> None:
+    # The mock creates its storage when the blueprint is registered and hands it out through
+    # flask.g; its registration endpoint picks random ids, so the fixed client is stored directly.
+    from oidc_provider_mock._storage import Client
+
+    with app.test_request_context("/"):
+        app.preprocess_request()
+        _storage().store_client(
+            Client(
+                id=state.client_id,
+                secret=state.client_secret,
+                redirect_uris=list(state.redirect_uris),
+                allowed_scopes=Client.SCOPES_SUPPORTED,
+                token_endpoint_auth_method="client_secret_basic",
+            )
+        )
+
+
+def _storage() -> Any:
+    return flask.g.oidc_provider_mock_storage
+
+
+def _signing_key() -> RSAKey:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return RSAKey.import_key(_storage().jwk.as_dict(is_private=True))
+
+
+def _access_token_generator(issuer: str, client_id: str) -> Any:
+    def generate(client: Any, grant_type: str, user: Any, scope: str) -> str:
+        key = _signing_key()
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "sub": user.sub,
+            "aud": [ACCESS_TOKEN_AUDIENCE, client_id],
+            "client_id": client.get_client_id(),
+            "scope": scope,
+            "iat": now,
+            "exp": now + int(ACCESS_TOKEN_LIFETIME.total_seconds()),
+            "jti": secrets.token_urlsafe(16),
+        }
+        if "zen_tenants" in user.claims:
+            claims["zen_tenants"] = user.claims["zen_tenants"]
+        header = {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}
+        return jwt.encode(header, claims, key)
+
+    return generate
+
+
+class _PinnedIssuer:
+    """WSGI wrapper: answer only requests addressed to the issuer's host and port."""
+
+    def __init__(self, app: WSGIApplication, issuer: str) -> None:
+        self.app = app
+        parts = urlsplit(issuer)
+        self.netloc = parts.netloc.lower()
+        self.scheme = parts.scheme
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("HTTP_HOST", "").lower() != self.netloc:
+            body = f"This provider answers only at {self.scheme}://{self.netloc}\n".encode()
+            start_response(
+                "421 Misdirected Request",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        with warnings.catch_warnings():
+            # The mock calls authlib APIs that authlib has deprecated; they are not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self.app(environ, start_response)
+
+
+def _endpoint() -> str:
+    return flask.request.endpoint or ""
+
+
+def _before_request(state: _ProviderState) -> WerkzeugResponse | None:
+    endpoint = _endpoint()
+    if endpoint == f"{_MOCK}.authorize":
+        return _check_pkce_request(state)
+    if endpoint == f"{_MOCK}.issue_token":
+        grant_type = flask.request.form.get("grant_type")
+        if grant_type == "authorization_code":
+            return _check_code_verifier(state)
+        if grant_type == "refresh_token":
+            return _claim_refresh_token(state)
+    if endpoint in {f"{_MOCK}.end_session", f"{_MOCK}.end_session_confirm"}:
+        return _check_logout_redirect(state)
+    if endpoint in {f"{_MOCK}.set_user", f"{_MOCK}.register_client"}:
+        # Claims and clients come from the config file only.
+        return _oauth_error(HTTPStatus.FORBIDDEN, "access_denied", "not offered by this provider")
+    return None
+
+
+def _after_request(state: _ProviderState, response: flask.Response) -> flask.Response:
+    endpoint = _endpoint()
+    if endpoint == f"{_MOCK}.authorize" and flask.request.method == "POST":
+        _remember_code_challenge(state, response)
+    elif endpoint == f"{_MOCK}.issue_token":
+        grant_type = flask.request.form.get("grant_type")
+        if grant_type == "authorization_code" and response.status_code == HTTPStatus.OK:
+            with state.lock:
+                state.code_challenges.pop(flask.request.form.get("code", ""), None)
+            _add_kid_to_id_token(response)
+        elif grant_type == "refresh_token":
+            _rotate_refresh_token(state, response)
+    elif endpoint == f"{_MOCK}.openid_config":
+        _extend_discovery(response)
+    return response
+
+
+def _oauth_error(status: HTTPStatus, error: str, description: str) -> flask.Response:
+    response = flask.jsonify({"error": error, "error_description": description})
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _redirect_error(redirect_uri: str, error: str, description: str) -> WerkzeugResponse:
+    params = {"error": error, "error_description": description}
+    if (oauth_state := flask.request.args.get("state")) is not None:
+        params["state"] = oauth_state
+    separator = "&" if "?" in redirect_uri else "?"
+    return flask.redirect(f"{redirect_uri}{separator}{urlencode(params)}", HTTPStatus.FOUND)
+
+
+def _check_pkce_request(state: _ProviderState) -> WerkzeugResponse | None:
+    args = flask.request.args
+    redirect_uri = args.get("redirect_uri")
+    if args.get("client_id") != state.client_id or redirect_uri not in state.redirect_uris:
+        # The mock refuses unknown clients and redirect URIs with its own error page.
+        return None
+    challenge = args.get("code_challenge")
+    if not challenge or not _PKCE_VALUE.match(challenge):
+        return _redirect_error(redirect_uri, "invalid_request", "code_challenge is required")
+    if args.get("code_challenge_method") != "S256":
+        return _redirect_error(
+            redirect_uri, "invalid_request", "code_challenge_method must be S256"
+        )
+    return None
+
+
+def _remember_code_challenge(state: _ProviderState, response: flask.Response) -> None:
+    if response.status_code != HTTPStatus.FOUND or not response.location:
+        return
+    code = dict(_query_items(response.location)).get("code")
+    challenge = flask.request.args.get("code_challenge")
+    if code and challenge:
+        with state.lock:
+            state.code_challenges[code] = challenge
+
+
+def _query_items(url: str) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(url).query)
+
+
+def _check_code_verifier(state: _ProviderState) -> flask.Response | None:
+    form = flask.request.form
+    with state.lock:
+        challenge = state.code_challenges.get(form.get("code", ""))
+    verifier = form.get("code_verifier", "")
+    if challenge is None or not _PKCE_VALUE.match(verifier):
+        return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "PKCE verification failed")
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    if not hmac.compare_digest(expected, challenge):
+        return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "PKCE verification failed")
+    return None
+
+
+def _claim_refresh_token(state: _ProviderState) -> flask.Response | None:
+    # One refresh per refresh token, even when two requests race: the first claims it.
+    token = flask.request.form.get("refresh_token", "")
+    with state.lock:
+        if token in state.refresh_in_use or _storage().get_refresh_token(token) is None:
+            return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "invalid refresh token")
+        state.refresh_in_use.add(token)
+    flask.g.devidp_refresh_token = token
+    return None
+
+
+def _rotate_refresh_token(state: _ProviderState, response: flask.Response) -> None:
+    old_token = flask.g.pop("devidp_refresh_token", None)
+    if old_token is None:
+        return
+    storage = _storage()
+    with state.lock:
+        state.refresh_in_use.discard(old_token)
+        if response.status_code != HTTPStatus.OK:
+            return
+        old = storage.remove_refresh_token(old_token)
+        body = json.loads(response.get_data())
+        if old is None or "access_token" not in body:
+            return
+        new_token = secrets.token_urlsafe(36)
+        storage.store_refresh_token(
+            replace(
+                old,
+                token=new_token,
+                access_token=body["access_token"],
+                expires_at=datetime.now(UTC) + ACCESS_TOKEN_LIFETIME,
+            )
+        )
+    body["refresh_token"] = new_token
+    response.set_data(json.dumps(body))
+
+
+def _add_kid_to_id_token(response: flask.Response) -> None:
+    # authlib signs the ID token without a ``kid``; relying parties select keys by it.
+    body = json.loads(response.get_data())
+    if "id_token" not in body:
+        return
+    key = _signing_key()
+    claims = jwt.decode(body["id_token"], key, algorithms=["RS256"]).claims
+    body["id_token"] = jwt.encode({"alg": "RS256", "typ": "JWT", "kid": key.kid}, claims, key)
+    response.set_data(json.dumps(body))
+
+
+def _extend_discovery(response: flask.Response) -> None:
+    document = json.loads(response.get_data())
+    root = document["issuer"]
+    document.pop("registration_endpoint", None)
+    document.update(
+        {
+            "revocation_endpoint": f"{root}/oauth2/revoke",
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "claims_supported": ["sub", "iss", "aud", "name", "email", "zen_tenants"],
+            "backchannel_logout_supported": False,
+            "frontchannel_logout_supported": False,
+        }
+    )
+    response.set_data(json.dumps(document, indent=2))
+
+
+def _check_logout_redirect(state: _ProviderState) -> flask.Response | None:
+    target = flask.request.values.get("post_logout_redirect_uri") or flask.request.values.get(
+        "redirect_uri"
+    )
+    if target is not None and _origin(target) not in state.logout_origins:
+        return _oauth_error(
+            HTTPStatus.BAD_REQUEST, "invalid_request", "post_logout_redirect_uri is not allowed"
+        )
+    return None
+
+
+def _revoke(state: _ProviderState) -> flask.Response:
+    """Token revocation (RFC 7009): the client's own refresh or access tokens; always 200."""
+    auth = flask.request.authorization
+    if (
+        auth is None
+        or auth.type != "basic"
+        or not hmac.compare_digest(auth.username or "", state.client_id)
+        or not hmac.compare_digest(auth.password or "", state.client_secret)
+    ):
+        response = _oauth_error(HTTPStatus.UNAUTHORIZED, "invalid_client", "client auth failed")
+        response.headers["WWW-Authenticate"] = 'Basic realm="devidp"'
+        return response
+    token = flask.request.form.get("token")
+    if not token:
+        return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_request", "token is required")
+    storage = _storage()
+    with state.lock:
+        refresh = storage.remove_refresh_token(token)
+        if refresh is not None:
+            storage.remove_access_token(refresh.access_token)
+        else:
+            storage.remove_access_token(token)
+    response = flask.make_response("", HTTPStatus.OK)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _loopback_host(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{host!r}: give a loopback IP address such as 127.0.0.1"
+        ) from None
+    if not address.is_loopback:
+        raise argparse.ArgumentTypeError(
+            f"{host}: the development provider binds to loopback only (127.0.0.1 or ::1)"
+        )
+    return str(address)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bff.devidp",
+        description="Development OpenID provider with the demo users of the config file.",
+    )
+    parser.add_argument("--config", default=os.environ.get("BFF_CONFIG"), help="TOML config")
+    parser.add_argument("--host", type=_loopback_host, default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8002, help="0 picks a free port")
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        dest="redirect_uris",
+        default=[],
+        help=f"allowed redirect URI (repeatable); default: public_origin + {CALLBACK_PATH}",
+    )
+    return parser.parse_args(argv)
+
+
+def _write(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the development provider until interrupted."""
+    from bff.settings import DEFAULT_CONFIG, ConfigError, load_settings
+
+    args = _parse_args(argv)
+    config_path = args.config or str(DEFAULT_CONFIG)
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        sys.stderr.write(f"bff.devidp: {exc}\n")
+        return 2
+    users = load_dev_users(config_path)
+    redirect_uris = args.redirect_uris or [settings.bff.public_origin.rstrip("/") + CALLBACK_PATH]
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _raise_system_exit)
+    # The port is known only once bound (``--port 0``), and the issuer names it.
+    server = werkzeug.serving.make_server(args.host, args.port, _not_ready, threaded=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    issuer = f"http://{host}:{server.server_port}"
+    server.app = create_idp_app(
+        users,
+        client_id=settings.oidc.client_id,
+        client_secret=settings.oidc.client_secret,
+        redirect_uris=redirect_uris,
+        issuer=issuer,
+    )
+    names = ", ".join(user.sub for user in users)
+    _write(f"development OpenID provider at {issuer} (issuer); demo users: {names}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _not_ready(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    start_response("503 Service Unavailable", [("Content-Length", "0")])
+    return [b""]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
