@@ -1,0 +1,80 @@
+"""What the flow screens look up besides flows: a tenant's clusters and a cluster's sources and
+destinations, each cached per tenant (and cluster) with a short TTL and single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import upstream_client as uc
+
+from .cache import SingleFlightCache
+from .problems import not_found
+from .views import UNKNOWN_NAMES, Names
+
+logger = logging.getLogger("bff.catalog")
+
+Endpoints = tuple[list[uc.Ingester], list[uc.Destination]]
+
+
+class Catalog:
+    def __init__(self, client: uc.BackendClient, *, ttl: float, maxsize: int) -> None:
+        self._client = client
+        self._clusters: SingleFlightCache[str, list[uc.Cluster]] = SingleFlightCache(
+            ttl=ttl, maxsize=maxsize
+        )
+        self._endpoints: SingleFlightCache[tuple[str, str], Endpoints] = SingleFlightCache(
+            ttl=ttl, maxsize=maxsize
+        )
+
+    async def clusters(self, tenant_id: str, *, token: str, request_id: str) -> list[uc.Cluster]:
+        return await self._clusters.get(
+            tenant_id,
+            lambda: self._client.list_clusters(tenant_id, token=token, request_id=request_id),
+        )
+
+    async def require_cluster(
+        self, tenant_id: str, cluster_id: str, *, token: str, request_id: str
+    ) -> None:
+        """404 unless ``cluster_id`` is one of the tenant's clusters."""
+        clusters = await self.clusters(tenant_id, token=token, request_id=request_id)
+        if not any(cluster.id == cluster_id for cluster in clusters):
+            raise not_found("The cluster does not exist in this tenant.")
+
+    async def endpoints(
+        self, tenant_id: str, cluster_id: str, *, token: str, request_id: str
+    ) -> Endpoints:
+        """The cluster's sources (ingesters) and destinations."""
+
+        async def load() -> Endpoints:
+            ingesters, destinations = await asyncio.gather(
+                self._client.list_ingesters(
+                    tenant_id, cluster_id=cluster_id, token=token, request_id=request_id
+                ),
+                self._client.list_destinations(
+                    tenant_id, cluster_id=cluster_id, token=token, request_id=request_id
+                ),
+            )
+            return ingesters, destinations
+
+        return await self._endpoints.get((tenant_id, cluster_id), load)
+
+    async def names(self, tenant_id: str, cluster_id: str, *, token: str, request_id: str) -> Names:
+        """Display names for flows; degrades to unknown names rather than failing the request."""
+        try:
+            ingesters, destinations = await self.endpoints(
+                tenant_id, cluster_id, token=token, request_id=request_id
+            )
+        except uc.UpstreamError as exc:
+            logger.warning(
+                "name lookup failed for %s/%s (request %s): %s",
+                tenant_id,
+                cluster_id,
+                request_id,
+                type(exc).__name__,
+            )
+            return UNKNOWN_NAMES
+        return Names(
+            sources={i.id: i.name for i in ingesters},
+            destinations={d.id: d.name for d in destinations},
+        )

@@ -1,0 +1,201 @@
+"""RFC 9457 problem+json: the only shape an error takes on its way to the browser.
+
+Two translations live here and nowhere else: :class:`ProblemError` raised by our own code,
+and ``upstream_client`` exceptions (:func:`problem_from_upstream`). Upstream problems are
+reshaped, never passed through: only their user-facing ``detail`` and field errors survive, with
+field names in the UI's camelCase.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import msgspec
+from starlette.responses import Response
+
+import upstream_client as uc
+
+from .views import ui_field, ui_text
+
+TYPE_BASE = "https://api.zen-mesh.io/errors/"
+MEDIA_TYPE = "application/problem+json"
+DEFAULT_RETRY_AFTER = 5
+
+logger = logging.getLogger("bff.problems")
+
+TITLES: dict[str, str] = {
+    "validation-error": "Validation Error",
+    "authentication-required": "Authentication Required",
+    "session-expired": "Session Expired",
+    "insufficient-scope": "Insufficient Scope",
+    "tenant-forbidden": "Tenant Forbidden",
+    "csrf-check-failed": "CSRF Check Failed",
+    "not-found": "Not Found",
+    "method-not-allowed": "Method Not Allowed",
+    "not-acceptable": "Not Acceptable",
+    "payload-too-large": "Payload Too Large",
+    "unsupported-media-type": "Unsupported Media Type",
+    "conflict": "Conflict",
+    "precondition-failed": "Precondition Failed",
+    "idempotency-key-reused": "Idempotency Key Reused",
+    "rate-limited": "Rate Limited",
+    "internal-error": "Internal Server Error",
+    "bad-gateway": "Bad Gateway",
+    "upstream-unavailable": "Upstream Unavailable",
+    "upstream-timeout": "Upstream Timeout",
+}
+
+
+class FieldError(msgspec.Struct, frozen=True, omit_defaults=True):
+    field: str
+    message: str
+    code: str | None = None
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    required_scope: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """An error the client should see as problem+json with ``status`` and type ``slug``."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        required_scope: str | None = None,
+        errors: Sequence[FieldError] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {slug}: {detail}")
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.required_scope = required_scope
+        self.errors = list(errors) if errors else None
+
+    def response(self, request_id: str | None) -> Response:
+        problem = Problem(
+            type=TYPE_BASE + self.slug,
+            title=TITLES[self.slug],
+            status=self.status,
+            detail=self.detail,
+            instance=request_id,
+            required_scope=self.required_scope,
+            errors=self.errors,
+        )
+        return Response(
+            msgspec.json.encode(problem),
+            status_code=self.status,
+            headers=self.headers,
+            media_type=MEDIA_TYPE,
+        )
+
+
+def validation_error(errors: Sequence[FieldError], detail: str | None = None) -> ProblemError:
+    first = errors[0]
+    return ProblemError(
+        400, "validation-error", detail or f"{first.field}: {first.message}", errors=errors
+    )
+
+
+def not_found(detail: str = "The resource does not exist.") -> ProblemError:
+    return ProblemError(404, "not-found", detail)
+
+
+def problem_from_upstream(exc: uc.UpstreamError) -> ProblemError:
+    """Translate an ``upstream_client`` exception into what the browser may see."""
+    if isinstance(exc, uc.APITimeoutError):
+        return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
+    if isinstance(exc, uc.APIConnectionError):
+        return ProblemError(
+            503,
+            "upstream-unavailable",
+            "The backend cannot be reached right now.",
+            headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
+        )
+    if isinstance(exc, uc.ResponseValidationError):
+        logger.error("upstream answered outside the contract: %s", exc)
+        return ProblemError(502, "bad-gateway", "The backend sent a response we cannot read.")
+    if not isinstance(exc, uc.APIStatusError):
+        return ProblemError(502, "bad-gateway", "The backend call failed.")
+    return _from_status(exc)
+
+
+def _from_status(exc: uc.APIStatusError) -> ProblemError:
+    problem = exc.problem
+    detail = ui_text(problem.detail) if problem and problem.detail else None
+    match exc:
+        case uc.BadRequestError():
+            errors = [
+                FieldError(ui_field(e.field), ui_text(e.message), e.code)
+                for e in (problem.errors if problem and problem.errors else [])
+            ]
+            return ProblemError(
+                400, "validation-error", detail or "The request is invalid.", errors=errors
+            )
+        case uc.PermissionDeniedError() if exc.required_scope:
+            return ProblemError(
+                403,
+                "insufficient-scope",
+                f"This action needs the {exc.required_scope} scope.",
+                required_scope=exc.required_scope,
+            )
+        case uc.PermissionDeniedError():
+            return ProblemError(403, "tenant-forbidden", "You have no access to this tenant.")
+        case uc.NotFoundError():
+            return not_found()
+        case uc.ConflictError():
+            return ProblemError(409, "conflict", detail or "The request conflicts with the data.")
+        case uc.PreconditionFailedError():
+            return ProblemError(
+                412,
+                "precondition-failed",
+                "The flow was changed by someone else; reload it and try again.",
+            )
+        case uc.UnprocessableEntityError():
+            return ProblemError(
+                422,
+                "idempotency-key-reused",
+                detail or "This Idempotency-Key was already used for a different request.",
+            )
+        case uc.RateLimitError():
+            return ProblemError(
+                429,
+                "rate-limited",
+                "Too many requests to the backend; try again shortly.",
+                headers={"Retry-After": _retry_after(exc.retry_after)},
+            )
+    if exc.status_code == 503:
+        return ProblemError(
+            503,
+            "upstream-unavailable",
+            "The backend is temporarily unavailable.",
+            headers={"Retry-After": _retry_after(exc.retry_after)},
+        )
+    if exc.status_code == 504:
+        return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
+    # 401 means the backend refused the gateway's own credential, other statuses are not in the
+    # contract: either way the browser can do nothing about it, so it is the gateway's fault.
+    logger.error(
+        "upstream answered %s (request %s): %s",
+        exc.status_code,
+        exc.request_id,
+        problem.detail if problem else "",
+    )
+    return ProblemError(502, "bad-gateway", "The backend refused the request.")
+
+
+def _retry_after(seconds: float | None) -> str:
+    return str(max(1, math.ceil(seconds)) if seconds else DEFAULT_RETRY_AFTER)

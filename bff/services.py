@@ -1,0 +1,79 @@
+"""What a request handler needs: the shared services, and the per-call context built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+import upstream_client as uc
+
+from .cache import SingleFlightCache
+from .catalog import Catalog
+from .credentials import UpstreamCredentials
+from .middleware import new_request_id
+from .principal import Action, Authenticator, Principal, authorize
+from .problems import ProblemError
+from .settings import Settings
+
+ResponseKey = tuple[str, str, str, str]
+"""(tenant, cluster, path, query) — the micro-cache key."""
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    client: uc.BackendClient
+    catalog: Catalog
+    responses: SingleFlightCache[ResponseKey, object]
+    credentials: UpstreamCredentials
+    authenticators: Sequence[Authenticator]
+
+    async def authenticate(self, request: Request) -> Principal:
+        for authenticator in self.authenticators:
+            principal = await authenticator(request)
+            if principal is not None:
+                return principal
+        raise ProblemError(
+            401,
+            "authentication-required",
+            "Sign in to continue.",
+            headers={"WWW-Authenticate": 'Bearer realm="flows-bff"'},
+        )
+
+    def invalidate(self, tenant_id: str, cluster_id: str) -> None:
+        self.responses.invalidate(lambda key: key[0] == tenant_id and key[1] == cluster_id)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authorized API call: who, for which tenant (and cluster), with which upstream token."""
+
+    services: Services
+    principal: Principal
+    tenant_id: str
+    cluster_id: str
+    token: str
+    request_id: str
+
+    @classmethod
+    async def begin(cls, request: Request, action: Action) -> Call:
+        """Authenticate and authorize; nothing reaches the upstream before this returns."""
+        services: Services = request.app.state.services
+        principal = await services.authenticate(request)
+        tenant_id = request.path_params["tid"]
+        authorize(principal, tenant_id, action)
+        return cls(
+            services=services,
+            principal=principal,
+            tenant_id=tenant_id,
+            cluster_id=request.path_params.get("cid", ""),
+            token=services.credentials.token_for(principal, tenant_id),
+            request_id=getattr(request.state, "request_id", None) or new_request_id(),
+        )
+
+    async def require_cluster(self) -> None:
+        await self.services.catalog.require_cluster(
+            self.tenant_id, self.cluster_id, token=self.token, request_id=self.request_id
+        )

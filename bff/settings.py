@@ -1,0 +1,212 @@
+"""The BFF's one settings object, loaded from TOML and the environment.
+
+A file under ``config/`` is chosen with ``--config`` or ``BFF_CONFIG``. Every key can be overridden
+by an environment variable ``BFF__SECTION__KEY`` (for example ``BFF__UPSTREAM__BASE_URL``), and
+every secret can be read from a file named by the key's ``*_file`` twin (``client_secret_file``),
+so that secrets never have to be written into a config file. Unknown keys and bad values fail at
+start with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "dev.toml"
+ENV_PREFIX = "BFF__"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    public_origin: str = "http://127.0.0.1:8000"
+    """Origin the dashboard is served from; unsafe requests must come from it or allowed_origins."""
+    allowed_origins: list[str] = []
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "info"
+
+
+class UpstreamSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    base_url: str = "http://127.0.0.1:8001"
+    credential: Literal["relay", "internal-jwt"] = "internal-jwt"
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    total_timeout: float = 15.0
+    max_connections: int = 100
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class InternalJwtSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    issuer: str | None = None
+    """Defaults to the BFF's public origin."""
+    audience: str = "zen-backend"
+    ttl_seconds: float = 300.0
+    signing_key_file: str | None = None
+    """PEM EC P-256 private key; without one an ephemeral key is generated (development only)."""
+
+
+class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    issuer: str = "http://127.0.0.1:8002"
+    client_id: str = "flows-bff-dev"
+    client_secret: str = ""
+    client_secret_file: str | None = None
+    scopes: list[str] = msgspec.field(
+        default_factory=lambda: ["openid", "profile", "email", "offline_access"]
+    )
+    tenants_claim: str = "zen_tenants"
+    bearer_audience: str | None = None
+    """Audience required of bearer JWTs; defaults to client_id."""
+    refresh_margin_seconds: float = 60.0
+
+
+class SessionsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = None
+    idle_timeout_seconds: float = 30 * 60
+    absolute_timeout_seconds: float = 8 * 60 * 60
+
+
+class CacheSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    ttl_seconds: float = 2.0
+    """Micro-cache of GET responses; 0 disables it."""
+    lookup_ttl_seconds: float = 30.0
+    """Clusters of a tenant, and source/destination names of a cluster."""
+    max_entries: int = 10_000
+
+
+class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything the BFF needs to start. Build with :func:`load_settings` or directly in tests."""
+
+    bff: BffSection = BffSection()
+    upstream: UpstreamSection = UpstreamSection()
+    internal_jwt: InternalJwtSection = InternalJwtSection()
+    oidc: OidcSection = OidcSection()
+    sessions: SessionsSection = SessionsSection()
+    cache: CacheSection = CacheSection()
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        return frozenset([_origin(self.bff.public_origin), *map(_origin, self.bff.allowed_origins)])
+
+    @property
+    def secure_cookies(self) -> bool:
+        return urlsplit(self.bff.public_origin).scheme == "https"
+
+
+_SECTIONS = {name for name in Settings.__struct_fields__}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read a TOML file (default: ``BFF_CONFIG`` or ``config/dev.toml``) plus env overrides."""
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get("BFF_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = {name: dict(raw.get(name, {})) for name in _SECTIONS}
+    _apply_env(data, environ)
+    _read_secret_files(data, base=path.parent)
+    return settings_from_mapping(data)
+
+
+def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
+    """Validate a plain mapping (sections of keys) into :class:`Settings`."""
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_config_message(str(exc))) from exc
+    _check(settings)
+    return settings
+
+
+def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in _SECTIONS or not key:
+            raise ConfigError(f"{name}: no such setting (expected BFF__SECTION__KEY)")
+        field_type = _field_type(section, key)
+        if field_type is None:
+            raise ConfigError(f"{name}: no key {key!r} in section [{section}]")
+        data[section][key] = value.split(",") if field_type == "list" else value
+
+
+def _field_type(section: str, key: str) -> str | None:
+    section_type = next(f.type for f in msgspec.structs.fields(Settings) if f.name == section)
+    for field in msgspec.structs.fields(section_type):
+        if field.name == key:
+            return "list" if typing.get_origin(field.type) is list else "scalar"
+    return None
+
+
+def _read_secret_files(data: dict[str, dict[str, Any]], *, base: Path) -> None:
+    for section, values in data.items():
+        for key in [k for k in values if k.endswith("_file") and k != "signing_key_file"]:
+            target = key.removesuffix("_file")
+            if values[key] and target in _secret_fields(section):
+                secret_path = base / values[key]
+                try:
+                    values[target] = secret_path.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"[{section}].{key}: cannot read {secret_path}: {exc.strerror}"
+                    ) from exc
+
+
+def _secret_fields(section: str) -> set[str]:
+    return {"client_secret"} if section == "oidc" else set()
+
+
+def _config_message(message: str) -> str:
+    # msgspec says "... - at `$.oidc.client_id`"; turn the path into the TOML key it names.
+    text, _, where = message.partition(" - at `$.")
+    if not where:
+        return message
+    section, _, key = where.rstrip("`").partition(".")
+    return f"[{section}].{key}: {text}" if key else f"[{section}]: {text}"
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _check(settings: Settings) -> None:
+    for key, url in (
+        ("[bff].public_origin", settings.bff.public_origin),
+        ("[upstream].base_url", settings.upstream.base_url),
+        ("[oidc].issuer", settings.oidc.issuer),
+    ):
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ConfigError(f"{key}: expected an http(s) URL, got {url!r}")
+    if settings.sessions.backend == "redis" and not settings.sessions.redis_url:
+        raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
+    if settings.cache.ttl_seconds < 0:
+        raise ConfigError("[cache].ttl_seconds: must be >= 0")
+    if not 1024 <= settings.bff.max_body_bytes <= 16 * 1024 * 1024:
+        raise ConfigError("[bff].max_body_bytes: must be between 1 KiB and 16 MiB")
+    if (settings.upstream.cert_file is None) != (settings.upstream.key_file is None):
+        raise ConfigError("[upstream].cert_file and [upstream].key_file go together (mTLS)")
