@@ -1,0 +1,73 @@
+"""Command line: ``python -m sandbox serve --config config/dev.toml [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import msgspec
+import uvicorn
+
+from sandbox.app import create_app
+from sandbox.config import ConfigError, load_settings, with_issuers
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the backend flows API under uvicorn")
+    serve.add_argument("--config", required=True, help="TOML file with a [sandbox] table")
+    serve.add_argument("--host", help="interface to bind (default: sandbox.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: sandbox.port, 8001)")
+    serve.add_argument(
+        "--db", help="SQLite file, created with its directory; ':memory:' keeps nothing"
+    )
+    serve.add_argument(
+        "--trusted-issuer",
+        action="append",
+        default=[],
+        metavar="ISSUER=JWKS_URI",
+        help="trust this JWT issuer instead of the configured ones (repeatable)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run the requested command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, db=args.db)
+        if args.trusted_issuer:
+            issuers: dict[str, str] = {}
+            for item in args.trusted_issuer:
+                issuer, sep, jwks_uri = item.partition("=")
+                if not sep or not issuer or not jwks_uri:
+                    raise ConfigError(f"--trusted-issuer {item!r}: expected ISSUER=JWKS_URI")
+                issuers[issuer] = jwks_uri
+            settings = with_issuers(settings, issuers)
+        overrides = {
+            name: value
+            for name, value in (("host", args.host), ("port", args.port))
+            if value is not None
+        }
+        settings = msgspec.structs.replace(settings, **overrides)
+    except ConfigError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"sandbox listening on http://{settings.host}:{settings.port} (db {settings.db})",
+        flush=True,
+    )
+    # uvicorn installs SIGINT/SIGTERM handlers and shuts down gracefully on either.
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,618 @@
+"""The sandbox backend flows API as a Starlette application.
+
+Request path: :class:`RequestContextMiddleware` (request id, last-resort 500) → Starlette's
+exception middleware (:class:`~sandbox.problems.Problem` and routing errors → problem+json) →
+one endpoint per path, which authenticates, checks tenant and scope, validates, and calls the
+store from a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import httpx
+import msgspec
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sandbox.auth import READ_SCOPES, WRITE_SCOPES, Authenticator, require_tenant_scope
+from sandbox.config import SandboxSettings
+from sandbox.pagination import CursorCodec, parse_limit
+from sandbox.problems import FieldError, Problem, not_found, validation_problem
+from sandbox.store import (
+    Claimed,
+    FlowNotFound,
+    FlowRecord,
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    NameTaken,
+    Store,
+    StoredResponse,
+    VersionMismatch,
+)
+from sandbox.validation import Catalog, parse_flow
+
+logger = logging.getLogger("sandbox")
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+JSON_MEDIA_TYPE = "application/json"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_READ = "read:delivery-flows"
+_WRITE = "write:delivery-flows"
+
+
+def create_app(
+    settings: SandboxSettings,
+    *,
+    clock: Clock = time.time,
+    jwks_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """Build the sandbox application for ``settings``.
+
+    The database is opened here, so the app works without its lifespan running (as under
+    ``httpx.ASGITransport``); the lifespan closes it when a server shuts down. ``clock`` returns
+    Unix time and drives timestamps, idempotency retention and token expiry; ``jwks_transport``
+    lets tests serve JWKS documents.
+    """
+    store = Store(settings.db)
+    api = _Api(
+        settings,
+        store=store,
+        clock=clock,
+        authenticator=Authenticator(settings, clock=clock, transport=jwks_transport),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.close()
+
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/v1/openapi.json", api.openapi, methods=["GET"]),
+        Route("/v1/tenants/{tenant_id}/clusters", api.clusters, methods=["GET"]),
+        Route("/v1/tenants/{tenant_id}/ingesters", api.ingesters, methods=["GET"]),
+        Route("/v1/tenants/{tenant_id}/destinations", api.destinations, methods=["GET"]),
+        Route(
+            "/v1/tenants/{tenant_id}/delivery-flows",
+            api.flows_collection,
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/v1/tenants/{tenant_id}/delivery-flows/{flow_id}",
+            api.flow_item,
+            methods=["GET", "PUT", "DELETE"],
+        ),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={Problem: _problem_handler, HTTPException: _http_exception_handler},
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.settings = settings
+    return app
+
+
+class RequestContextMiddleware:
+    """Assigns the request id, echoes it as ``X-Request-ID``, and turns crashes into a 500.
+
+    A caller's ``X-Request-ID`` is kept when it is 1 to 128 characters of letters, digits, ``.``,
+    ``_`` and ``-`` starting with a letter or digit; otherwise a ``req_…`` id is generated.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope["state"] = {**scope.get("state", {}), "request_id": request_id}
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error in request %s", request_id)
+            if started:
+                return
+            problem = Problem(500, "internal-error", "The server could not complete the request.")
+            await problem.response(request_id)(scope, receive, send_with_id)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = bytes(value).decode("latin-1")
+            if _REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return f"req_{secrets.token_hex(12)}"
+
+
+def _instance(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+async def _problem_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response(_instance(request))
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        problem = Problem(
+            405,
+            "method-not-allowed",
+            f"{request.method} is not allowed here; use {allow}.",
+            headers={"Allow": allow},
+        )
+    elif exc.status_code == 404:
+        problem = not_found("No resource exists at this path.")
+    else:
+        problem = Problem(exc.status_code, "validation-error", str(exc.detail))
+    return problem.response(_instance(request))
+
+
+class _Api:
+    """The endpoints; one method per path, dispatching on the HTTP method."""
+
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        *,
+        store: Store,
+        clock: Clock,
+        authenticator: Authenticator,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.authenticator = authenticator
+        self.catalog = Catalog(settings)
+        self.cursors = CursorCodec(store.cursor_secret)
+        self.openapi_document = resources.files("sandbox").joinpath("openapi.json").read_bytes()
+
+    # -- ops -------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.openapi_document, media_type=JSON_MEDIA_TYPE)
+
+    # -- catalog lists ---------------------------------------------------------------------
+
+    async def clusters(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=False)
+        query = _query(request, ("limit", "cursor"))
+        items = [
+            {"id": c.id, "name": c.name, "region": c.region, "status": c.status}
+            for c in self.settings.clusters
+            if c.tenant_id == tenant_id
+        ]
+        return self._static_page("clusters", tenant_id, "", items, query)
+
+    async def ingesters(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=False)
+        query = _query(request, ("cluster_id", "limit", "cursor"))
+        cluster_id = self._cluster_filter(tenant_id, query)
+        items = [
+            {"id": i.id, "name": i.name, "type": i.type, "cluster_id": i.cluster_id}
+            for i in self.settings.ingesters
+            if i.tenant_id == tenant_id and cluster_id in (None, i.cluster_id)
+        ]
+        return self._static_page("ingesters", tenant_id, cluster_id or "", items, query)
+
+    async def destinations(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=False)
+        query = _query(request, ("cluster_id", "limit", "cursor"))
+        cluster_id = self._cluster_filter(tenant_id, query)
+        items = [
+            {"id": d.id, "name": d.name, "url": d.url, "cluster_id": d.cluster_id}
+            for d in self.settings.destinations
+            if d.tenant_id == tenant_id and cluster_id in (None, d.cluster_id)
+        ]
+        return self._static_page("destinations", tenant_id, cluster_id or "", items, query)
+
+    def _static_page(
+        self,
+        kind: str,
+        tenant_id: str,
+        filter_key: str,
+        items: list[dict[str, Any]],
+        query: dict[str, str],
+    ) -> Response:
+        limit = parse_limit(query.get("limit"))
+        items.sort(key=lambda item: str(item["id"]))
+        if "cursor" in query:
+            (after,) = self.cursors.decode(
+                query["cursor"], kind=kind, tenant_id=tenant_id, filter_key=filter_key, arity=1
+            )
+            items = [item for item in items if item["id"] > after]
+        page = items[:limit]
+        next_cursor = None
+        if len(items) > limit:
+            next_cursor = self.cursors.encode(
+                kind=kind, tenant_id=tenant_id, filter_key=filter_key, position=(page[-1]["id"],)
+            )
+        return _json({kind: page, "next_cursor": next_cursor})
+
+    def _cluster_filter(self, tenant_id: str, query: dict[str, str]) -> str | None:
+        cluster_id = query.get("cluster_id")
+        if cluster_id is not None and not self.catalog.has_cluster(tenant_id, cluster_id):
+            raise validation_problem([FieldError("cluster_id", "cluster not found", "not_found")])
+        return cluster_id
+
+    # -- delivery flows --------------------------------------------------------------------
+
+    async def flows_collection(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self._create_flow(request)
+        return await self._list_flows(request)
+
+    async def flow_item(self, request: Request) -> Response:
+        if request.method == "PUT":
+            return await self._replace_flow(request)
+        if request.method == "DELETE":
+            return await self._delete_flow(request)
+        return await self._get_flow(request)
+
+    async def _list_flows(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=False)
+        query = _query(request, ("cluster_id", "limit", "cursor"))
+        cluster_id = self._cluster_filter(tenant_id, query)
+        limit = parse_limit(query.get("limit"))
+        after: tuple[str, str] | None = None
+        if "cursor" in query:
+            created_at, flow_id = self.cursors.decode(
+                query["cursor"],
+                kind="delivery_flows",
+                tenant_id=tenant_id,
+                filter_key=cluster_id or "",
+                arity=2,
+            )
+            after = (created_at, flow_id)
+        records = await _in_thread(
+            lambda: self.store.list_flows(
+                tenant_id, cluster_id=cluster_id, after=after, limit=limit + 1
+            )
+        )
+        page = records[:limit]
+        next_cursor = None
+        if len(records) > limit:
+            next_cursor = self.cursors.encode(
+                kind="delivery_flows",
+                tenant_id=tenant_id,
+                filter_key=cluster_id or "",
+                position=(page[-1].created_at, page[-1].id),
+            )
+        return _json({"delivery_flows": [_flow_json(r) for r in page], "next_cursor": next_cursor})
+
+    async def _get_flow(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=False)
+        _query(request, ())
+        flow_id = request.path_params["flow_id"]
+        record = await self._run(lambda: self.store.get_flow(tenant_id, flow_id))
+        return _flow_response(record, 200)
+
+    async def _create_flow(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=True)
+        _query(request, ())
+        body = await _read_json(request, self.settings.max_body_bytes)
+        spec = parse_flow(body, self.catalog, tenant_id)
+        now = self.clock()
+
+        async def create() -> Response:
+            flow_id = _new_flow_id(now)
+            record = await self._run(
+                lambda: self.store.create_flow(tenant_id, flow_id, spec, _timestamp(now))
+            )
+            response = _flow_response(record, 201)
+            response.headers["Location"] = f"/v1/tenants/{tenant_id}/delivery-flows/{record.id}"
+            return response
+
+        return await self._idempotent(request, tenant_id, body, create)
+
+    async def _replace_flow(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=True)
+        _query(request, ())
+        flow_id = request.path_params["flow_id"]
+        check = _if_match(request)
+        body = await _read_json(request, self.settings.max_body_bytes)
+        spec = parse_flow(body, self.catalog, tenant_id)
+        now = self.clock()
+
+        def keep_cluster(current: FlowRecord) -> None:
+            if current.cluster_id != spec.cluster_id:
+                raise validation_problem(
+                    [FieldError("cluster_id", "cannot be changed; create a new flow", "immutable")]
+                )
+
+        async def replace() -> Response:
+            record = await self._run(
+                lambda: self.store.replace_flow(
+                    tenant_id,
+                    flow_id,
+                    spec,
+                    _timestamp(now),
+                    check=check,
+                    before_write=keep_cluster,
+                )
+            )
+            return _flow_response(record, 200)
+
+        return await self._idempotent(request, tenant_id, body, replace)
+
+    async def _delete_flow(self, request: Request) -> Response:
+        tenant_id = await self._authorize(request, write=True)
+        _query(request, ())
+        flow_id = request.path_params["flow_id"]
+        check = _if_match(request)
+
+        async def delete() -> Response:
+            await self._run(lambda: self.store.delete_flow(tenant_id, flow_id, check=check))
+            return Response(status_code=204)
+
+        return await self._idempotent(request, tenant_id, None, delete)
+
+    # -- shared steps ----------------------------------------------------------------------
+
+    async def _authorize(self, request: Request, *, write: bool) -> str:
+        principal = await self.authenticator.authenticate(request.headers)
+        tenant_id: str = request.path_params["tenant_id"]
+        require_tenant_scope(
+            principal,
+            tenant_id,
+            accepted=WRITE_SCOPES if write else READ_SCOPES,
+            required=_WRITE if write else _READ,
+        )
+        return tenant_id
+
+    async def _run(self, operation: Callable[[], T]) -> T:
+        """Run a store call in a worker thread, mapping store errors to problems."""
+        try:
+            return await _in_thread(operation)
+        except FlowNotFound as exc:
+            raise not_found("The delivery flow does not exist.") from exc
+        except NameTaken as exc:
+            raise Problem(
+                409,
+                "conflict",
+                "A delivery flow with this name already exists in the cluster.",
+            ) from exc
+        except VersionMismatch as exc:
+            raise Problem(
+                412,
+                "precondition-failed",
+                "The delivery flow has changed since it was read; fetch it and retry.",
+            ) from exc
+
+    async def _idempotent(
+        self,
+        request: Request,
+        tenant_id: str,
+        body: Any,
+        operation: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        """Run ``operation`` once per ``Idempotency-Key`` and replay its response after."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return await _respond(request, operation)
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise validation_problem(
+                [
+                    FieldError(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                        "invalid",
+                    )
+                ]
+            )
+        fingerprint = hashlib.sha256(
+            b"\n".join(
+                [
+                    request.method.encode(),
+                    request.url.path.encode(),
+                    msgspec.json.encode(body, order="sorted"),
+                ]
+            )
+        ).hexdigest()
+        now = self.clock()
+        ttl = float(self.settings.idempotency_ttl_seconds)
+        try:
+            outcome = await _in_thread(
+                lambda: self.store.claim_idempotency_key(
+                    tenant_id, key, fingerprint, now=now, ttl=ttl
+                )
+            )
+        except IdempotencyKeyReused as exc:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "This Idempotency-Key was already used for a different request.",
+            ) from exc
+        except IdempotencyInFlight as exc:
+            raise Problem(
+                409,
+                "conflict",
+                "A request with this Idempotency-Key is still in progress; retry later.",
+            ) from exc
+        if isinstance(outcome, StoredResponse):
+            headers = {**outcome.headers, "Idempotency-Replayed": "true"}
+            return Response(outcome.body, status_code=outcome.status, headers=headers)
+        assert isinstance(outcome, Claimed)
+        try:
+            response = await _respond(request, operation)
+        except BaseException:
+            await _in_thread(lambda: self.store.release_idempotency_key(tenant_id, key))
+            raise
+        if response.status_code >= 500:
+            await _in_thread(lambda: self.store.release_idempotency_key(tenant_id, key))
+            return response
+        kept = {
+            name: response.headers[name]
+            for name in ("content-type", "etag", "location")
+            if name in response.headers
+        }
+        stored = StoredResponse(
+            status=response.status_code, body=bytes(response.body), headers=kept
+        )
+        await _in_thread(lambda: self.store.complete_idempotency_key(tenant_id, key, stored))
+        return response
+
+
+async def _respond(request: Request, operation: Callable[[], Awaitable[Response]]) -> Response:
+    # Problems raised by the operation are responses too: an idempotent retry must see them.
+    try:
+        return await operation()
+    except Problem as problem:
+        return problem.response(_instance(request))
+
+
+async def _in_thread(operation: Callable[[], T]) -> T:
+    return await anyio.to_thread.run_sync(operation)
+
+
+def _query(request: Request, allowed: Sequence[str]) -> dict[str, str]:
+    """The query parameters, refusing unknown and repeated ones."""
+    values: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in allowed:
+            raise validation_problem([FieldError(name, "unknown query parameter", "unknown_field")])
+        if name in values:
+            raise validation_problem([FieldError(name, "must not be repeated", "invalid")])
+        values[name] = value
+    return values
+
+
+async def _read_json(request: Request, max_bytes: int) -> Any:
+    """The decoded JSON body: 415 for other media types, 413 past ``max_bytes``, 400 if bad."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise Problem(415, "unsupported-media-type", "Send the request body as application/json.")
+    too_large = Problem(
+        413, "payload-too-large", f"The request body must not exceed {max_bytes} bytes."
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    received = 0
+    # Count while reading: a chunked body has no Content-Length to check up front.
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise validation_problem([FieldError("body", "is required", "required")])
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise validation_problem(
+            [FieldError("body", "is not valid JSON", "malformed_json")]
+        ) from exc
+
+
+def _if_match(request: Request) -> Callable[[int], bool] | None:
+    """A check of the flow version against ``If-Match``, or ``None`` without the header.
+
+    Weak tags never match (RFC 9110 requires strong comparison for If-Match).
+    """
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    if header.strip() == "*":
+        return lambda version: True
+    strong: set[str] = set()
+    for part in header.split(","):
+        match = _ENTITY_TAG.fullmatch(part)
+        if match is not None and match.group(1) is None:
+            strong.add(match.group(2))
+    return lambda version: str(version) in strong
+
+
+def _flow_json(record: FlowRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "tenant_id": record.tenant_id,
+        "cluster_id": record.cluster_id,
+        "name": record.name,
+        "source_id": record.source_id,
+        "destination_id": record.destination_id,
+        "config": {
+            "retry_policy": {
+                "max_attempts": record.max_attempts,
+                "backoff_seconds": record.backoff_seconds,
+            }
+        },
+        "version": record.version,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _flow_response(record: FlowRecord, status: int) -> Response:
+    response = _json(_flow_json(record), status)
+    response.headers["ETag"] = f'"{record.version}"'
+    return response
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(document), status_code=status, media_type=JSON_MEDIA_TYPE)
+
+
+def _timestamp(now: float) -> str:
+    return datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_flow_id(now: float) -> str:
+    """``flow_`` + a 26-character ULID: millisecond time, then 80 random bits."""
+    value = (int(now * 1000) << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "flow_" + "".join(reversed(chars))
