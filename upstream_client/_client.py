@@ -179,7 +179,10 @@ class BackendClient:
         if cursor is not None:
             params["cursor"] = cursor
         url = build_url(
-            self._base_url, self._base_path, (_TENANTS, ("tenant_id", tenant_id), _FLOWS), params
+            self._base_url,
+            self._base_path,
+            (_TENANTS, ("tenant_id", tenant_id), _FLOWS),
+            tuple(params.items()),
         )
         answer = await self._call("GET", url, token=token, request_id=request_id)
         return _decode(_FLOW_PAGE, answer)
@@ -373,7 +376,7 @@ class BackendClient:
         while True:
             if cursor is not None:
                 params["cursor"] = cursor
-            url = build_url(self._base_url, self._base_path, segments, params)
+            url = build_url(self._base_url, self._base_path, segments, tuple(params.items()))
             answer = await self._call("GET", url, token=token, request_id=request_id)
             page = _decode(decoder, answer)
             items.extend(items_of(page))
@@ -498,17 +501,27 @@ class BackendClient:
 
     async def _read_capped(self, response: httpx.Response) -> bytes | None:
         cap = self._max_response_bytes
-        declared = response.headers.get("content-length")
+        headers = response.headers
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             return None
-        chunks: list[bytes] = []
+        chunks: AsyncIterator[bytes] | httpx.AsyncByteStream
+        if headers.get("content-encoding", "identity") == "identity" and isinstance(
+            response.stream, httpx.AsyncByteStream
+        ):
+            # Reading the transport's stream directly skips httpx's decoder chain.
+            chunks = response.stream
+        else:
+            # Counting decoded bytes also caps a compression bomb.
+            chunks = response.aiter_bytes()
+        parts: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        async for chunk in chunks:
             size += len(chunk)
             if size > cap:
                 return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 def _idempotency_key(key: str | None) -> str:

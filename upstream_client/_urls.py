@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import quote
 
@@ -40,11 +41,12 @@ def normalise_base_url(base_url: str) -> tuple[str, str]:
     return str(url.copy_with(path="/")).rstrip("/") + url.path.rstrip("/"), url.path.rstrip("/")
 
 
+@functools.lru_cache(maxsize=4096)
 def build_url(
     base_url: str,
     base_path: str,
     segments: tuple[tuple[str, str], ...],
-    params: dict[str, str | int] | None = None,
+    params: tuple[tuple[str, str | int], ...] = (),
 ) -> httpx.URL:
     """Join ``base_url`` with ``/v1/…`` built from ``(kind, value)`` pairs.
 
@@ -55,7 +57,7 @@ def build_url(
     tail = "/v1/" + "/".join(
         value if kind == "" else quote(check_id(kind, value), safe="") for kind, value in segments
     )
-    url = httpx.URL(base_url + tail, params=params)
+    url = httpx.URL(base_url + tail, params=params or None)
     if url.raw_path.split(b"?", 1)[0] != (base_path + tail).encode("ascii"):
         raise InvalidIdError(f"refusing a URL whose path would change: {base_url + tail!r}")
     return url
