@@ -66,6 +66,10 @@ def create_app(
                 pool=settings.upstream.connect_timeout,
                 total=settings.upstream.total_timeout,
             ),
+            retries=uc.RetryConfig(
+                max_attempts=settings.upstream.max_attempts,
+                backoff_base=settings.upstream.retry_backoff_seconds,
+            ),
             limits=uc.Limits(max_connections=settings.upstream.max_connections),
             tls=_tls(settings),
             transport=upstream_transport,

@@ -46,6 +46,9 @@ class UpstreamSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only
     read_timeout: float = 10.0
     total_timeout: float = 15.0
     max_connections: int = 100
+    max_attempts: int = 3
+    """Attempts per upstream call, the first included; only safe calls are retried."""
+    retry_backoff_seconds: float = 0.1
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None

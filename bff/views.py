@@ -310,8 +310,8 @@ def _camel(segment: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def ui_field(path: str) -> str:
     """``config.retry_policy.max_attempts`` → ``retryPolicy.maxAttempts``."""
-    """``config.retry_policy.max_attempts`` → ``retryPolicy.maxAttempts``)."""
     parts = path.split(".")
     if parts[0] == "config":
         parts = parts[1:] or ["retry_policy"]
