@@ -289,6 +289,15 @@ def _after_request(state: _ProviderState, response: flask.Response) -> flask.Res
             _rotate_refresh_token(state, response)
     elif endpoint == f"{_MOCK}.openid_config":
         _extend_discovery(response)
+    elif endpoint == f"{_MOCK}.userinfo" and response.status_code == HTTPStatus.BAD_REQUEST:
+        # The mock answers an unknown or revoked token with 400 access_denied; RFC 6750 says 401.
+        return _invalid_token()
+    return response
+
+
+def _invalid_token() -> flask.Response:
+    response = _oauth_error(HTTPStatus.UNAUTHORIZED, "invalid_token", "unknown or revoked token")
+    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
 
 

@@ -1,0 +1,346 @@
+"""The development OpenID provider, driven in-process over WSGI as the BFF and a browser would."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from bff.devidp import create_idp_app, load_dev_users, main
+from tests.e2e.oidc_login import find_login_form
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "dev.toml"
+ISSUER = "http://127.0.0.1:8002"
+CLIENT_ID = "flows-bff-dev"
+CLIENT_SECRET = "dev-only-client-secret"
+REDIRECT_URI = "http://127.0.0.1:8000/api/bff/v1/auth/callback"
+SCOPE = "openid profile email offline_access"
+
+
+@pytest.fixture
+def idp() -> Iterator[httpx.Client]:
+    app = create_idp_app(
+        load_dev_users(CONFIG),
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        redirect_uris=[REDIRECT_URI],
+        issuer=ISSUER,
+    )
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url=ISSUER) as client:
+        yield client
+
+
+@dataclass
+class Login:
+    verifier: str
+    nonce: str
+    state: str
+
+    @classmethod
+    def new(cls) -> Login:
+        return cls(secrets.token_urlsafe(48), secrets.token_urlsafe(16), secrets.token_urlsafe(16))
+
+    @property
+    def challenge(self) -> str:
+        digest = hashlib.sha256(self.verifier.encode()).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def params(self, **overrides: str) -> dict[str, str]:
+        params = {
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "scope": SCOPE,
+            "state": self.state,
+            "nonce": self.nonce,
+            "code_challenge": self.challenge,
+            "code_challenge_method": "S256",
+        }
+        params.update(overrides)
+        return {key: value for key, value in params.items() if value}
+
+
+def sign_in(idp: httpx.Client, user: str, login: Login) -> str:
+    """Open the login page, submit its form as a browser does, return the code sent back."""
+    page = idp.get("/oauth2/authorize", params=login.params())
+    assert page.status_code == 200
+    form = find_login_form(page)
+    assert form.method == "post"
+    answer = idp.post(form.action, data=form.submission(user))
+    assert answer.status_code == 302
+    location = answer.headers["location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == [login.state]
+    return query["code"][0]
+
+
+def exchange(
+    idp: httpx.Client, code: str, verifier: str, *, secret: str = CLIENT_SECRET
+) -> httpx.Response:
+    return idp.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        },
+        auth=(CLIENT_ID, secret),
+    )
+
+
+def refresh(idp: httpx.Client, refresh_token: str) -> httpx.Response:
+    return idp.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+    )
+
+
+def tokens_for(idp: httpx.Client, user: str) -> tuple[Login, dict[str, str]]:
+    login = Login.new()
+    response = exchange(idp, sign_in(idp, user, login), login.verifier)
+    assert response.status_code == 200, response.text
+    return login, response.json()
+
+
+def keys(idp: httpx.Client) -> KeySet:
+    return KeySet.import_key_set(idp.get("/jwks").json())
+
+
+def test_discovery_names_the_pinned_issuer_and_its_endpoints(idp: httpx.Client) -> None:
+    document = idp.get("/.well-known/openid-configuration").json()
+
+    assert document["issuer"] == ISSUER
+    assert document["authorization_endpoint"] == f"{ISSUER}/oauth2/authorize"
+    assert document["token_endpoint"] == f"{ISSUER}/oauth2/token"
+    assert document["userinfo_endpoint"] == f"{ISSUER}/userinfo"
+    assert document["jwks_uri"] == f"{ISSUER}/jwks"
+    assert document["end_session_endpoint"] == f"{ISSUER}/oauth2/end_session"
+    assert document["revocation_endpoint"] == f"{ISSUER}/oauth2/revoke"
+    assert document["code_challenge_methods_supported"] == ["S256"]
+    assert document["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+    assert "registration_endpoint" not in document
+
+
+def test_requests_for_another_host_are_refused(idp: httpx.Client) -> None:
+    response = idp.get("/.well-known/openid-configuration", headers={"Host": "localhost:8002"})
+
+    assert response.status_code == 421
+
+
+def test_alice_signs_in_with_pkce_and_nonce_and_gets_her_claims(idp: httpx.Client) -> None:
+    login, tokens = tokens_for(idp, "alice")
+
+    id_token = jwt.decode(tokens["id_token"], keys(idp), algorithms=["RS256"])
+    assert id_token.header["kid"] == keys(idp).keys[0].kid
+    claims = id_token.claims
+    assert claims["iss"] == ISSUER
+    assert CLIENT_ID in claims["aud"]
+    assert claims["nonce"] == login.nonce
+    assert claims["sub"] == "alice"
+    assert claims["name"] == "Alice Admin"
+    assert claims["email"] == "alice@acme.example"
+    assert claims["zen_tenants"] == {"ten_acme": ["read:delivery-flows", "write:delivery-flows"]}
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["refresh_token"]
+
+    userinfo = idp.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).json()
+    assert userinfo["sub"] == "alice"
+    assert userinfo["name"] == "Alice Admin"
+    assert userinfo["email"] == "alice@acme.example"
+    assert userinfo["zen_tenants"] == claims["zen_tenants"]
+
+
+def test_access_token_is_a_jwt_for_the_backend(idp: httpx.Client) -> None:
+    _, tokens = tokens_for(idp, "alice")
+
+    access = jwt.decode(tokens["access_token"], keys(idp), algorithms=["RS256"])
+    assert access.header["typ"] == "at+jwt"
+    assert access.claims["iss"] == ISSUER
+    assert access.claims["sub"] == "alice"
+    assert set(access.claims["aud"]) == {"zen-backend", CLIENT_ID}
+    assert access.claims["zen_tenants"] == {
+        "ten_acme": ["read:delivery-flows", "write:delivery-flows"]
+    }
+    assert access.claims["exp"] - access.claims["iat"] == int(tokens["expires_in"])
+
+
+@pytest.mark.parametrize(
+    ("user", "name", "tenants"),
+    [
+        ("bob", "Bob Reader", {"ten_acme": ["read:delivery-flows"]}),
+        ("carol", "Carol Globex", {"ten_globex": ["read:delivery-flows", "write:delivery-flows"]}),
+        ("dave", None, None),
+    ],
+)
+def test_each_demo_user_gets_their_own_tenants(
+    idp: httpx.Client, user: str, name: str | None, tenants: dict[str, list[str]] | None
+) -> None:
+    _, tokens = tokens_for(idp, user)
+
+    claims = jwt.decode(tokens["id_token"], keys(idp), algorithms=["RS256"]).claims
+    assert claims["sub"] == user
+    assert claims.get("name") == name
+    assert claims.get("zen_tenants") == tenants
+
+
+def test_a_wrong_client_secret_is_refused(idp: httpx.Client) -> None:
+    login = Login.new()
+    code = sign_in(idp, "alice", login)
+
+    refused = exchange(idp, code, login.verifier, secret="not-the-secret")
+
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_client"
+    assert "access_token" not in refused.json()
+
+
+def test_an_unknown_client_is_refused_without_redirect(idp: httpx.Client) -> None:
+    response = idp.get("/oauth2/authorize", params=Login.new().params(client_id="someone-else"))
+
+    assert response.status_code == 400
+    assert "location" not in response.headers
+
+
+def test_an_unregistered_redirect_uri_is_refused_without_redirect(idp: httpx.Client) -> None:
+    params = Login.new().params(redirect_uri="http://127.0.0.1:9999/api/bff/v1/auth/callback")
+
+    response = idp.get("/oauth2/authorize", params=params)
+
+    assert response.status_code == 400
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"code_challenge": ""}, {"code_challenge_method": "plain"}, {"code_challenge_method": ""}],
+    ids=["no-challenge", "plain", "no-method"],
+)
+def test_authorization_without_s256_pkce_is_refused(
+    idp: httpx.Client, overrides: dict[str, str]
+) -> None:
+    login = Login.new()
+
+    response = idp.get("/oauth2/authorize", params=login.params(**overrides))
+
+    assert response.status_code == 302
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    assert query["error"] == ["invalid_request"]
+    assert query["state"] == [login.state]
+    assert "code" not in query
+
+
+def test_authorization_without_nonce_is_refused(idp: httpx.Client) -> None:
+    response = idp.get("/oauth2/authorize", params=Login.new().params(nonce=""))
+
+    assert response.status_code == 302
+    assert parse_qs(urlsplit(response.headers["location"]).query)["error"] == ["invalid_request"]
+
+
+def test_a_wrong_code_verifier_is_refused(idp: httpx.Client) -> None:
+    code = sign_in(idp, "alice", Login.new())
+
+    refused = exchange(idp, code, Login.new().verifier)
+
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+
+
+def test_a_code_is_good_once(idp: httpx.Client) -> None:
+    login = Login.new()
+    code = sign_in(idp, "alice", login)
+    assert exchange(idp, code, login.verifier).status_code == 200
+
+    replay = exchange(idp, code, login.verifier)
+
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+
+
+def test_refresh_tokens_rotate_and_a_used_one_is_refused(idp: httpx.Client) -> None:
+    _, tokens = tokens_for(idp, "alice")
+
+    first = refresh(idp, tokens["refresh_token"])
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != tokens["refresh_token"]
+    assert rotated["access_token"] != tokens["access_token"]
+
+    replay = refresh(idp, tokens["refresh_token"])
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+
+    assert refresh(idp, rotated["refresh_token"]).status_code == 200
+
+
+def test_a_revoked_refresh_token_no_longer_refreshes(idp: httpx.Client) -> None:
+    _, tokens = tokens_for(idp, "alice")
+
+    unauthenticated = idp.post("/oauth2/revoke", data={"token": tokens["refresh_token"]})
+    assert unauthenticated.status_code == 401
+    still_valid = refresh(idp, tokens["refresh_token"])
+    assert still_valid.status_code == 200
+
+    tokens = still_valid.json()
+    revoked = idp.post(
+        "/oauth2/revoke",
+        data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+    )
+    assert revoked.status_code == 200
+
+    refused = refresh(idp, tokens["refresh_token"])
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+    userinfo = idp.get("/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert userinfo.status_code == 401
+
+
+def test_end_session_keeps_the_user_on_the_bff_origin(idp: httpx.Client) -> None:
+    foreign = idp.get(
+        "/oauth2/end_session", params={"post_logout_redirect_uri": "https://evil.example/"}
+    )
+    assert foreign.status_code == 400
+
+    page = idp.get(
+        "/oauth2/end_session", params={"post_logout_redirect_uri": "http://127.0.0.1:8000/"}
+    )
+    assert page.status_code == 200
+    confirmed = idp.post(
+        "/oauth2/end_session/confirm", data={"redirect_uri": "http://127.0.0.1:8000/"}
+    )
+    assert confirmed.status_code == 302
+    assert confirmed.headers["location"] == "http://127.0.0.1:8000/"
+
+
+def test_claims_cannot_be_changed_over_http(idp: httpx.Client) -> None:
+    response = idp.put("/users/bob", json={"zen_tenants": {"ten_globex": ["admin:delivery-flows"]}})
+
+    assert response.status_code == 403
+    _, tokens = tokens_for(idp, "bob")
+    claims = jwt.decode(tokens["id_token"], keys(idp), algorithms=["RS256"]).claims
+    assert claims["zen_tenants"] == {"ten_acme": ["read:delivery-flows"]}
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "localhost", "::"])
+def test_the_command_refuses_to_bind_beyond_loopback(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(CONFIG), "--host", host, "--port", "0"])
+
+    assert exited.value.code == 2
+    assert "loopback" in capsys.readouterr().err
