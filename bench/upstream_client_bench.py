@@ -221,9 +221,8 @@ def main() -> int:
         try:
             wait_for_port(port, time.monotonic() + 10)
             print(f"nginx on 127.0.0.1:{port}, {args.flows} flows per page ({os.cpu_count()} CPUs)")
-            asyncio.run(
-                run_variants(f"http://127.0.0.1:{port}", args.seconds, args.concurrency, args.rounds)
-            )
+            base_url = f"http://127.0.0.1:{port}"
+            asyncio.run(run_variants(base_url, args.seconds, args.concurrency, args.rounds))
         finally:
             process.send_signal(signal.SIGQUIT)
             try:
