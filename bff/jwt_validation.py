@@ -478,6 +478,6 @@ class LogoutTokenValidator(_SignedJWTVerifier):
             raise InvalidToken("missing-claim", "jti")
 
         # Last, so that only otherwise valid tokens occupy the replay cache.
-        if not await self._replay_cache.remember(f"{self.issuer}\x00{jti}"):
+        if not await self._replay_cache.remember(f"{self.issuer} {jti}"):
             raise InvalidToken("replayed")
         return LogoutToken(sub=sub, sid=sid, jti=jti, iat=int(iat))

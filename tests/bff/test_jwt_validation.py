@@ -287,13 +287,16 @@ async def test_token_expires_as_the_clock_moves(world: World, rsa_key: RSAKey) -
     assert await rejected(world, token) == "expired"
 
 
-def test_validators_refuse_symmetric_and_none_algorithms() -> None:
-    jwks = JWKSCache(JWKS_URI, http=httpx.AsyncClient())
-    for algorithms in (("HS256",), ("RS256", "none"), ()):
-        with pytest.raises(ValueError):
-            JWTValidator(issuer=ISSUER, audience=AUDIENCE, jwks=jwks, algorithms=algorithms)
-        with pytest.raises(ValueError):
-            LogoutTokenValidator(issuer=ISSUER, audience=AUDIENCE, jwks=jwks, algorithms=algorithms)
+async def test_validators_refuse_symmetric_and_none_algorithms() -> None:
+    async with httpx.AsyncClient() as http:
+        jwks = JWKSCache(JWKS_URI, http=http)
+        for algorithms in (("HS256",), ("RS256", "none"), ()):
+            with pytest.raises(ValueError):
+                JWTValidator(issuer=ISSUER, audience=AUDIENCE, jwks=jwks, algorithms=algorithms)
+            with pytest.raises(ValueError):
+                LogoutTokenValidator(
+                    issuer=ISSUER, audience=AUDIENCE, jwks=jwks, algorithms=algorithms
+                )
 
 
 # --- JWKS cache ----------------------------------------------------------------------------
