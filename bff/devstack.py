@@ -271,6 +271,7 @@ def _start(child: _Child, out: _Output) -> None:
         # Own process group: Ctrl-C reaches only the launcher, which stops the children in order.
         start_new_session=True,
     )
+    out.line(f"bff dev: started {child.name} (pid {child.process.pid})")
     child.reader = threading.Thread(
         target=_relay_output, args=(child, out), name=f"bff-dev-{child.name}", daemon=True
     )
