@@ -58,6 +58,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _READ = "read:delivery-flows"
 _WRITE = "write:delivery-flows"
 
@@ -177,7 +178,9 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        offered = {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",")}
+        # Starlette keeps methods in a set; a stable order keeps the header predictable.
+        allow = ", ".join(m for m in _METHOD_ORDER if m in offered)
         problem = Problem(
             405,
             "method-not-allowed",
