@@ -5,18 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import flask
 import httpx
 import pytest
+import werkzeug
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from bff.devidp import create_idp_app, load_dev_users, main
-from tests.e2e.oidc_login import find_login_form
+from tests.e2e.oidc_login import browser_login, find_login_form
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "dev.toml"
 ISSUER = "http://127.0.0.1:8002"
@@ -27,15 +29,19 @@ SCOPE = "openid profile email offline_access"
 
 
 @pytest.fixture
-def idp() -> Iterator[httpx.Client]:
-    app = create_idp_app(
+def idp_app() -> flask.Flask:
+    return create_idp_app(
         load_dev_users(CONFIG),
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
         redirect_uris=[REDIRECT_URI],
         issuer=ISSUER,
     )
-    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url=ISSUER) as client:
+
+
+@pytest.fixture
+def idp(idp_app: flask.Flask) -> Iterator[httpx.Client]:
+    with httpx.Client(transport=httpx.WSGITransport(app=idp_app), base_url=ISSUER) as client:
         yield client
 
 
@@ -344,3 +350,61 @@ def test_the_command_refuses_to_bind_beyond_loopback(
 
     assert exited.value.code == 2
     assert "loopback" in capsys.readouterr().err
+
+
+class RoutingTransport(httpx.BaseTransport):
+    """Sends each request to the WSGI app serving its origin, as loopback ports would."""
+
+    def __init__(self, apps: dict[str, httpx.WSGITransport]) -> None:
+        self.apps = apps
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
+        return self.apps[origin].handle_request(request)
+
+
+def fake_bff(idp: httpx.Client) -> Callable[..., Iterable[bytes]]:
+    """A minimal relying party: login redirects to the provider, callback sets a cookie."""
+    pending: dict[str, Login] = {}
+
+    @werkzeug.Request.application
+    def app(request: werkzeug.Request) -> werkzeug.Response:
+        if request.path == "/api/bff/v1/auth/login":
+            login = Login.new()
+            pending[login.state] = login
+            query = urlencode(login.params())
+            response = werkzeug.Response(
+                status=302, headers={"Location": f"{ISSUER}/oauth2/authorize?{query}"}
+            )
+            response.set_cookie("tx", login.state, httponly=True, samesite="Lax")
+            return response
+        if request.path == "/api/bff/v1/auth/callback":
+            login = pending.pop(request.args["state"])
+            assert request.cookies.get("tx") == login.state
+            tokens = exchange(idp, request.args["code"], login.verifier).json()
+            sub = jwt.decode(tokens["id_token"], keys(idp), algorithms=["RS256"]).claims["sub"]
+            response = werkzeug.Response(status=302, headers={"Location": "/flows"})
+            response.set_cookie("session", sub, httponly=True, samesite="Lax")
+            return response
+        return werkzeug.Response(f"page {request.path} for {request.cookies.get('session')}")
+
+    return app
+
+
+def test_browser_login_signs_in_through_the_provider_form(
+    idp_app: flask.Flask, idp: httpx.Client
+) -> None:
+    bff_origin = "http://127.0.0.1:8000"
+    routes = {
+        ISSUER: httpx.WSGITransport(app=idp_app),
+        bff_origin: httpx.WSGITransport(app=fake_bff(idp)),
+    }
+    with httpx.Client(transport=RoutingTransport(routes)) as browser:
+        final = browser_login(browser, bff_origin, "carol", return_to="/flows")
+
+    assert final.status_code == 200
+    assert final.text == "page /flows for carol"
+    assert [str(r.url).split("?")[0] for r in final.history] == [
+        f"{ISSUER}/oauth2/authorize",
+        f"{bff_origin}/api/bff/v1/auth/callback",
+    ]

@@ -102,8 +102,9 @@ def browser_login(
 ) -> httpx.Response:
     """Sign ``user`` in through the BFF and return the last response (the ``returnTo`` page).
 
-    ``response.history`` holds every redirect after the form submission, the BFF callback
-    among them. Raises ``AssertionError`` if the provider's login page does not appear.
+    ``response.history`` holds the responses from the form submission on: the provider's
+    redirect to the BFF callback, the callback's redirect to ``returnTo``, and any after it.
+    Raises ``AssertionError`` if the provider's login page does not appear.
     """
     start = httpx.URL(
         f"{bff_url.rstrip('/')}/api/bff/v1/auth/login", params={"returnTo": return_to}
@@ -117,6 +118,4 @@ def browser_login(
         submitted = client.post(action, data=form.submission(user), follow_redirects=False)
     else:
         submitted = client.get(action, params=form.submission(user), follow_redirects=False)
-    final = follow_redirects(client, submitted)
-    final.history = [submitted, *final.history]
-    return final
+    return follow_redirects(client, submitted)
