@@ -8,15 +8,17 @@ step become problem+json in :mod:`bff.problems`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import httpx
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,15 +29,21 @@ from starlette.routing import Mount, Route
 import upstream_client as uc
 
 from . import flows
+from .auth import Auth
+from .auth import routes as auth_routes
 from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
+from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
 from .middleware import API_PREFIX, RequestContextMiddleware, request_id_of
 from .observability import Metrics, MetricsMiddleware
+from .oidc import OIDCClient
 from .principal import Authenticator
 from .problems import ProblemError, not_found, problem_from_upstream
 from .services import Services
+from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 from .settings import Settings
+from .upstream_tokens import UpstreamTokenMinter, load_signing_key
 
 logger = logging.getLogger("bff.app")
 
@@ -43,38 +51,34 @@ logger = logging.getLogger("bff.app")
 def create_app(
     settings: Settings,
     *,
-    authenticators: Sequence[Authenticator] = (),
+    authenticators: Sequence[Authenticator] | None = None,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
+    idp_transport: httpx.AsyncBaseTransport | None = None,
     credentials: UpstreamCredentials | None = None,
 ) -> Starlette:
     """Build the BFF.
 
-    ``authenticators`` decide who is calling (tried in order); ``upstream_transport`` replaces the
-    network to the backend (tests pass a mock or the sandbox's ASGI app); ``credentials`` replaces
-    the upstream credential chosen by ``settings.upstream.credential``.
+    ``authenticators`` replace the session cookie and bearer JWT authenticators (tests use a
+    static principal); ``upstream_transport`` and ``idp_transport`` replace the network to the
+    backend and to the identity provider (tests pass a mock or an in-process ASGI app);
+    ``credentials`` replaces the upstream credential chosen by ``settings.upstream.credential``.
     """
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = uc.BackendClient(
-            settings.upstream.base_url,
-            timeout=uc.Timeout(
-                connect=settings.upstream.connect_timeout,
-                read=settings.upstream.read_timeout,
-                write=settings.upstream.read_timeout,
-                pool=settings.upstream.connect_timeout,
-                total=settings.upstream.total_timeout,
-            ),
-            retries=uc.RetryConfig(
-                max_attempts=settings.upstream.max_attempts,
-                backoff_base=settings.upstream.retry_backoff_seconds,
-            ),
-            limits=uc.Limits(max_connections=settings.upstream.max_connections),
-            tls=_tls(settings),
-            transport=upstream_transport,
-        )
-        async with client:
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(_backend_client(settings, upstream_transport))
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=idp_transport,
+                    timeout=httpx.Timeout(10.0, connect=3.0),
+                    trust_env=False,
+                    follow_redirects=False,
+                )
+            )
+            auth = _build_auth(settings, http, stack)
+            app.state.auth = auth
             app.state.services = Services(
                 settings=settings,
                 client=client,
@@ -86,18 +90,23 @@ def create_app(
                 responses=SingleFlightCache(
                     ttl=settings.cache.ttl_seconds, maxsize=settings.cache.max_entries
                 ),
-                credentials=credentials or UpstreamCredentials(settings.upstream.credential),
-                authenticators=list(authenticators),
+                credentials=credentials
+                or UpstreamCredentials(settings.upstream.credential, auth.minter),
+                authenticators=(
+                    [auth.bearer, auth.session] if authenticators is None else list(authenticators)
+                ),
             )
             yield
 
     api_routes: list[Any] = [
         *flows.routes,
+        *auth_routes,
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
-    app = Starlette(
+    return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             Mount(API_PREFIX, routes=api_routes),
         ],
@@ -112,7 +121,65 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    return app
+
+
+def _backend_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> uc.BackendClient:
+    upstream = settings.upstream
+    return uc.BackendClient(
+        upstream.base_url,
+        timeout=uc.Timeout(
+            connect=upstream.connect_timeout,
+            read=upstream.read_timeout,
+            write=upstream.read_timeout,
+            pool=upstream.connect_timeout,
+            total=upstream.total_timeout,
+        ),
+        retries=uc.RetryConfig(
+            max_attempts=upstream.max_attempts, backoff_base=upstream.retry_backoff_seconds
+        ),
+        limits=uc.Limits(max_connections=upstream.max_connections),
+        tls=_tls(settings),
+        transport=transport,
+    )
+
+
+def _build_auth(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    stack: AsyncExitStack,
+) -> Auth:
+    oidc = OIDCClient(
+        issuer=settings.oidc.issuer,
+        client_id=settings.oidc.client_id,
+        client_secret=settings.oidc.client_secret,
+        scopes=settings.oidc.scopes,
+        http=http,
+    )
+    idle = settings.sessions.idle_timeout_seconds
+    absolute = settings.sessions.absolute_timeout_seconds
+    sessions: SessionStore
+    logins: LoginStore
+    if settings.sessions.backend == "redis" and settings.sessions.redis_url:
+        redis = Redis.from_url(settings.sessions.redis_url)
+        stack.push_async_callback(redis.aclose)
+        sessions = RedisSessionStore(redis, idle_timeout=idle, absolute_timeout=absolute)
+        logins = RedisLoginStore(redis)
+    else:
+        sessions = MemorySessionStore(idle_timeout=idle, absolute_timeout=absolute)
+        logins = MemoryLoginStore()
+    stack.push_async_callback(sessions.aclose)
+    minter = None
+    if settings.upstream.credential == "internal-jwt":
+        jwt = settings.internal_jwt
+        minter = UpstreamTokenMinter(
+            issuer=jwt.issuer or settings.bff.public_origin.rstrip("/"),
+            audience=jwt.audience,
+            ttl=jwt.ttl_seconds,
+            key=load_signing_key(jwt.signing_key_file) if jwt.signing_key_file else None,
+        )
+    return Auth(settings, oidc=oidc, sessions=sessions, logins=logins, minter=minter)
 
 
 def _tls(settings: Settings) -> uc.TLSConfig | None:
@@ -125,7 +192,34 @@ def _tls(settings: Settings) -> uc.TLSConfig | None:
 
 
 async def healthz(request: Request) -> Response:
+    """Alive: the process answers. Says nothing about its dependencies (that is /readyz)."""
     return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready to serve: the upstream answers, the provider's metadata loads, the store answers."""
+    services: Services = request.app.state.services
+    auth: Auth = request.app.state.auth
+    checks: dict[str, str] = {}
+
+    async def check(name: str, probe: Awaitable[object]) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                ok = await probe
+            checks[name] = "ok" if ok is not False else "failing"
+        except Exception as exc:  # a probe must never take the endpoint down
+            checks[name] = f"failing: {type(exc).__name__}"
+
+    await asyncio.gather(
+        check("upstream", services.client.ping()),
+        check("identityProvider", auth.oidc.metadata()),
+        check("sessions", auth.sessions.ping()),
+    )
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
 
 
 @cache

@@ -37,6 +37,7 @@ TITLES: dict[str, str] = {
     "not-acceptable": "Not Acceptable",
     "payload-too-large": "Payload Too Large",
     "unsupported-media-type": "Unsupported Media Type",
+    "login-failed": "Sign-in Failed",
     "conflict": "Conflict",
     "precondition-failed": "Precondition Failed",
     "idempotency-key-reused": "Idempotency Key Reused",

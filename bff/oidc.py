@@ -1,0 +1,300 @@
+"""The BFF as an OpenID Connect relying party (a confidential client).
+
+Discovery, the authorization-code request with PKCE (S256), ``state`` and ``nonce``, the code
+exchange, ID token validation, refresh, revocation and the end-session URL. The protocol messages
+are authlib's (``prepare_grant_uri``, ``prepare_token_request``, the S256 challenge); they travel
+over the BFF's own httpx client, which holds no per-user state: tokens live only in the session
+store, never on an object shared between users' calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import msgspec
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
+from .jwt_validation import InvalidToken, JWKSCache, JWKSUnavailable, JWTValidator
+
+logger = logging.getLogger("bff.oidc")
+
+METADATA_MAX_AGE = 3600.0
+
+
+class ProviderMetadata(msgspec.Struct, frozen=True):
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    userinfo_endpoint: str | None = None
+    end_session_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    code_challenge_methods_supported: list[str] | None = None
+
+
+class TokenSet(msgspec.Struct, frozen=True):
+    access_token: str | None
+    refresh_token: str | None
+    id_token: str | None
+    expires_at: float | None
+
+
+class LoginError(Exception):
+    """The login cannot complete (bad code, bad ID token, provider error)."""
+
+
+class ProviderUnavailable(Exception):
+    """The identity provider cannot be reached or answered outside the protocol."""
+
+
+class TokenError(Exception):
+    """The token endpoint answered with an OAuth error code (the message)."""
+
+
+class RefreshRejected(Exception):
+    """The provider refused the refresh token (``invalid_grant``): the session is over."""
+
+
+class LoginRequest(msgspec.Struct, frozen=True):
+    """What the callback needs to finish a login; kept server-side, never in the browser."""
+
+    state: str
+    nonce: str
+    code_verifier: str
+    return_to: str
+    created_at: float
+
+
+class OIDCClient:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        scopes: list[str],
+        http: httpx.AsyncClient,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.scopes = scopes
+        self._http = http
+        self._clock = clock
+        self._metadata: ProviderMetadata | None = None
+        self._metadata_at = 0.0
+        self._metadata_lock = asyncio.Lock()
+        self._jwks: JWKSCache | None = None
+
+    # --- discovery -----------------------------------------------------------------------------
+
+    async def metadata(self) -> ProviderMetadata:
+        now = self._clock()
+        if self._metadata is not None and now - self._metadata_at < METADATA_MAX_AGE:
+            return self._metadata
+        async with self._metadata_lock:
+            if self._metadata is not None and self._clock() - self._metadata_at < METADATA_MAX_AGE:
+                return self._metadata
+            url = f"{self.issuer}/.well-known/openid-configuration"
+            try:
+                response = await self._http.get(url)
+                response.raise_for_status()
+                metadata = msgspec.json.decode(response.content, type=ProviderMetadata)
+            except (httpx.HTTPError, msgspec.DecodeError) as exc:
+                if self._metadata is not None:
+                    logger.warning("provider metadata refresh failed, keeping the old: %s", exc)
+                    return self._metadata
+                raise ProviderUnavailable(f"cannot load {url}: {exc}") from exc
+            if metadata.issuer.rstrip("/") != self.issuer:
+                raise ProviderUnavailable(
+                    f"provider metadata names issuer {metadata.issuer!r}, expected {self.issuer!r}"
+                )
+            self._metadata, self._metadata_at = metadata, self._clock()
+            return metadata
+
+    async def jwks(self) -> JWKSCache:
+        metadata = await self.metadata()
+        if self._jwks is None or self._jwks.jwks_uri != metadata.jwks_uri:
+            self._jwks = JWKSCache(metadata.jwks_uri, http=self._http)
+        return self._jwks
+
+    async def bearer_validator(self, audience: str) -> JWTValidator:
+        return JWTValidator(issuer=self.issuer, audience=audience, jwks=await self.jwks())
+
+    # --- login ---------------------------------------------------------------------------------
+
+    def _client_auth(self) -> httpx.BasicAuth:
+        # RFC 6749 2.3.1: id and secret are form-encoded before Basic encoding.
+        return httpx.BasicAuth(quote(self.client_id, safe=""), quote(self._client_secret, safe=""))
+
+    async def _token_request(self, grant_type: str, **params: str) -> dict[str, Any]:
+        """POST to the token endpoint (client_secret_basic); OAuth errors become TokenError."""
+        metadata = await self.metadata()
+        body = prepare_token_request(grant_type, **params)
+        try:
+            response = await self._http.post(
+                metadata.token_endpoint,
+                content=body,
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                },
+                auth=httpx.BasicAuth(
+                    quote(self.client_id, safe=""), quote(self._client_secret, safe="")
+                ),
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from exc
+        try:
+            token = response.json()
+        except ValueError:
+            token = None
+        if not isinstance(token, dict):
+            raise ProviderUnavailable(
+                f"token endpoint answered {response.status_code} without JSON"
+            )
+        if response.status_code >= 500:
+            raise ProviderUnavailable(f"token endpoint answered {response.status_code}")
+        if "error" in token or response.status_code != 200:
+            raise TokenError(str(token.get("error", "invalid_request")))
+        return token
+
+    async def start_login(self, redirect_uri: str, return_to: str) -> tuple[str, LoginRequest]:
+        """The provider URL to send the browser to, and what to remember until the callback."""
+        metadata = await self.metadata()
+        login = LoginRequest(
+            state=generate_token(32),
+            nonce=generate_token(32),
+            code_verifier=generate_token(64),
+            return_to=return_to,
+            created_at=self._clock(),
+        )
+        url = prepare_grant_uri(
+            metadata.authorization_endpoint,
+            client_id=self.client_id,
+            response_type="code",
+            redirect_uri=redirect_uri,
+            scope=" ".join(self.scopes),
+            state=login.state,
+            nonce=login.nonce,
+            code_challenge=create_s256_code_challenge(login.code_verifier),
+            code_challenge_method="S256",
+        )
+        return url, login
+
+    async def finish_login(
+        self, login: LoginRequest, code: str, redirect_uri: str
+    ) -> tuple[TokenSet, dict[str, Any]]:
+        """Exchange the code and validate the ID token; returns the tokens and the ID claims."""
+        try:
+            token = await self._token_request(
+                "authorization_code",
+                code=code,
+                redirect_uri=redirect_uri,
+                code_verifier=login.code_verifier,
+            )
+        except TokenError as exc:
+            raise LoginError(f"the provider refused the code: {exc}") from exc
+        tokens = _token_set(token, self._clock())
+        if not tokens.id_token:
+            raise LoginError("the provider returned no ID token")
+        claims = await self.validate_id_token(tokens.id_token, nonce=login.nonce)
+        return tokens, claims
+
+    async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
+        validator = JWTValidator(
+            issuer=self.issuer, audience=self.client_id, jwks=await self.jwks()
+        )
+        try:
+            claims = await validator.validate(id_token)
+        except InvalidToken as exc:
+            raise LoginError(f"invalid ID token: {exc}") from exc
+        except JWKSUnavailable as exc:
+            raise ProviderUnavailable(str(exc)) from exc
+        if nonce is not None and claims.get("nonce") != nonce:
+            raise LoginError("invalid ID token: nonce mismatch")
+        audience = claims.get("aud")
+        if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != self.client_id:
+            raise LoginError("invalid ID token: azp does not name this client")
+        return claims
+
+    async def userinfo(self, access_token: str) -> dict[str, Any]:
+        metadata = await self.metadata()
+        if not metadata.userinfo_endpoint:
+            return {}
+        try:
+            response = await self._http.get(
+                metadata.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
+            )
+            response.raise_for_status()
+            info = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderUnavailable(f"userinfo failed: {exc}") from exc
+        return info if isinstance(info, dict) else {}
+
+    # --- session upkeep ------------------------------------------------------------------------
+
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        try:
+            token = await self._token_request("refresh_token", refresh_token=refresh_token)
+        except TokenError as exc:
+            if str(exc) in {"invalid_grant", "invalid_token", "unauthorized_client"}:
+                raise RefreshRejected(str(exc)) from exc
+            raise ProviderUnavailable(f"refresh failed: {exc}") from exc
+        tokens = _token_set(token, self._clock())
+        if tokens.refresh_token is None:
+            # Providers that do not rotate keep the refresh token valid: carry it over.
+            tokens = msgspec.structs.replace(tokens, refresh_token=refresh_token)
+        return tokens
+
+    async def revoke(self, refresh_token: str) -> None:
+        """Best effort: a provider without revocation, or one that is down, only gets logged."""
+        try:
+            metadata = await self.metadata()
+            if not metadata.revocation_endpoint:
+                return
+            response = await self._http.post(
+                metadata.revocation_endpoint,
+                data={"token": refresh_token, "token_type_hint": "refresh_token"},
+                auth=httpx.BasicAuth(
+                    quote(self.client_id, safe=""), quote(self._client_secret, safe="")
+                ),
+            )
+            if response.status_code != 200:
+                logger.warning("refresh token revocation answered %s", response.status_code)
+        except (httpx.HTTPError, ProviderUnavailable) as exc:
+            logger.warning("refresh token revocation failed: %s", type(exc).__name__)
+
+    async def end_session_url(self, id_token: str | None, post_logout_redirect: str) -> str | None:
+        try:
+            metadata = await self.metadata()
+        except ProviderUnavailable:
+            return None
+        if not metadata.end_session_endpoint:
+            return None
+        params = {"client_id": self.client_id, "post_logout_redirect_uri": post_logout_redirect}
+        if id_token:
+            params["id_token_hint"] = id_token
+        separator = "&" if "?" in metadata.end_session_endpoint else "?"
+        return f"{metadata.end_session_endpoint}{separator}{urlencode(params)}"
+
+
+def _token_set(token: dict[str, Any], now: float) -> TokenSet:
+    expires_at = token.get("expires_at")
+    if expires_at is None and isinstance(token.get("expires_in"), int | float):
+        expires_at = now + float(token["expires_in"])
+    return TokenSet(
+        access_token=token.get("access_token"),
+        refresh_token=token.get("refresh_token"),
+        id_token=token.get("id_token"),
+        expires_at=float(expires_at) if expires_at is not None else None,
+    )
