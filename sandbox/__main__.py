@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
-import msgspec
 import uvicorn
 
 from sandbox.app import create_app
-from sandbox.config import ConfigError, load_settings, with_issuers
+from sandbox.config import ConfigError, load_settings, with_changes, with_issuers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, value in (("host", args.host), ("port", args.port))
             if value is not None
         }
-        settings = msgspec.structs.replace(settings, **overrides)
+        settings = with_changes(settings, **overrides)
     except ConfigError as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 2
@@ -64,9 +65,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sandbox listening on http://{settings.host}:{settings.port} (db {settings.db})",
         flush=True,
     )
-    # uvicorn installs SIGINT/SIGTERM handlers and shuts down gracefully on either.
-    server.run()
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to whatever
+    # handler was installed before it; ours turns that into a normal exit with status 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_quietly)
+    try:
+        server.run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,13 @@ def with_issuers(settings: SandboxSettings, issuers: dict[str, str]) -> SandboxS
     return updated
 
 
+def with_changes(settings: SandboxSettings, **changes: Any) -> SandboxSettings:
+    """A copy of ``settings`` with ``changes`` applied, validated like a loaded file."""
+    updated = msgspec.structs.replace(settings, **changes)
+    _check(updated)
+    return updated
+
+
 def _name_key(message: str) -> str:
     # msgspec reports paths as "... - at `$.clusters[0].id`"; users know them as sandbox.….
     text, sep, where = message.partition(" - at `$")

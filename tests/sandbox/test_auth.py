@@ -63,7 +63,9 @@ CREDENTIALS: dict[str, Callable[[], dict[str, str]]] = {
     "jwt_write_only": lambda: jwt_acme(["write:delivery-flows"]),
     "jwt_no_scopes": lambda: jwt_acme([]),
     "jwt_tenant_id_scope_rw": lambda: bearer(
-        mint(zen_tenants=None, tenant_id="ten_acme", scope="read:delivery-flows write:delivery-flows")
+        mint(
+            zen_tenants=None, tenant_id="ten_acme", scope="read:delivery-flows write:delivery-flows"
+        )
     ),
     "jwt_tenant_id_scope_ro": lambda: bearer(
         mint(zen_tenants=None, tenant_id="ten_acme", scope="read:delivery-flows")
@@ -132,7 +134,9 @@ async def test_globex_key_works_in_its_own_tenant(client: httpx.AsyncClient) -> 
         "source_id": "ing_globex_orders",
         "destination_id": "dest_globex_erp",
     }
-    response = await client.post("/v1/tenants/ten_globex/delivery-flows", json=body, headers=GLOBEX_RW)
+    response = await client.post(
+        "/v1/tenants/ten_globex/delivery-flows", json=body, headers=GLOBEX_RW
+    )
     assert response.status_code == 201
     assert response.json()["tenant_id"] == "ten_globex"
 

@@ -92,7 +92,9 @@ async def test_put_replaces_every_field_and_bumps_the_version(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     created = (
-        await create_flow(client, config={"retry_policy": {"max_attempts": 7, "backoff_seconds": 5}})
+        await create_flow(
+            client, config={"retry_policy": {"max_attempts": 7, "backoff_seconds": 5}}
+        )
     ).json()
     clock.advance(5)
     body = flow_body(name="renamed", destination_id="dest_billing_svc", source_id="ing_github_ci")
@@ -123,7 +125,11 @@ async def test_put_cannot_move_a_flow_to_another_cluster(client: httpx.AsyncClie
     assert response.status_code == 400
     document = problem(response)
     assert document["errors"] == [
-        {"field": "cluster_id", "message": "cannot be changed; create a new flow", "code": "immutable"}
+        {
+            "field": "cluster_id",
+            "message": "cannot be changed; create a new flow",
+            "code": "immutable",
+        }
     ]
     unchanged = await client.get(f"{FLOWS}/{created['id']}", headers=ACME_RW)
     assert unchanged.json() == created
@@ -186,7 +192,9 @@ async def test_renaming_onto_a_taken_name_is_a_conflict(client: httpx.AsyncClien
         f"{FLOWS}/{second['id']}", json=flow_body(name="first"), headers=ACME_RW
     )
     assert response.status_code == 409
-    kept = await client.put(f"{FLOWS}/{second['id']}", json=flow_body(name="second"), headers=ACME_RW)
+    kept = await client.put(
+        f"{FLOWS}/{second['id']}", json=flow_body(name="second"), headers=ACME_RW
+    )
     assert kept.status_code == 200
 
 
@@ -261,7 +269,12 @@ NOT_V1 = "not offered in V1"
         ),
         (flow_body(id="flow_mine"), "id", "read_only", "is read-only and set by the server"),
         (flow_body(version=3), "version", "read_only", "is read-only and set by the server"),
-        (flow_body(destination_ids=["dest_orders_api"]), "destination_ids", "not_supported", NOT_V1),
+        (
+            flow_body(destination_ids=["dest_orders_api"]),
+            "destination_ids",
+            "not_supported",
+            NOT_V1,
+        ),
         (flow_body(targets=[]), "targets", "not_supported", NOT_V1),
         (flow_body(gitops={"repo": "x"}), "gitops", "not_supported", NOT_V1),
         (flow_body(git_ref="main"), "git_ref", "not_supported", NOT_V1),
@@ -300,7 +313,11 @@ async def test_the_contract_example_detail_for_an_unknown_source(
 
 
 async def test_every_invalid_field_is_reported(client: httpx.AsyncClient) -> None:
-    body = {"name": "", "cluster_id": "plane_dev_us_east_1", "config": {"retry_policy": {"max_attempts": 0}}}
+    body = {
+        "name": "",
+        "cluster_id": "plane_dev_us_east_1",
+        "config": {"retry_policy": {"max_attempts": 0}},
+    }
     response = await client.post(FLOWS, json=body, headers=ACME_RW)
     fields = [error["field"] for error in problem(response)["errors"]]
     assert fields == ["name", "source_id", "destination_id", "config.retry_policy.max_attempts"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import random
 import string
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -80,7 +80,8 @@ async def test_writes_that_are_not_json_are_415(
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/json; charset=utf-8", "APPLICATION/JSON", "application/merge+json"]
+    "content_type",
+    ["application/json; charset=utf-8", "APPLICATION/JSON", "application/merge+json"],
 )
 async def test_json_media_types_with_parameters_are_accepted(
     client: httpx.AsyncClient, content_type: str
@@ -222,7 +223,9 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 2:
         return rng.choice([0, -1, 1, 3, 10, 11, 3600, 2**63, -(2**70), 1e308, -0.0, 0.5])
     if kind == 3:
-        return "".join(rng.choice(string.printable + "é\u0000\u202e😀") for _ in range(rng.randrange(12)))
+        return "".join(
+            rng.choice(string.printable + "é\u0000\u202e😀") for _ in range(rng.randrange(12))
+        )
     if kind == 4:
         return rng.choice(["ing_stripe_prod", "dest_orders_api", "plane_dev_us_east_1", ""])
     if kind == 5:
@@ -230,8 +233,20 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 6:
         return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
     keys = [
-        "name", "cluster_id", "source_id", "destination_id", "config", "retry_policy",
-        "max_attempts", "backoff_seconds", "targets", "draft", "id", "", "é", "__proto__",
+        "name",
+        "cluster_id",
+        "source_id",
+        "destination_id",
+        "config",
+        "retry_policy",
+        "max_attempts",
+        "backoff_seconds",
+        "targets",
+        "draft",
+        "id",
+        "",
+        "é",
+        "__proto__",
     ]
     return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
 
@@ -249,19 +264,40 @@ def _random_body(rng: random.Random) -> bytes:
 
 
 HOSTILE_SEGMENTS = [
-    "ten_acme", "ten_globex", "ten_nope", "..", ".", "%2e%2e", "%00", "%ff", "a%2Fb", "é",
-    "ten_acme%20", "x" * 300, "flow_01JD0000000000000000000000", "delivery-flows", "' OR 1=1 --",
+    "ten_acme",
+    "ten_globex",
+    "ten_nope",
+    "..",
+    ".",
+    "%2e%2e",
+    "%00",
+    "%ff",
+    "a%2Fb",
+    "é",
+    "ten_acme%20",
+    "x" * 300,
+    "flow_01JD0000000000000000000000",
+    "delivery-flows",
+    "' OR 1=1 --",
 ]
 
 
 def _random_headers(rng: random.Random) -> dict[str, bytes]:
     headers: dict[str, bytes] = {}
-    auth = b"Bearer zen_key_dev_acme_rw" if rng.random() < 0.6 else rng.choice(
-        [
-            b"Bearer zen_key_dev_acme_ro", b"Bearer \xff\xfe",
-            b"Bearer a.b.c", b"Bearer eyJhbGciOiJFUzI1NiJ9.e30.AAAA", b"", b"Bearer " + b"a" * 5000,
-            None,
-        ]
+    auth = (
+        b"Bearer zen_key_dev_acme_rw"
+        if rng.random() < 0.6
+        else rng.choice(
+            [
+                b"Bearer zen_key_dev_acme_ro",
+                b"Bearer \xff\xfe",
+                b"Bearer a.b.c",
+                b"Bearer eyJhbGciOiJFUzI1NiJ9.e30.AAAA",
+                b"",
+                b"Bearer " + b"a" * 5000,
+                None,
+            ]
+        )
     )
     if auth is not None:
         headers["Authorization"] = auth
@@ -310,4 +346,3 @@ async def test_hostile_inputs_never_produce_a_500(client: httpx.AsyncClient) -> 
             problem(response)
     # The fuzzing reached deep into the app, not only the front door.
     assert {200, 201, 400, 401, 403, 404, 405, 415}.issubset(statuses), statuses
-

@@ -80,7 +80,9 @@ async def test_keys_are_per_tenant(client: httpx.AsyncClient) -> None:
         "destination_id": "dest_globex_erp",
     }
     response = await client.post(
-        "/v1/tenants/ten_globex/delivery-flows", json=globex_body, headers=keyed("shared", GLOBEX_RW)
+        "/v1/tenants/ten_globex/delivery-flows",
+        json=globex_body,
+        headers=keyed("shared", GLOBEX_RW),
     )
     assert response.status_code == 201
     assert "idempotency-replayed" not in response.headers
@@ -97,9 +99,9 @@ async def test_keys_do_not_depend_on_the_credential(client: httpx.AsyncClient) -
 async def test_keys_expire_after_24_hours(client: httpx.AsyncClient, clock: FakeClock) -> None:
     first = await client.post(FLOWS, json=flow_body(), headers=keyed("k"))
     clock.advance(24 * 3600 - 1)
-    assert (
-        await client.post(FLOWS, json=flow_body(), headers=keyed("k"))
-    ).headers.get("idempotency-replayed") == "true"
+    assert (await client.post(FLOWS, json=flow_body(), headers=keyed("k"))).headers.get(
+        "idempotency-replayed"
+    ) == "true"
     clock.advance(2)
     await client.delete(f"{FLOWS}/{first.json()['id']}", headers=ACME_RW)
     fresh = await client.post(FLOWS, json=flow_body(), headers=keyed("k"))

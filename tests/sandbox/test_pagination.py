@@ -41,9 +41,7 @@ async def test_walking_every_page_returns_each_flow_once_in_creation_order(
     pages = await walk(client, FLOWS, "delivery_flows", limit=5)
     assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
     flattened = [flow_id for page in pages for flow_id in page]
-    expected = sorted(
-        ids, key=lambda flow_id: (ids.index(flow_id) // 2, flow_id)
-    )
+    expected = sorted(ids, key=lambda flow_id: (ids.index(flow_id) // 2, flow_id))
     assert flattened == expected
     assert len(set(flattened)) == 23
 
@@ -60,7 +58,9 @@ async def test_default_page_size_is_20_and_max_is_100(
     assert everything["next_cursor"] is None
 
 
-async def test_an_exact_last_page_has_no_cursor(client: httpx.AsyncClient, clock: FakeClock) -> None:
+async def test_an_exact_last_page_has_no_cursor(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
     await make_flows(client, clock, 4)
     assert [len(page) for page in await walk(client, FLOWS, "delivery_flows", limit=2)] == [2, 2]
 
