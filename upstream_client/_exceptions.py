@@ -148,7 +148,8 @@ def translate_transport_errors() -> Iterator[None]:
     """Turn every transport-level failure into an :class:`APIConnectionError`.
 
     The single translation point of the package: httpx errors from any transport, and aiohttp
-    or OS errors that a transport let through.
+    or OS errors that a transport let through. A body that cannot be decoded (broken
+    compression) is a :class:`ResponseValidationError`.
     """
     try:
         yield
@@ -163,5 +164,7 @@ def translate_transport_errors() -> Iterator[None]:
         raise APITimeoutError(f"timed out: {exc!r}") from exc
     except TimeoutError as exc:
         raise APITimeoutError(f"timed out: {exc!r}") from exc
-    except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+    except httpx.DecodingError as exc:
+        raise ResponseValidationError(f"undecodable body: {exc!r}") from exc
+    except (httpx.HTTPError, httpx.StreamError, aiohttp.ClientError, OSError) as exc:
         raise APIConnectionError(f"connection failed: {exc!r}") from exc
