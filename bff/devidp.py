@@ -11,9 +11,15 @@ dummy end-session page. What this module adds on top, because the BFF relies on 
 - only the configured client may log in, with its secret over ``client_secret_basic`` and its
   registered redirect URIs;
 - PKCE with ``S256`` is required and checked at the token endpoint (the mock ignores PKCE);
+  authorization codes expire after a minute (the mock's never do);
 - a ``nonce`` is required;
-- refresh tokens rotate: each one is good for exactly one refresh, and a replay gets
-  ``invalid_grant`` (the mock keeps refresh tokens valid forever);
+- refresh tokens rotate: each one is good for exactly one refresh (the mock keeps them valid
+  forever); a replayed one gets ``invalid_grant`` and revokes the token that replaced it, as
+  providers with reuse detection do, so a BFF that refreshes twice loses the login;
+- the ID token names its signing key (``kid``);
+- ``/userinfo`` answers an unknown or revoked token with 401 (the mock says 400);
+- claims and clients cannot be changed over HTTP (the mock's ``PUT /users/…`` and dynamic
+  client registration are switched off);
 - token revocation (RFC 7009) at ``/oauth2/revoke``, announced in discovery;
 - access tokens are RS256 JWTs (RFC 9068 shape) signed with the key published at ``/jwks``,
   carrying ``zen_tenants`` and ``scope``, so that credential mode ``relay`` can be tried;
@@ -38,7 +44,7 @@ import threading
 import time
 import tomllib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -61,6 +67,7 @@ __all__ = [
     "ACCESS_TOKEN_AUDIENCE",
     "ACCESS_TOKEN_LIFETIME",
     "CALLBACK_PATH",
+    "CODE_LIFETIME_SECONDS",
     "DevUser",
     "create_idp_app",
     "load_dev_users",
@@ -77,6 +84,9 @@ ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 
 ACCESS_TOKEN_AUDIENCE = "zen-backend"
 """Audience of access tokens besides the client id: the backend, for credential mode ``relay``."""
+
+CODE_LIFETIME_SECONDS = 60.0
+"""How long an authorization code can be exchanged (the mock's codes never expire)."""
 
 _PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _MOCK = "oidc-provider-mock"
@@ -118,8 +128,12 @@ class _ProviderState:
     client_secret: str
     redirect_uris: tuple[str, ...]
     lock: threading.Lock = field(default_factory=threading.Lock)
-    code_challenges: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    code_challenges: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Authorization code -> (PKCE challenge, when the code was issued)."""
     refresh_in_use: set[str] = field(default_factory=set)
+    rotated: dict[str, str] = field(default_factory=dict)
+    """Refresh token -> the one that replaced it, to recognise a replay of a used token."""
 
     @property
     def logout_origins(self) -> frozenset[str]:
@@ -133,15 +147,17 @@ def create_idp_app(
     client_secret: str,
     redirect_uris: Sequence[str],
     issuer: str = "http://127.0.0.1:8002",
+    clock: Callable[[], float] = time.monotonic,
 ) -> flask.Flask:
     """Build the development provider as a Flask (WSGI) app; no server is started.
 
     ``issuer`` is the only origin the app answers to: a request whose ``Host`` names anything
-    else gets 421, so the ``iss`` of every document and token equals ``issuer``.
+    else gets 421, so the ``iss`` of every document and token equals ``issuer``. ``clock``
+    (seconds) times authorization codes, which are good for :data:`CODE_LIFETIME_SECONDS`.
     """
     if not redirect_uris:
         raise ValueError("at least one redirect URI is required")
-    state = _ProviderState(client_id, client_secret, tuple(redirect_uris))
+    state = _ProviderState(client_id, client_secret, tuple(redirect_uris), clock=clock)
 
     # The mock's templates live in its package; naming the app after it lets Flask find them.
     app = flask.Flask("oidc_provider_mock")
@@ -339,7 +355,7 @@ def _remember_code_challenge(state: _ProviderState, response: flask.Response) ->
     challenge = flask.request.args.get("code_challenge")
     if code and challenge:
         with state.lock:
-            state.code_challenges[code] = challenge
+            state.code_challenges[code] = (challenge, state.clock())
 
 
 def _query_items(url: str) -> list[tuple[str, str]]:
@@ -349,9 +365,11 @@ def _query_items(url: str) -> list[tuple[str, str]]:
 def _check_code_verifier(state: _ProviderState) -> flask.Response | None:
     form = flask.request.form
     with state.lock:
-        challenge = state.code_challenges.get(form.get("code", ""))
+        challenge, issued_at = state.code_challenges.get(form.get("code", ""), ("", 0.0))
+    if not challenge or state.clock() - issued_at > CODE_LIFETIME_SECONDS:
+        return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "unknown or expired code")
     verifier = form.get("code_verifier", "")
-    if challenge is None or not _PKCE_VALUE.match(verifier):
+    if not _PKCE_VALUE.match(verifier):
         return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "PKCE verification failed")
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
@@ -363,8 +381,18 @@ def _check_code_verifier(state: _ProviderState) -> flask.Response | None:
 def _claim_refresh_token(state: _ProviderState) -> flask.Response | None:
     # One refresh per refresh token, even when two requests race: the first claims it.
     token = flask.request.form.get("refresh_token", "")
+    storage = _storage()
     with state.lock:
-        if token in state.refresh_in_use or _storage().get_refresh_token(token) is None:
+        if token in state.rotated:
+            # A used refresh token came back: as real providers do, treat the whole chain as
+            # stolen and revoke the token that replaced it, ending that login.
+            _logger.warning("refresh token replayed; revoking its successor")
+            successor = token
+            while successor in state.rotated:
+                successor = state.rotated[successor]
+            _remove_refresh_token(storage, successor)
+            return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "refresh token reused")
+        if token in state.refresh_in_use or storage.get_refresh_token(token) is None:
             return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_grant", "invalid refresh token")
         state.refresh_in_use.add(token)
     flask.g.devidp_refresh_token = token
@@ -385,6 +413,7 @@ def _rotate_refresh_token(state: _ProviderState, response: flask.Response) -> No
         if old is None or "access_token" not in body:
             return
         new_token = secrets.token_urlsafe(36)
+        state.rotated[old_token] = new_token
         storage.store_refresh_token(
             replace(
                 old,
@@ -452,16 +481,21 @@ def _revoke(state: _ProviderState) -> flask.Response:
     token = flask.request.form.get("token")
     if not token:
         return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_request", "token is required")
-    storage = _storage()
     with state.lock:
-        refresh = storage.remove_refresh_token(token)
-        if refresh is not None:
-            storage.remove_access_token(refresh.access_token)
-        else:
-            storage.remove_access_token(token)
+        if not _remove_refresh_token(_storage(), token):
+            _storage().remove_access_token(token)
     response = flask.make_response("", HTTPStatus.OK)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _remove_refresh_token(storage: Any, token: str) -> bool:
+    """Remove a refresh token and the access token issued with it; False if it was unknown."""
+    refresh = storage.remove_refresh_token(token)
+    if refresh is None:
+        return False
+    storage.remove_access_token(refresh.access_token)
+    return True
 
 
 def _origin(url: str) -> str:

@@ -284,12 +284,12 @@ def test_refresh_tokens_rotate_and_a_used_one_is_refused(idp: httpx.Client) -> N
     rotated = first.json()
     assert rotated["refresh_token"] != tokens["refresh_token"]
     assert rotated["access_token"] != tokens["access_token"]
+    second = refresh(idp, rotated["refresh_token"])
+    assert second.status_code == 200
 
-    replay = refresh(idp, tokens["refresh_token"])
+    replay = refresh(idp, rotated["refresh_token"])
     assert replay.status_code == 400
     assert replay.json()["error"] == "invalid_grant"
-
-    assert refresh(idp, rotated["refresh_token"]).status_code == 200
 
 
 def test_a_revoked_refresh_token_no_longer_refreshes(idp: httpx.Client) -> None:
@@ -408,3 +408,40 @@ def test_browser_login_signs_in_through_the_provider_form(
         f"{ISSUER}/oauth2/authorize",
         f"{bff_origin}/api/bff/v1/auth/callback",
     ]
+
+
+def test_a_replayed_refresh_token_also_revokes_its_successor(idp: httpx.Client) -> None:
+    _, tokens = tokens_for(idp, "alice")
+    successor = refresh(idp, tokens["refresh_token"]).json()["refresh_token"]
+
+    replay = refresh(idp, tokens["refresh_token"])
+
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    after_replay = refresh(idp, successor)
+    assert after_replay.status_code == 400
+    assert after_replay.json()["error"] == "invalid_grant"
+
+
+def test_an_authorization_code_expires_after_a_minute() -> None:
+    now = [1000.0]
+    app = create_idp_app(
+        load_dev_users(CONFIG),
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        redirect_uris=[REDIRECT_URI],
+        issuer=ISSUER,
+        clock=lambda: now[0],
+    )
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url=ISSUER) as idp:
+        fresh, stale = Login.new(), Login.new()
+        fresh_code = sign_in(idp, "alice", fresh)
+        stale_code = sign_in(idp, "alice", stale)
+
+        now[0] += 60
+        assert exchange(idp, fresh_code, fresh.verifier).status_code == 200
+        now[0] += 1
+        expired = exchange(idp, stale_code, stale.verifier)
+
+    assert expired.status_code == 400
+    assert expired.json()["error"] == "invalid_grant"
