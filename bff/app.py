@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from importlib import resources
@@ -55,13 +56,15 @@ def create_app(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     idp_transport: httpx.AsyncBaseTransport | None = None,
     credentials: UpstreamCredentials | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """Build the BFF.
 
     ``authenticators`` replace the session cookie and bearer JWT authenticators (tests use a
     static principal); ``upstream_transport`` and ``idp_transport`` replace the network to the
     backend and to the identity provider (tests pass a mock or an in-process ASGI app);
-    ``credentials`` replaces the upstream credential chosen by ``settings.upstream.credential``.
+    ``credentials`` replaces the upstream credential chosen by ``settings.upstream.credential``;
+    ``clock`` (epoch seconds) drives session timeouts and token expiry, so tests can move time.
     """
     metrics = Metrics()
 
@@ -77,7 +80,7 @@ def create_app(
                     follow_redirects=False,
                 )
             )
-            auth = _build_auth(settings, http, stack)
+            auth = _build_auth(settings, http, stack, clock)
             app.state.auth = auth
             app.state.services = Services(
                 settings=settings,
@@ -149,6 +152,7 @@ def _build_auth(
     settings: Settings,
     http: httpx.AsyncClient,
     stack: AsyncExitStack,
+    clock: Callable[[], float],
 ) -> Auth:
     oidc = OIDCClient(
         issuer=settings.oidc.issuer,
@@ -156,6 +160,7 @@ def _build_auth(
         client_secret=settings.oidc.client_secret,
         scopes=settings.oidc.scopes,
         http=http,
+        clock=clock,
     )
     idle = settings.sessions.idle_timeout_seconds
     absolute = settings.sessions.absolute_timeout_seconds
@@ -164,10 +169,12 @@ def _build_auth(
     if settings.sessions.backend == "redis" and settings.sessions.redis_url:
         redis = Redis.from_url(settings.sessions.redis_url)
         stack.push_async_callback(redis.aclose)
-        sessions = RedisSessionStore(redis, idle_timeout=idle, absolute_timeout=absolute)
+        sessions = RedisSessionStore(
+            redis, idle_timeout=idle, absolute_timeout=absolute, clock=clock
+        )
         logins = RedisLoginStore(redis)
     else:
-        sessions = MemorySessionStore(idle_timeout=idle, absolute_timeout=absolute)
+        sessions = MemorySessionStore(idle_timeout=idle, absolute_timeout=absolute, clock=clock)
         logins = MemoryLoginStore()
     stack.push_async_callback(sessions.aclose)
     minter = None
@@ -178,8 +185,9 @@ def _build_auth(
             audience=jwt.audience,
             ttl=jwt.ttl_seconds,
             key=load_signing_key(jwt.signing_key_file) if jwt.signing_key_file else None,
+            clock=clock,
         )
-    return Auth(settings, oidc=oidc, sessions=sessions, logins=logins, minter=minter)
+    return Auth(settings, oidc=oidc, sessions=sessions, logins=logins, minter=minter, clock=clock)
 
 
 def _tls(settings: Settings) -> uc.TLSConfig | None:

@@ -43,6 +43,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["BFF_CONFIG"] = os.path.abspath(args.config)
     logging.basicConfig(level=settings.bff.log_level.upper(), format=LOG_FORMAT)
+    # httpx logs every request at INFO; the BFF's own metrics and logs already cover them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     say(f"bff: serving on http://{args.host}:{args.port} (upstream {settings.upstream.base_url})")
     uvicorn.run(
         "bff.cli:app_from_environment",
