@@ -334,6 +334,8 @@ class _Api:
         _query(request, ())
         flow_id = request.path_params["flow_id"]
         record = await self._run(lambda: self.store.get_flow(tenant_id, flow_id))
+        if _none_match(request, record.version):
+            return Response(status_code=304, headers={"ETag": f'"{record.version}"'})
         return _flow_response(record, 200)
 
     async def _create_flow(self, request: Request) -> Response:
@@ -575,6 +577,17 @@ def _if_match(request: Request) -> Callable[[int], bool] | None:
         if match is not None and match.group(1) is None:
             strong.add(match.group(2))
     return lambda version: str(version) in strong
+
+
+def _none_match(request: Request, version: int) -> bool:
+    """Whether ``If-None-Match`` names the current version (weak comparison, RFC 9110)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    tags = {match.group(2) for match in map(_ENTITY_TAG.fullmatch, header.split(",")) if match}
+    return str(version) in tags
 
 
 def _flow_json(record: FlowRecord) -> dict[str, Any]:

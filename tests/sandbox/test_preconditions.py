@@ -66,3 +66,24 @@ async def test_two_writers_from_the_same_version_one_loses(client: httpx.AsyncCl
     second = await client.put(url, json=flow_body(name="bob"), headers=headers)
     assert (first.status_code, second.status_code) == (200, 412)
     assert (await client.get(url, headers=ACME_RW)).json()["name"] == "alice"
+
+
+@pytest.mark.parametrize("if_none_match", ['"2"', 'W/"2"', '"1", "2"', "*"])
+async def test_get_with_the_current_etag_in_if_none_match_is_304(
+    client: httpx.AsyncClient, if_none_match: str
+) -> None:
+    url = await flow_at_version_2(client)
+    response = await client.get(url, headers={**ACME_RW, "If-None-Match": if_none_match})
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response.headers["etag"] == '"2"'
+
+
+@pytest.mark.parametrize("if_none_match", ['"1"', "garbage", ""])
+async def test_get_with_a_stale_if_none_match_returns_the_flow(
+    client: httpx.AsyncClient, if_none_match: str
+) -> None:
+    url = await flow_at_version_2(client)
+    response = await client.get(url, headers={**ACME_RW, "If-None-Match": if_none_match})
+    assert response.status_code == 200
+    assert response.json()["name"] == "v2"
