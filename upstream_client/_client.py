@@ -89,8 +89,10 @@ class BackendClient:
 
     Reads, updates and deletes are retried on connection errors and on 408, 429, 502, 503 and
     504; creations too, because each carries an ``Idempotency-Key`` (the caller's, or one
-    generated per call and reused on every attempt). ``timeout.total`` bounds a whole call.
-    The circuit breaker (``breaker``) is per client, that is per base URL.
+    generated per call and reused on every attempt). ``timeout.total`` bounds a whole call,
+    all attempts and backoffs included (each page fetched by ``iter_flows`` and the
+    ``list_clusters``/``list_ingesters``/``list_destinations`` helpers is one call). The circuit
+    breaker (``breaker``) belongs to the client, that is to its one base URL.
 
     ``transport`` replaces the default aiohttp-backed transport with any
     ``httpx.AsyncBaseTransport`` (``httpx.ASGITransport(app)``, ``respx.MockTransport(...)``);
