@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -29,8 +28,6 @@ pytestmark = pytest.mark.e2e
 CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "dev.toml")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-
-bff_serve_available = importlib.util.find_spec("bff.__main__") is not None
 
 # A stand-in for `bff serve`: answers /healthz, and /env with the BFF__ variables it was given.
 STAND_IN_BFF = """
@@ -278,7 +275,6 @@ def test_when_a_child_dies_the_others_are_stopped_and_its_output_shown(
     assert "Dev console" not in text
 
 
-@pytest.mark.skipif(not bff_serve_available, reason="`python -m bff serve` does not exist yet")
 def test_alice_signs_in_through_the_real_stack(
     ports: Ports, tmp_path: Path, kill_leftovers: list[int]
 ) -> None:
@@ -289,12 +285,27 @@ def test_alice_signs_in_through_the_real_stack(
         bff = f"http://127.0.0.1:{ports.bff}"
         with httpx.Client(timeout=10.0, trust_env=False) as browser:
             final = browser_login(browser, bff, "alice", return_to="/")
-            assert final.status_code == 200
-            assert any(r.url.path == "/api/bff/v1/auth/callback" for r in final.history)
+            assert str(final.url) == f"{bff}/"
+            callback = [r for r in final.history if r.url.path == "/api/bff/v1/auth/callback"]
+            assert len(callback) == 1
+            assert callback[0].is_redirect
+            assert "set-cookie" in callback[0].headers
 
             session = browser.get(f"{bff}/api/bff/v1/auth/session", headers={"X-CSRF": "1"})
             assert session.status_code == 200, session.text
             assert session.json()["user"]["sub"] == "alice"
+
+            flows = browser.get(
+                f"{bff}/api/bff/v1/tenants/ten_acme/clusters/plane_dev_us_east_1/delivery-flows",
+                headers={"X-CSRF": "1"},
+            )
+            assert flows.status_code == 200, flows.text
+            assert isinstance(flows.json()["items"], list)
+            other_tenant = browser.get(
+                f"{bff}/api/bff/v1/tenants/ten_globex/clusters/plane_globex_main/delivery-flows",
+                headers={"X-CSRF": "1"},
+            )
+            assert other_tenant.status_code == 403
         assert launcher.stop() == 0
     finally:
         launcher.kill()
