@@ -97,8 +97,9 @@ class BackendClient:
     ``transport`` replaces the default aiohttp-backed transport with any
     ``httpx.AsyncBaseTransport`` (``httpx.ASGITransport(app)``, ``respx.MockTransport(...)``);
     the client closes it on :meth:`aclose`. ``sleep`` and ``clock`` are injectable so tests
-    never wait. The default transport is not reached by respx's global router: tests pass a
-    transport.
+    never wait. respx's global ``respx.mock`` does not reach the default transport: tests pass
+    ``transport=httpx.MockTransport(router.async_handler)``, or ``httpx.AsyncHTTPTransport()``
+    when they rely on ``respx.mock`` (it patches httpx's own pool).
     """
 
     def __init__(

@@ -309,3 +309,17 @@ def test_flow_struct_decodes_to_typed_values() -> None:
     flow = msgspec.json.decode(msgspec.json.encode(flow_json(version=2)), type=Flow)
     assert isinstance(flow.updated_at, datetime)
     assert flow.etag == '"2"'
+
+
+async def test_respx_global_mock_intercepts_the_httpcore_transport() -> None:
+    """How tests that rely on ``respx.mock`` drive the client: pass httpx's own transport."""
+    async with respx.mock(base_url="http://backend.test") as mock:
+        route = mock.get(f"{FLOWS_PATH}/flow_1").mock(
+            return_value=httpx.Response(200, json=flow_json())
+        )
+        async with BackendClient(
+            "http://backend.test", transport=httpx.AsyncHTTPTransport()
+        ) as client:
+            flow = await client.get_flow(TENANT, "flow_1", token="t")
+    assert flow.id == "flow_1"
+    assert route.call_count == 1
