@@ -243,6 +243,7 @@ def _run(
             for child in stage:
                 failed = _wait_ready(child, children, stop, http)
                 if stop.is_set():
+                    out.line("bff dev: stopping")
                     return 0
                 if failed is not None:
                     _report_exit(failed, out)
@@ -337,6 +338,8 @@ def _stop_all(children: Sequence[_Child], out: _Output) -> None:
             child.reader.join(timeout=1.0)
         if child.process is not None and child.process.stdout is not None:
             child.process.stdout.close()
+    if running:
+        out.line("bff dev: stopped " + ", ".join(child.name for child in running))
 
 
 def _signal(child: _Child, sig: int) -> None:
