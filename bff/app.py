@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route
 
 import upstream_client as uc
 
-from . import flows
+from . import console, flows
 from .auth import Auth
 from .auth import routes as auth_routes
 from .cache import SingleFlightCache
@@ -112,6 +112,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             Mount(API_PREFIX, routes=api_routes),
+            *console.routes,
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
