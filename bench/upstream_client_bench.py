@@ -2,7 +2,8 @@
 
 Starts nginx from a temporary configuration on a free 127.0.0.1 port, serving one static JSON
 page of flows, then runs each variant for a fixed time with a fixed number of concurrent calls
-on one event loop and prints calls per second and the ratio to stock httpx:
+on one event loop, in short interleaved slices so that outside load on the machine falls on
+every variant alike, and prints calls per second and the ratio to stock httpx:
 
 - ``httpx (httpcore)``: ``httpx.AsyncClient`` with its own transport;
 - ``httpx over httpx-aiohttp``: ``httpx.AsyncClient`` over ``AiohttpTransport``;
@@ -13,7 +14,8 @@ on one event loop and prints calls per second and the ratio to stock httpx:
 Every variant reads the whole body and decodes it into ``FlowPage``, so only the HTTP stack
 differs. Exits non-zero when nginx is not installed.
 
-    python bench/upstream_client_bench.py [--seconds 3] [--concurrency 32] [--rounds 2]
+    python bench/upstream_client_bench.py [--seconds 3] [--rounds 2] [--slice 0.5]
+        [--concurrency 32] [--flows 20]
 """
 
 from __future__ import annotations
@@ -109,10 +111,8 @@ def wait_for_port(port: int, deadline: float) -> None:
 Call = Callable[[], Awaitable[object]]
 
 
-async def measure(call: Call, seconds: float, concurrency: int) -> float:
-    """Calls per second of ``concurrency`` workers looping ``call`` for ``seconds``."""
-    for _ in range(concurrency):
-        await call()  # warm the pool
+async def measure(call: Call, seconds: float, concurrency: int) -> tuple[int, float]:
+    """Calls completed and time taken by ``concurrency`` workers looping ``call``."""
     count = 0
     stop_at = time.perf_counter() + seconds
 
@@ -124,10 +124,12 @@ async def measure(call: Call, seconds: float, concurrency: int) -> float:
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - started)
+    return count, time.perf_counter() - started
 
 
-async def run_variants(base_url: str, seconds: float, concurrency: int, rounds: int) -> None:
+async def run_variants(
+    base_url: str, seconds: float, concurrency: int, rounds: int, slice_seconds: float
+) -> None:
     url = base_url + PATH
     headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
@@ -171,13 +173,22 @@ async def run_variants(base_url: str, seconds: float, concurrency: int, rounds: 
         "BackendClient (httpcore)": call_backend_httpcore,
         "raw aiohttp": call_aiohttp,
     }
-    best: dict[str, float] = dict.fromkeys(variants, 0.0)
+    calls: dict[str, int] = dict.fromkeys(variants, 0)
+    elapsed: dict[str, float] = dict.fromkeys(variants, 0.0)
+    slices = max(1, round(seconds / slice_seconds))
     try:
+        for call in variants.values():
+            for _ in range(concurrency):
+                await call()  # open the pools before measuring
+        # Short interleaved slices spread any outside load on the machine over every variant.
         for round_number in range(1, rounds + 1):
-            for name, call in variants.items():
-                rate = await measure(call, seconds, concurrency)
-                best[name] = max(best[name], rate)
-                print(f"  round {round_number}  {name:<26} {rate:8.0f} calls/s", flush=True)
+            for _ in range(slices):
+                for name, call in variants.items():
+                    count, took = await measure(call, slice_seconds, concurrency)
+                    calls[name] += count
+                    elapsed[name] += took
+            summary = ", ".join(f"{n} {calls[n] / elapsed[n]:.0f}" for n in variants)
+            print(f"  after round {round_number}: {summary}", flush=True)
     finally:
         await stock.aclose()
         await over_aiohttp.aclose()
@@ -185,17 +196,24 @@ async def run_variants(base_url: str, seconds: float, concurrency: int, rounds: 
         await backend_httpcore.aclose()
         await session.close()
 
-    baseline = best["httpx (httpcore)"]
-    print(f"\nbest of {rounds} rounds, {concurrency} concurrent calls, {seconds:g}s each:")
-    for name, rate in best.items():
+    baseline = calls["httpx (httpcore)"] / elapsed["httpx (httpcore)"]
+    print(
+        f"\n{concurrency} concurrent calls, {rounds * slices} interleaved slices "
+        f"of {slice_seconds:g}s per variant:"
+    )
+    for name in variants:
+        rate = calls[name] / elapsed[name]
         print(f"  {name:<26} {rate:8.0f} calls/s   x{rate / baseline:5.2f} vs stock httpx")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="measured seconds per variant and round"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent calls")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every variant")
+    parser.add_argument("--slice", type=float, default=0.5, help="seconds of one slice")
     parser.add_argument("--flows", type=int, default=20, help="flows in the served page")
     args = parser.parse_args()
 
@@ -222,7 +240,9 @@ def main() -> int:
             wait_for_port(port, time.monotonic() + 10)
             print(f"nginx on 127.0.0.1:{port}, {args.flows} flows per page ({os.cpu_count()} CPUs)")
             base_url = f"http://127.0.0.1:{port}"
-            asyncio.run(run_variants(base_url, args.seconds, args.concurrency, args.rounds))
+            asyncio.run(
+                run_variants(base_url, args.seconds, args.concurrency, args.rounds, args.slice)
+            )
         finally:
             process.send_signal(signal.SIGQUIT)
             try:
