@@ -111,13 +111,13 @@ class DevUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 
 def load_dev_users(config_path: str | os.PathLike[str]) -> list[DevUser]:
-    """Read the ``[[dev.users]]`` tables of a TOML config file."""
+    """Read the ``[[dev.users]]`` tables of a TOML config file (ValueError if malformed)."""
     with Path(config_path).open("rb") as fh:
         raw = tomllib.load(fh)
     try:
         return msgspec.convert(raw.get("dev", {}).get("users", []), list[DevUser])
     except msgspec.ValidationError as exc:
-        raise SystemExit(f"{config_path}: [[dev.users]]: {exc}") from exc
+        raise ValueError(f"{config_path}: [[dev.users]]: {exc}") from exc
 
 
 @dataclass
@@ -557,10 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_path = args.config or str(DEFAULT_CONFIG)
     try:
         settings = load_settings(config_path)
-    except ConfigError as exc:
+        users = load_dev_users(config_path)
+    except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"bff.devidp: {exc}\n")
         return 2
-    users = load_dev_users(config_path)
     redirect_uris = args.redirect_uris or [settings.bff.public_origin.rstrip("/") + CALLBACK_PATH]
 
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")

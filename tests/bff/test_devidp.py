@@ -445,3 +445,15 @@ def test_an_authorization_code_expires_after_a_minute() -> None:
 
     assert expired.status_code == 400
     assert expired.json()["error"] == "invalid_grant"
+
+
+def test_the_command_names_a_malformed_demo_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "dev.toml"
+    config.write_text('[[dev.users]]\nsub = "erin"\nemail = "erin@acme.example"\n')
+
+    assert main(["--config", str(config), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "[[dev.users]]" in err
+    assert "`name`" in err
