@@ -1,20 +1,17 @@
 """The sandbox backend flows API as a Starlette application.
 
-Request path: :class:`RequestContextMiddleware` (request id, last-resort 500) → Starlette's
-exception middleware (:class:`~sandbox.problems.Problem` and routing errors → problem+json) →
-one endpoint per path, which authenticates, checks tenant and scope, validates, and calls the
-store from a worker thread.
+Request path: :class:`~sandbox.request_context.RequestContextMiddleware` (request id,
+last-resort 500) → Starlette's exception middleware (problems and routing errors →
+problem+json) → one endpoint per path, which authenticates, checks tenant and scope,
+validates, and calls the store from a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
-import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
@@ -23,42 +20,36 @@ import anyio.to_thread
 import httpx
 import msgspec
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.auth import READ_SCOPES, WRITE_SCOPES, Authenticator, require_tenant_scope
 from sandbox.config import SandboxSettings
+from sandbox.idempotency import Idempotency
+from sandbox.inputs import (
+    JSON_MEDIA_TYPE,
+    if_match,
+    if_none_match,
+    query_params,
+    read_json,
+)
 from sandbox.pagination import CursorCodec, parse_limit
 from sandbox.problems import FieldError, Problem, not_found, validation_problem
-from sandbox.store import (
-    Claimed,
-    FlowNotFound,
-    FlowRecord,
-    IdempotencyInFlight,
-    IdempotencyKeyReused,
-    NameTaken,
-    Store,
-    StoredResponse,
-    VersionMismatch,
+from sandbox.request_context import (
+    RequestContextMiddleware,
+    http_exception_handler,
+    problem_handler,
 )
+from sandbox.store import FlowNotFound, FlowRecord, NameTaken, Store, VersionMismatch
 from sandbox.validation import Catalog, parse_flow
-
-logger = logging.getLogger("sandbox")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
 
-JSON_MEDIA_TYPE = "application/json"
-_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _READ = "read:delivery-flows"
 _WRITE = "write:delivery-flows"
 
@@ -111,87 +102,12 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestContextMiddleware)],
-        exception_handlers={Problem: _problem_handler, HTTPException: _http_exception_handler},
+        exception_handlers={Problem: problem_handler, HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
     app.state.store = store
     app.state.settings = settings
     return app
-
-
-class RequestContextMiddleware:
-    """Assigns the request id, echoes it as ``X-Request-ID``, and turns crashes into a 500.
-
-    A caller's ``X-Request-ID`` is kept when it is 1 to 128 characters of letters, digits, ``.``,
-    ``_`` and ``-`` starting with a letter or digit; otherwise a ``req_…`` id is generated.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(scope)
-        scope["state"] = {**scope.get("state", {}), "request_id": request_id}
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("unhandled error in request %s", request_id)
-            if started:
-                return
-            problem = Problem(500, "internal-error", "The server could not complete the request.")
-            await problem.response(request_id)(scope, receive, send_with_id)
-
-
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            candidate = bytes(value).decode("latin-1")
-            if _REQUEST_ID.fullmatch(candidate):
-                return candidate
-            break
-    return f"req_{secrets.token_hex(12)}"
-
-
-def _instance(request: Request) -> str:
-    request_id: str = request.state.request_id
-    return request_id
-
-
-async def _problem_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, Problem)
-    return exc.response(_instance(request))
-
-
-async def _http_exception_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        offered = {m.strip() for m in (exc.headers or {}).get("Allow", "").split(",")}
-        # Starlette keeps methods in a set; a stable order keeps the header predictable.
-        allow = ", ".join(m for m in _METHOD_ORDER if m in offered)
-        problem = Problem(
-            405,
-            "method-not-allowed",
-            f"{request.method} is not allowed here; use {allow}.",
-            headers={"Allow": allow},
-        )
-    elif exc.status_code == 404:
-        problem = not_found("No resource exists at this path.")
-    else:
-        problem = Problem(exc.status_code, "validation-error", str(exc.detail))
-    return problem.response(_instance(request))
 
 
 class _Api:
@@ -211,6 +127,9 @@ class _Api:
         self.authenticator = authenticator
         self.catalog = Catalog(settings)
         self.cursors = CursorCodec(store.cursor_secret)
+        self.idempotency = Idempotency(
+            store, clock=clock, ttl_seconds=float(settings.idempotency_ttl_seconds)
+        )
         self.openapi_document = resources.files("sandbox").joinpath("openapi.json").read_bytes()
 
     # -- ops -------------------------------------------------------------------------------
@@ -225,7 +144,7 @@ class _Api:
 
     async def clusters(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=False)
-        query = _query(request, ("limit", "cursor"))
+        query = query_params(request, ("limit", "cursor"))
         items = [
             {"id": c.id, "name": c.name, "region": c.region, "status": c.status}
             for c in self.settings.clusters
@@ -235,7 +154,7 @@ class _Api:
 
     async def ingesters(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=False)
-        query = _query(request, ("cluster_id", "limit", "cursor"))
+        query = query_params(request, ("cluster_id", "limit", "cursor"))
         cluster_id = self._cluster_filter(tenant_id, query)
         items = [
             {"id": i.id, "name": i.name, "type": i.type, "cluster_id": i.cluster_id}
@@ -246,7 +165,7 @@ class _Api:
 
     async def destinations(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=False)
-        query = _query(request, ("cluster_id", "limit", "cursor"))
+        query = query_params(request, ("cluster_id", "limit", "cursor"))
         cluster_id = self._cluster_filter(tenant_id, query)
         items = [
             {"id": d.id, "name": d.name, "url": d.url, "cluster_id": d.cluster_id}
@@ -300,7 +219,7 @@ class _Api:
 
     async def _list_flows(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=False)
-        query = _query(request, ("cluster_id", "limit", "cursor"))
+        query = query_params(request, ("cluster_id", "limit", "cursor"))
         cluster_id = self._cluster_filter(tenant_id, query)
         limit = parse_limit(query.get("limit"))
         after: tuple[str, str] | None = None
@@ -313,7 +232,7 @@ class _Api:
                 arity=2,
             )
             after = (created_at, flow_id)
-        records = await _in_thread(
+        records = await anyio.to_thread.run_sync(
             lambda: self.store.list_flows(
                 tenant_id, cluster_id=cluster_id, after=after, limit=limit + 1
             )
@@ -331,17 +250,17 @@ class _Api:
 
     async def _get_flow(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=False)
-        _query(request, ())
+        query_params(request, ())
         flow_id = request.path_params["flow_id"]
         record = await self._run(lambda: self.store.get_flow(tenant_id, flow_id))
-        if _none_match(request, record.version):
+        if if_none_match(request, record.version):
             return Response(status_code=304, headers={"ETag": f'"{record.version}"'})
         return _flow_response(record, 200)
 
     async def _create_flow(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=True)
-        _query(request, ())
-        body = await _read_json(request, self.settings.max_body_bytes)
+        query_params(request, ())
+        body = await read_json(request, self.settings.max_body_bytes)
         spec = parse_flow(body, self.catalog, tenant_id)
         now = self.clock()
 
@@ -354,14 +273,14 @@ class _Api:
             response.headers["Location"] = f"/v1/tenants/{tenant_id}/delivery-flows/{record.id}"
             return response
 
-        return await self._idempotent(request, tenant_id, body, create)
+        return await self.idempotency.run(request, tenant_id, body, create)
 
     async def _replace_flow(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=True)
-        _query(request, ())
+        query_params(request, ())
         flow_id = request.path_params["flow_id"]
-        check = _if_match(request)
-        body = await _read_json(request, self.settings.max_body_bytes)
+        check = if_match(request)
+        body = await read_json(request, self.settings.max_body_bytes)
         spec = parse_flow(body, self.catalog, tenant_id)
         now = self.clock()
 
@@ -384,19 +303,19 @@ class _Api:
             )
             return _flow_response(record, 200)
 
-        return await self._idempotent(request, tenant_id, body, replace)
+        return await self.idempotency.run(request, tenant_id, body, replace)
 
     async def _delete_flow(self, request: Request) -> Response:
         tenant_id = await self._authorize(request, write=True)
-        _query(request, ())
+        query_params(request, ())
         flow_id = request.path_params["flow_id"]
-        check = _if_match(request)
+        check = if_match(request)
 
         async def delete() -> Response:
             await self._run(lambda: self.store.delete_flow(tenant_id, flow_id, check=check))
             return Response(status_code=204)
 
-        return await self._idempotent(request, tenant_id, None, delete)
+        return await self.idempotency.run(request, tenant_id, None, delete)
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -414,7 +333,7 @@ class _Api:
     async def _run(self, operation: Callable[[], T]) -> T:
         """Run a store call in a worker thread, mapping store errors to problems."""
         try:
-            return await _in_thread(operation)
+            return await anyio.to_thread.run_sync(operation)
         except FlowNotFound as exc:
             raise not_found("The delivery flow does not exist.") from exc
         except NameTaken as exc:
@@ -429,165 +348,6 @@ class _Api:
                 "precondition-failed",
                 "The delivery flow has changed since it was read; fetch it and retry.",
             ) from exc
-
-    async def _idempotent(
-        self,
-        request: Request,
-        tenant_id: str,
-        body: Any,
-        operation: Callable[[], Awaitable[Response]],
-    ) -> Response:
-        """Run ``operation`` once per ``Idempotency-Key`` and replay its response after."""
-        key = request.headers.get("idempotency-key")
-        if key is None:
-            return await _respond(request, operation)
-        if not _IDEMPOTENCY_KEY.fullmatch(key):
-            raise validation_problem(
-                [
-                    FieldError(
-                        "Idempotency-Key",
-                        "must be 1 to 255 visible ASCII characters",
-                        "invalid",
-                    )
-                ]
-            )
-        fingerprint = hashlib.sha256(
-            b"\n".join(
-                [
-                    request.method.encode(),
-                    request.url.path.encode(),
-                    msgspec.json.encode(body, order="sorted"),
-                ]
-            )
-        ).hexdigest()
-        now = self.clock()
-        ttl = float(self.settings.idempotency_ttl_seconds)
-        try:
-            outcome = await _in_thread(
-                lambda: self.store.claim_idempotency_key(
-                    tenant_id, key, fingerprint, now=now, ttl=ttl
-                )
-            )
-        except IdempotencyKeyReused as exc:
-            raise Problem(
-                422,
-                "idempotency-key-reused",
-                "This Idempotency-Key was already used for a different request.",
-            ) from exc
-        except IdempotencyInFlight as exc:
-            raise Problem(
-                409,
-                "conflict",
-                "A request with this Idempotency-Key is still in progress; retry later.",
-            ) from exc
-        if isinstance(outcome, StoredResponse):
-            headers = {**outcome.headers, "Idempotency-Replayed": "true"}
-            return Response(outcome.body, status_code=outcome.status, headers=headers)
-        assert isinstance(outcome, Claimed)
-        try:
-            response = await _respond(request, operation)
-        except BaseException:
-            await _in_thread(lambda: self.store.release_idempotency_key(tenant_id, key))
-            raise
-        if response.status_code >= 500:
-            await _in_thread(lambda: self.store.release_idempotency_key(tenant_id, key))
-            return response
-        kept = {
-            name: response.headers[name]
-            for name in ("content-type", "etag", "location")
-            if name in response.headers
-        }
-        stored = StoredResponse(
-            status=response.status_code, body=bytes(response.body), headers=kept
-        )
-        await _in_thread(lambda: self.store.complete_idempotency_key(tenant_id, key, stored))
-        return response
-
-
-async def _respond(request: Request, operation: Callable[[], Awaitable[Response]]) -> Response:
-    # Problems raised by the operation are responses too: an idempotent retry must see them.
-    try:
-        return await operation()
-    except Problem as problem:
-        return problem.response(_instance(request))
-
-
-async def _in_thread(operation: Callable[[], T]) -> T:
-    return await anyio.to_thread.run_sync(operation)
-
-
-def _query(request: Request, allowed: Sequence[str]) -> dict[str, str]:
-    """The query parameters, refusing unknown and repeated ones."""
-    values: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name not in allowed:
-            raise validation_problem([FieldError(name, "unknown query parameter", "unknown_field")])
-        if name in values:
-            raise validation_problem([FieldError(name, "must not be repeated", "invalid")])
-        values[name] = value
-    return values
-
-
-async def _read_json(request: Request, max_bytes: int) -> Any:
-    """The decoded JSON body: 415 for other media types, 413 past ``max_bytes``, 400 if bad."""
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type != JSON_MEDIA_TYPE and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
-        raise Problem(415, "unsupported-media-type", "Send the request body as application/json.")
-    too_large = Problem(
-        413, "payload-too-large", f"The request body must not exceed {max_bytes} bytes."
-    )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    chunks: list[bytes] = []
-    received = 0
-    # Count while reading: a chunked body has no Content-Length to check up front.
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes:
-            raise too_large
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise validation_problem([FieldError("body", "is required", "required")])
-    try:
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise validation_problem(
-            [FieldError("body", "is not valid JSON", "malformed_json")]
-        ) from exc
-
-
-def _if_match(request: Request) -> Callable[[int], bool] | None:
-    """A check of the flow version against ``If-Match``, or ``None`` without the header.
-
-    Weak tags never match (RFC 9110 requires strong comparison for If-Match).
-    """
-    header = request.headers.get("if-match")
-    if header is None:
-        return None
-    if header.strip() == "*":
-        return lambda version: True
-    strong: set[str] = set()
-    for part in header.split(","):
-        match = _ENTITY_TAG.fullmatch(part)
-        if match is not None and match.group(1) is None:
-            strong.add(match.group(2))
-    return lambda version: str(version) in strong
-
-
-def _none_match(request: Request, version: int) -> bool:
-    """Whether ``If-None-Match`` names the current version (weak comparison, RFC 9110)."""
-    header = request.headers.get("if-none-match")
-    if header is None:
-        return False
-    if header.strip() == "*":
-        return True
-    tags = {match.group(2) for match in map(_ENTITY_TAG.fullmatch, header.split(",")) if match}
-    return str(version) in tags
 
 
 def _flow_json(record: FlowRecord) -> dict[str, Any]:

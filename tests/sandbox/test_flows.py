@@ -62,9 +62,10 @@ async def test_get_returns_the_stored_flow_with_its_etag(client: httpx.AsyncClie
 
 
 async def test_list_returns_created_flows_and_filters_by_cluster(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     east = (await create_flow(client)).json()
+    clock.advance(1)
     eu = (
         await create_flow(
             client,
