@@ -87,7 +87,9 @@ class Launcher:
     seen: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, ports: Ports, data_dir: Path, *, stand_in: bool) -> Launcher:
+    def start(
+        cls, ports: Ports, data_dir: Path, *, stand_in: bool, env: dict[str, str] | None = None
+    ) -> Launcher:
         args: dict[str, object] = {
             "config": CONFIG,
             "port": ports.bff,
@@ -102,6 +104,7 @@ class Launcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         launcher = cls(process)
         threading.Thread(target=launcher._read, daemon=True).start()
@@ -275,10 +278,13 @@ def test_when_a_child_dies_the_others_are_stopped_and_its_output_shown(
     assert "Dev console" not in text
 
 
+@pytest.mark.parametrize("credential", ["internal-jwt", "relay"])
 def test_alice_signs_in_through_the_real_stack(
-    ports: Ports, tmp_path: Path, kill_leftovers: list[int]
+    ports: Ports, tmp_path: Path, kill_leftovers: list[int], credential: str
 ) -> None:
-    launcher = Launcher.start(ports, tmp_path / "data", stand_in=False)
+    # In relay mode the sandbox checks the provider's own access token (a JWT with zen_tenants).
+    env = {"BFF__UPSTREAM__CREDENTIAL": credential}
+    launcher = Launcher.start(ports, tmp_path / "data", stand_in=False, env=env)
     try:
         kill_leftovers.extend(launcher.child_pids().values())
         launcher.wait_for(r"Dev console:")
