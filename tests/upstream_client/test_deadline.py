@@ -91,8 +91,9 @@ async def test_the_deadline_covers_every_attempt(
     started = time.perf_counter()
     with pytest.raises(APITimeoutError):
         await client.get_flow(TENANT, "flow_1", token="t")
-    assert time.perf_counter() - started < 1
-    assert calls == 3
+    # Ten slow attempts would take a second; the deadline ends the call during the third.
+    assert time.perf_counter() - started < 0.9
+    assert 2 <= calls <= 3
 
 
 async def test_per_attempt_timeouts_are_handed_to_the_transport(
