@@ -318,6 +318,23 @@ def ui_field(path: str) -> str:
     return ".".join(_camel(part) for part in parts)
 
 
+# Ids such as ``plane_dev_us_east_1`` are snake_case too: only the backend's field names are
+# rewritten, so that an id quoted in a message still names the real thing.
+_BACKEND_FIELDS = frozenset(
+    name
+    for model in (uc.Flow, uc.FlowCreate, uc.FlowConfig, uc.RetryPolicy)
+    for name in model.__struct_fields__
+)
+
+
+def _ui_words(match: re.Match[str]) -> str:
+    words = match.group(0)
+    path = words.rstrip(".")
+    if not all(part in _BACKEND_FIELDS for part in path.split(".")):
+        return words
+    return ui_field(path) + words[len(path) :]
+
+
 def ui_text(text: str) -> str:
     """Rewrite backend field names inside a message, e.g. ``source_id: endpoint not found``."""
-    return _SNAKE_PATH.sub(lambda match: ui_field(match.group(0)), text)
+    return _SNAKE_PATH.sub(_ui_words, text)

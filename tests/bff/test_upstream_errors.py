@@ -122,6 +122,10 @@ async def test_upstream_400_field_errors_are_camelcased(upstream: respx.MockRout
                     "code": "out_of_range",
                 },
                 {"field": "config.retry_policy", "message": "invalid retry_policy"},
+                {
+                    "field": "destination_id",
+                    "message": "target not found in cluster plane_dev_us_east_1",
+                },
             ],
         )
     )
@@ -137,6 +141,8 @@ async def test_upstream_400_field_errors_are_camelcased(upstream: respx.MockRout
             "code": "out_of_range",
         },
         {"field": "retryPolicy", "message": "invalid retryPolicy"},
+        # Ids are snake_case too; only field names are rewritten.
+        {"field": "destinationId", "message": "target not found in cluster plane_dev_us_east_1"},
     ]
 
 
