@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -60,11 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
     )
-    server = uvicorn.Server(config)
-    print(
-        f"sandbox listening on http://{settings.host}:{settings.port} (db {settings.db})",
-        flush=True,
-    )
+    server = _AnnouncingServer(config, db=settings.db)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to whatever
     # handler was installed before it; ours turns that into a normal exit with status 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -74,6 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Prints one line with the bound address once the socket is listening."""
+
+    def __init__(self, config: uvicorn.Config, *, db: str) -> None:
+        super().__init__(config)
+        self._db = db
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        listeners = [listener for server in self.servers for listener in server.sockets]
+        if listeners:
+            # With --port 0 the kernel picks the port; report the one actually bound.
+            host, port = listeners[0].getsockname()[:2]
+            print(f"sandbox listening on http://{host}:{port} (db {self._db})", flush=True)
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:
