@@ -159,6 +159,21 @@ class BackendClient:
             self._closed = True
             await self._transport.aclose()
 
+    async def ping(self) -> bool:
+        """Whether the upstream's unauthenticated ``/healthz`` answers 2xx (readiness checks).
+
+        One attempt, no retries, outside the circuit breaker's accounting, within
+        ``timeout.connect + timeout.read``; an unreachable upstream raises ``APIConnectionError``.
+        """
+        url = httpx.URL(self._base_url + "/healthz")
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        try:
+            async with asyncio.timeout(self._timeout.connect + self._timeout.read):
+                answer = await self._attempt("GET", url, headers, None)
+        except TimeoutError as exc:
+            raise APITimeoutError(f"GET {url.path}: no answer in time") from exc
+        return 200 <= answer.status < 300
+
     # Flows
 
     async def list_flows(
