@@ -1,0 +1,329 @@
+"""The development console in a real Chromium, against the real ``bff dev`` stack.
+
+The stack (sandbox, development provider, BFF) runs as ``python -m bff dev`` on free loopback
+ports; Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright. Every request the browser
+makes to anything but loopback is aborted (the provider's pages link a stylesheet on a CDN).
+
+Locally the tests skip when Chromium is missing; with ``REQUIRE_BROWSER=1`` or ``CI=true`` they
+fail instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+UI_TIMEOUT_MS = 15_000
+EXACT_OLD_NAME = re.compile(r"^browser-flow$")
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+# Recorded before any page script runs, so a policy that blocks the console's own files shows.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI);
+});
+"""
+
+
+def _browser_required() -> bool:
+    return os.environ.get("REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if _browser_required():
+            pytest.fail(reason + "; REQUIRE_BROWSER=1 or CI=true needs it")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Stack:
+    url: str
+    process: subprocess.Popen[str]
+    output: collections.deque[str]
+
+    def log(self) -> str:
+        return "\n".join(self.output)
+
+
+@pytest.fixture(scope="module")
+def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``python -m bff dev`` on free ports; stopped with SIGINT, which must exit 0."""
+    port, sandbox_port, idp_port = _free_ports(3)
+    data_dir = tmp_path_factory.mktemp("bff-dev-data")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bff",
+            "dev",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(sandbox_port),
+            "--idp-port",
+            str(idp_port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: collections.deque[str] = collections.deque(maxlen=400)
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    running = Stack(f"http://127.0.0.1:{port}", process, output)
+    try:
+        _wait_healthy(running)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            status = process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            status = None
+        reader.join(timeout=5)
+        assert process.stdout is not None
+        process.stdout.close()
+    assert status == 0, f"bff dev exited with {status}:\n{running.log()}"
+
+
+def _wait_healthy(stack: Stack) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    with httpx.Client(timeout=1.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if stack.process.poll() is not None:
+                raise AssertionError(f"bff dev exited early:\n{stack.log()}")
+            try:
+                if client.get(stack.url + "/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)  # polling a starting process, not waiting out a timer
+    raise AssertionError(f"no answer from the BFF's /healthz in {START_TIMEOUT} s:\n{stack.log()}")
+
+
+def _loopback_only(route: Route) -> None:
+    host = urlsplit(route.request.url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback or route.request.url.startswith(("data:", "blob:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
+    """A fresh Chromium profile that can reach loopback only."""
+    with sync_playwright() as playwright:
+        browser_context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            browser_context.set_default_timeout(UI_TIMEOUT_MS)
+            browser_context.route("**/*", _loopback_only)
+            browser_context.add_init_script(RECORD_CSP_VIOLATIONS)
+            yield browser_context
+        finally:
+            browser_context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    page = context.pages[0] if context.pages else context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.page_errors = page_errors  # type: ignore[attr-defined]
+    return page
+
+
+def _sign_in(page: Page, stack: Stack, user: str) -> None:
+    page.goto(stack.url + "/")
+    page.get_by_role("link", name="Sign in").click()
+    page.locator('input[name="sub"]').fill(user)
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(stack.url + "/")
+
+
+def _open_cluster(page: Page, tenant: str, cluster: str) -> None:
+    expect(page.locator(f'#tenant option[value="{tenant}"]')).to_have_count(1)
+    page.select_option("#tenant", tenant)
+    expect(page.locator(f'#cluster option[value="{cluster}"]')).to_have_count(1)
+    page.select_option("#cluster", cluster)
+    expect(page.locator("#flow-form")).to_be_visible()
+
+
+def _choose(page: Page, select: str, name: str) -> None:
+    """Pick the option whose visible text names ``name`` (the options read "name · id")."""
+    value = page.locator(f"{select} option", has_text=name).get_attribute("value")
+    assert value, f"no option {name!r} in {select}"
+    page.select_option(select, value)
+
+
+def _csp_violations(page: Page) -> list[str]:
+    violations: list[str] = page.evaluate("window.__cspViolations || []")
+    return violations
+
+
+def test_sign_in_create_edit_delete_sign_out(page: Page, stack: Stack, tmp_path: Path) -> None:
+    response = page.goto(stack.url + "/")
+    assert response is not None and response.status == 200
+    assert response.headers["content-security-policy"] == CONSOLE_CSP
+    assert response.headers["cache-control"] == "no-cache"
+    expect(page.locator("#signed-out")).to_be_visible()
+    sign_in = page.get_by_role("link", name="Sign in")
+    assert sign_in.get_attribute("href") == "/api/bff/v1/auth/login?returnTo=/"
+
+    sign_in.click()
+    page.locator('input[name="sub"]').fill("alice")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(stack.url + "/")
+    expect(page.locator("#user-name")).to_have_text("Alice Admin")
+    expect(page.locator("#tenant-list")).to_contain_text("ten_acme")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+    _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
+    expect(page.locator("#flow-max-attempts")).to_have_value("3")
+    expect(page.locator("#flow-backoff")).to_have_value("10")
+    page.locator("#flow-name").fill("browser-flow")
+    _choose(page, "#flow-source", "Stripe production")
+    _choose(page, "#flow-destination", "Orders API")
+    page.get_by_role("button", name="Create flow").click()
+
+    row = page.locator("#flow-rows tr", has=page.locator(".flow-name", has_text="browser-flow"))
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("Stripe production")
+    expect(row).to_contain_text("Orders API")
+    expect(row).to_contain_text("3 attempts, 10 s backoff")
+    expect(page.locator("#status")).to_have_text("Created flow “browser-flow”.")
+    expect(page.locator("#problem")).to_be_hidden()
+    screenshot = tmp_path / "console-signed-in.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+
+    # The session cookie is HttpOnly: nothing secret is readable by script or stored by the page.
+    cookies = [c for c in page.context.cookies() if c["name"].endswith("bff_session")]
+    assert cookies and cookies[0]["httpOnly"]
+    assert page.evaluate("document.cookie") == ""
+    assert page.evaluate("window.localStorage.length + window.sessionStorage.length") == 0
+    assert cookies[0]["value"] not in page.content()
+
+    row.get_by_role("button", name="Edit").click()
+    expect(page.locator("#flow-name")).to_have_value("browser-flow")
+    page.locator("#flow-name").fill("browser-flow-renamed")
+    page.get_by_role("button", name="Save changes").click()
+    renamed = page.locator(
+        "#flow-rows tr", has=page.locator(".flow-name", has_text="browser-flow-renamed")
+    )
+    expect(renamed).to_have_count(1)
+    expect(page.locator("#flow-rows .flow-name", has_text=EXACT_OLD_NAME)).to_have_count(0)
+    expect(page.locator("#status")).to_have_text("Saved flow “browser-flow-renamed”.")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    renamed.get_by_role("button", name="Delete").click()
+    expect(page.locator("#status")).to_have_text("Deleted flow “browser-flow-renamed”.")
+    expect(page.locator("#flow-rows .flow-name", has_text="browser-flow")).to_have_count(0)
+
+    page.get_by_role("button", name="Sign out").click()
+    # The development provider asks before it ends its side of the session, then comes back.
+    page.get_by_role("button", name="End session").click()
+    page.wait_for_url(stack.url + "/*")
+    expect(page.locator("#signed-out")).to_be_visible()
+    expect(page.get_by_role("link", name="Sign in")).to_be_visible()
+    expect(page.locator("#account")).to_be_hidden()
+    status = page.evaluate(
+        """fetch("/api/bff/v1/auth/session", {headers: {"X-CSRF": "1"}}).then(r => r.status)"""
+    )
+    assert status == 401
+    assert _csp_violations(page) == []
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_create_without_a_name_shows_the_error_next_to_the_name(page: Page, stack: Stack) -> None:
+    _sign_in(page, stack, "alice")
+    _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
+    rows_before = page.locator("#flow-rows tr").count()
+    _choose(page, "#flow-source", "Stripe production")
+    _choose(page, "#flow-destination", "Orders API")
+    page.get_by_role("button", name="Create flow").click()
+
+    expect(page.locator("#error-name")).to_have_text("Enter a name.")
+    expect(page.locator("#flow-name")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#problem-title")).to_have_text("Validation Error")
+    expect(page.locator("#error-sourceId")).to_have_text("")
+    assert page.locator("#flow-rows tr").count() == rows_before
+
+    # Fixing the name clears the error and creates the flow.
+    page.locator("#flow-name").fill("named-after-all")
+    page.get_by_role("button", name="Create flow").click()
+    expect(page.locator("#flow-rows .flow-name", has_text="named-after-all")).to_have_count(1)
+    expect(page.locator("#error-name")).to_have_text("")
+    expect(page.locator("#problem")).to_be_hidden()
+    assert _csp_violations(page) == []
+    assert page.page_errors == []  # type: ignore[attr-defined]
