@@ -262,6 +262,17 @@ async def test_well_formed_ids_pass_the_guard(harness: Harness, upstream: respx.
     assert "/v1/tenants/ten_acme/delivery-flows" in {r.url.path for r in harness.upstream.requests}
 
 
+async def test_unknown_api_paths_are_404_problems(harness: Harness) -> None:
+    for path in (
+        f"{API}/tenants/ten_acme/unknown",
+        f"{API}/tenants/ten_acme/clusters/plane_dev_us_east_1/delivery-flows/flow_1/history",
+        f"{API}/nothing-here",
+    ):
+        response = await harness.client.get(path)
+        assert_problem(response, 404, "not-found")
+    assert harness.upstream.requests == []
+
+
 # --- query strings ------------------------------------------------------------------------------
 
 
@@ -394,6 +405,18 @@ async def test_chunked_body_over_64_kib_is_413_and_not_read_to_the_end(
     response = await harness.client.send(request)
     assert_problem(response, 413, "payload-too-large")
     assert chunks_sent < 20
+    assert harness.upstream.requests == []
+
+
+async def test_a_body_longer_than_its_content_length_is_still_capped(harness: Harness) -> None:
+    # The declared length is only a hint; the bytes actually read are what count.
+    response = await harness.raw(
+        "POST",
+        FLOWS.encode(),
+        headers=[(b"content-type", b"application/json"), (b"content-length", b"50")],
+        body=json_of_size(LIMIT + 1),
+    )
+    assert_problem(response, 413, "payload-too-large")
     assert harness.upstream.requests == []
 
 
