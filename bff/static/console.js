@@ -292,6 +292,12 @@
     return cell;
   }
 
+  function formatTime(iso) {
+    // "2026-11-26T12:13:44.187393Z" → "2026-11-26 12:13:44 UTC"
+    if (!iso) return "";
+    return String(iso).replace("T", " ").replace(/\.\d+/, "").replace(/Z$/, " UTC");
+  }
+
   function renderFlows(items) {
     const rows = items.map((flow) => {
       const row = document.createElement("tr");
@@ -324,7 +330,7 @@
         describeRef(flow.source || {}),
         describeRef(flow.destination || {}),
         textCell(policy.maxAttempts + " attempts, " + policy.backoffSeconds + " s backoff"),
-        textCell(flow.updatedAt || "", "muted"),
+        textCell(formatTime(flow.updatedAt), "muted when"),
         actions,
       );
       return row;

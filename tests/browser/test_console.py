@@ -236,6 +236,12 @@ def test_sign_in_create_edit_delete_sign_out(page: Page, stack: Stack, tmp_path:
     assert response is not None and response.status == 200
     assert response.headers["content-security-policy"] == CONSOLE_CSP
     assert response.headers["cache-control"] == "no-cache"
+    for asset, media_type in [("console.js", "text/javascript"), ("console.css", "text/css")]:
+        served = page.request.get(f"{stack.url}/console/{asset}")
+        assert served.status == 200
+        assert served.headers["content-type"].startswith(media_type)
+        assert served.headers["content-security-policy"] == CONSOLE_CSP
+        assert served.headers["cache-control"] == "no-cache"
     expect(page.locator("#signed-out")).to_be_visible()
     sign_in = page.get_by_role("link", name="Sign in")
     assert sign_in.get_attribute("href") == "/api/bff/v1/auth/login?returnTo=/"
@@ -327,3 +333,93 @@ def test_create_without_a_name_shows_the_error_next_to_the_name(page: Page, stac
     expect(page.locator("#problem")).to_be_hidden()
     assert _csp_violations(page) == []
     assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: Stack) -> None:
+    _sign_in(page, stack, "bob")
+    expect(page.locator("#user-name")).to_have_text("Bob Reader")
+    _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
+
+    expect(page.locator("#read-only")).to_be_visible()
+    expect(page.locator("#flow-name")).to_be_disabled()
+    expect(page.locator("#flow-source")).to_be_disabled()
+    expect(page.get_by_role("button", name="Create flow")).to_be_disabled()
+    for button in page.locator("#flow-rows button").all():
+        expect(button).to_be_disabled()
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_saving_a_stale_edit_is_refused_with_the_reason(
+    page: Page, stack: Stack, tmp_path: Path
+) -> None:
+    _sign_in(page, stack, "alice")
+    _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
+    page.locator("#flow-name").fill("stale-edit")
+    _choose(page, "#flow-source", "GitHub CI")
+    _choose(page, "#flow-destination", "Billing service")
+    page.get_by_role("button", name="Create flow").click()
+    row = page.locator("#flow-rows tr", has=page.locator(".flow-name", has_text="stale-edit"))
+    row.get_by_role("button", name="Edit").click()
+    expect(page.get_by_role("button", name="Save changes")).to_be_visible()
+
+    # Someone else changes the flow after the console read it.
+    flow_id = row.get_attribute("data-flow-id")
+    changed = page.evaluate(
+        """async (path) => {
+            const response = await fetch(path, {
+              method: "PUT",
+              headers: {"X-CSRF": "1", "Content-Type": "application/json"},
+              body: JSON.stringify({name: "changed-elsewhere", sourceId: "ing_github_ci",
+                                    destinationId: "dest_billing_svc"}),
+            });
+            return response.status;
+        }""",
+        f"/api/bff/v1/tenants/ten_acme/clusters/plane_dev_us_east_1/delivery-flows/{flow_id}",
+    )
+    assert changed == 200
+
+    page.locator("#flow-name").fill("my-edit")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#problem-title")).to_have_text("Precondition Failed")
+    expect(page.locator("#problem-detail")).not_to_be_empty()
+    page.screenshot(path=str(tmp_path / "console-problem.png"), full_page=True)
+    page.get_by_role("button", name="Cancel edit").click()
+    # Choosing the cluster again reloads its flows: the other change is there, ours is not.
+    page.select_option("#cluster", "plane_dev_us_east_1")
+    expect(page.locator("#flow-rows .flow-name", has_text="changed-elsewhere")).to_have_count(1)
+    expect(page.locator("#flow-rows .flow-name", has_text="my-edit")).to_have_count(0)
+
+
+def test_next_page_follows_the_cursor(page: Page, stack: Stack) -> None:
+    _sign_in(page, stack, "alice")
+    created = page.evaluate(
+        """async (path) => {
+            const statuses = [];
+            for (let i = 0; i < 21; i++) {
+              const response = await fetch(path, {
+                method: "POST",
+                headers: {"X-CSRF": "1", "Content-Type": "application/json"},
+                body: JSON.stringify({name: "eu-flow-" + String(i).padStart(2, "0"),
+                                      sourceId: "ing_shopify_eu",
+                                      destinationId: "dest_eu_warehouse"}),
+              });
+              statuses.push(response.status);
+            }
+            return statuses;
+        }""",
+        "/api/bff/v1/tenants/ten_acme/clusters/plane_dev_eu_west_1/delivery-flows",
+    )
+    assert created == [201] * 21
+    _open_cluster(page, "ten_acme", "plane_dev_eu_west_1")
+
+    expect(page.locator("#flow-rows tr")).to_have_count(20)
+    first_page = page.locator("#flow-rows .flow-name").all_text_contents()
+    expect(page.get_by_role("button", name="First page")).to_be_hidden()
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#flow-rows tr")).to_have_count(1)
+    second_page = page.locator("#flow-rows .flow-name").all_text_contents()
+    assert set(first_page) | set(second_page) == {f"eu-flow-{i:02d}" for i in range(21)}
+    expect(page.get_by_role("button", name="Next page")).to_be_hidden()
+    page.get_by_role("button", name="First page").click()
+    expect(page.locator("#flow-rows tr")).to_have_count(20)
+    expect(page.locator("#flow-rows .flow-name")).to_have_text(first_page)
