@@ -1,0 +1,180 @@
+"""Bearer JWTs at the BFF: a provider-signed token works without CSRF; forgeries never pass.
+
+Tokens are judged by real time (the validators' clock), so their dates are set from it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from tests.bff.auth_fixtures import (
+    USERS,
+    FakeProvider,
+    assert_problem,
+    attacker_key,
+    b64,
+    b64json,
+    running_app,
+    sign,
+    unsigned,
+)
+from tests.bff.conftest import FLOWS, UP_FLOWS, upstream_flow
+
+EMPTY_PAGE = {"delivery_flows": [], "next_cursor": None}
+
+
+def claims(provider: FakeProvider, **overrides: Any) -> dict[str, Any]:
+    return provider.id_claims(USERS["alice"], None, **overrides)
+
+
+def hs256_with_public_key(p: FakeProvider) -> str:
+    public_pem = p.key.as_pem(private=False)
+    signing_input = f"{b64json({'alg': 'HS256', 'kid': p.key.kid})}.{b64json(claims(p))}"
+    return f"{signing_input}.{b64(hmac.digest(public_pem, signing_input.encode(), 'sha256'))}"
+
+
+def tampered(p: FakeProvider) -> str:
+    header, _, signature = p.bearer_token().split(".")
+    more = claims(p, zen_tenants={"ten_acme": ["admin:delivery-flows"], "ten_globex": ["read:*"]})
+    return f"{header}.{b64json(more)}.{signature}"
+
+
+def without(p: FakeProvider, name: str) -> str:
+    return p.signed({k: v for k, v in claims(p).items() if k != name})
+
+
+ATTACKS: dict[str, Callable[[FakeProvider], str]] = {
+    "alg-none": lambda p: unsigned({"alg": "none"}, claims(p)),
+    "alg-none-with-signature": lambda p: unsigned({"alg": "none"}, claims(p), "c2ln"),
+    "unsigned-rs256": lambda p: unsigned({"alg": "RS256", "kid": p.key.kid}, claims(p)),
+    "hs256-with-the-rsa-public-key": hs256_with_public_key,
+    "expired": lambda p: p.bearer_token(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+    "not-yet-valid": lambda p: p.bearer_token(nbf=int(time.time()) + 3600),
+    "no-exp": lambda p: without(p, "exp"),
+    "no-sub": lambda p: without(p, "sub"),
+    "wrong-aud": lambda p: p.bearer_token(aud="another-api"),
+    "wrong-iss": lambda p: p.bearer_token(iss="http://evil.test"),
+    "jku-header": lambda p: p.signed(claims(p), jku="http://evil.test/jwks"),
+    "x5u-header": lambda p: p.signed(claims(p), x5u="http://evil.test/cert.pem"),
+    "embedded-jwk": lambda p: sign(
+        claims(p), attacker_key(), jwk=attacker_key().as_dict(private=False)
+    ),
+    "unknown-kid": lambda p: sign(claims(p), attacker_key(), kid="not-a-provider-key"),
+    "foreign-key-same-kid": lambda p: sign(claims(p), attacker_key()),
+    "tampered-payload": tampered,
+    "logout-token": lambda p: p.logout_token(sub="alice"),
+    "not-a-jwt": lambda p: "zen_key_dev_acme_rw",
+}
+
+
+@pytest.fixture
+def backend(upstream: respx.MockRouter) -> respx.MockRouter:
+    upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow(), headers={"ETag": '"1"'})
+    return upstream
+
+
+async def test_a_valid_provider_token_works_without_csrf_headers(
+    backend: respx.MockRouter,
+) -> None:
+    async with running_app(backend) as h:
+        token = h.provider.bearer_token("alice")
+        auth = {"Authorization": f"Bearer {token}"}
+        listed = await h.client.get(FLOWS, headers=auth)
+        created = await h.client.post(
+            FLOWS,
+            headers=auth,
+            json={"name": "n", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"},
+        )
+    assert listed.status_code == 200, listed.text
+    assert created.status_code == 201, created.text
+    # Relay mode forwards the caller's own token.
+    sent = [c.request for c in backend.calls if c.request.url.path == UP_FLOWS]
+    assert [r.headers["authorization"] for r in sent] == [f"Bearer {token}"] * 2
+
+
+async def test_bearer_rights_come_from_its_claims(backend: respx.MockRouter) -> None:
+    async with running_app(backend) as h:
+        token = h.provider.bearer_token("bob", zen_tenants=USERS["bob"].tenants)
+        response = await h.client.post(
+            FLOWS,
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "n", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"},
+        )
+    body = assert_problem(response, 403, "insufficient-scope")
+    assert body["required_scope"] == "write:delivery-flows"
+    assert len(backend.calls) == 0
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+async def test_forged_or_unfit_tokens_are_refused_before_the_upstream(
+    backend: respx.MockRouter, attack: str
+) -> None:
+    async with running_app(backend) as h:
+        token = ATTACKS[attack](h.provider)
+        response = await h.client.get(FLOWS, headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 401, "authentication-required")
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert len(backend.calls) == 0
+    assert token not in response.text
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Basic YWxpY2U6c2VjcmV0", "Bearer", "Bearer ", "Bearer    ", "Token abc", "eyJhbGciOi"],
+)
+async def test_a_malformed_authorization_header_is_a_401(
+    backend: respx.MockRouter, header: str
+) -> None:
+    async with running_app(backend) as h:
+        response = await h.client.get(FLOWS, headers={"Authorization": header})
+    assert_problem(response, 401, "authentication-required")
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert len(backend.calls) == 0
+
+
+async def test_a_bad_bearer_token_is_not_rescued_by_a_session_cookie(
+    backend: respx.MockRouter,
+) -> None:
+    async with running_app(backend) as h:
+        browser = h.browser_with(await h.insert_session("alice"))
+        response = await browser.api(
+            "GET", FLOWS, headers={"Authorization": f"Bearer {ATTACKS['alg-none'](h.provider)}"}
+        )
+    assert_problem(response, 401, "authentication-required")
+    assert len(backend.calls) == 0
+
+
+async def test_unknown_kids_do_not_make_the_bff_hammer_the_provider(
+    backend: respx.MockRouter,
+) -> None:
+    async with running_app(backend) as h:
+        for n in range(5):
+            forged = sign(claims(h.provider), attacker_key(), kid=f"made-up-{n}")
+            response = await h.client.get(FLOWS, headers={"Authorization": f"Bearer {forged}"})
+            assert response.status_code == 401
+        valid = await h.client.get(
+            FLOWS, headers={"Authorization": f"Bearer {h.provider.bearer_token()}"}
+        )
+        assert valid.status_code == 200
+        assert h.provider.jwks.call_count == 1
+
+
+async def test_when_the_provider_keys_cannot_be_fetched_the_answer_is_503(
+    backend: respx.MockRouter,
+) -> None:
+    async with running_app(backend) as h:
+        h.provider.jwks.side_effect = httpx.ConnectError("down")
+        response = await h.client.get(
+            FLOWS, headers={"Authorization": f"Bearer {h.provider.bearer_token()}"}
+        )
+    assert_problem(response, 503, "upstream-unavailable")
+    assert "retry-after" in response.headers
+    assert len(backend.calls) == 0
