@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from starlette.requests import Request
@@ -42,6 +42,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 CALLBACK_PATH = "/api/bff/v1/auth/callback"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JSON_TYPES = ("application/json",)
+_BACKCHANNEL_MAX_BYTES = 32 * 1024
 
 
 class CookieNames(msgspec.Struct, frozen=True):
@@ -420,9 +421,20 @@ class Auth:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             return _backchannel_error("send logout_token as application/x-www-form-urlencoded")
-        form = await request.form(max_files=0, max_fields=4)
-        token = form.get("logout_token")
-        if not isinstance(token, str) or not token:
+        # Parsed here rather than with request.form(), which needs python-multipart even for
+        # urlencoded bodies; a logout token is small, so the body is bounded too.
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _BACKCHANNEL_MAX_BYTES:
+                return _backchannel_error("the request body is too large")
+        try:
+            fields = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=4)
+        except (UnicodeDecodeError, ValueError):
+            return _backchannel_error("the request body is not a valid form")
+        values = fields.get("logout_token", [])
+        token = values[0] if len(values) == 1 else None
+        if not token:
             return _backchannel_error("logout_token is required")
         try:
             validator = await self._logout_tokens()
