@@ -8,6 +8,7 @@ modules, files and settings that exist, and the image's health check works again
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -28,11 +29,14 @@ import httpx
 import msgspec
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from joserfc.jwk import ECKey
 
 import sandbox.config
-from bff import ConfigError, Settings, load_settings
+from bff import ConfigError, Settings, create_app, load_settings
 from bff.cli import parser as bff_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +176,66 @@ def test_the_production_example_loads_with_its_files_in_place(tmp_path: Path) ->
     assert settings.sessions.backend == "redis"
     assert urlsplit(settings.upstream.base_url).scheme == "https"
     assert urlsplit(settings.oidc.issuer).scheme == "https"
+
+
+def _certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey]
+) -> bytes:
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer[0])]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=subject == issuer[0], path_length=None), True)
+        .sign(issuer[1], hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+async def test_the_production_example_starts_with_real_key_and_tls_files(tmp_path: Path) -> None:
+    ca_key, client_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    files = {
+        "ca.pem": _certificate("upstream CA", ca_key, ("upstream CA", ca_key)),
+        "client.pem": _certificate("flows-bff", client_key, ("upstream CA", ca_key)),
+        "client.key": client_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        "signing-key.pem": _pem_signing_key(),
+        "client-secret": b"s3cret\n",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    settings = load_settings(
+        PRODUCTION_EXAMPLE,
+        environ={
+            "BFF__UPSTREAM__CA_FILE": str(tmp_path / "ca.pem"),
+            "BFF__UPSTREAM__CERT_FILE": str(tmp_path / "client.pem"),
+            "BFF__UPSTREAM__KEY_FILE": str(tmp_path / "client.key"),
+            "BFF__INTERNAL_JWT__SIGNING_KEY_FILE": str(tmp_path / "signing-key.pem"),
+            "BFF__OIDC__CLIENT_SECRET_FILE": str(tmp_path / "client-secret"),
+        },
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url=settings.bff.public_origin
+        ) as client,
+    ):
+        assert (await client.get("/healthz")).status_code == 200
+        jwks = (await client.get("/api/bff/v1/.well-known/jwks.json")).json()
+    # Every worker and instance publishes the configured key, not one of its own.
+    expected = ECKey.import_key(files["signing-key.pem"]).thumbprint()
+    assert [key["kid"] for key in jwks["keys"]] == [expected]
 
 
 def test_the_production_example_without_its_secret_file_names_the_key() -> None:
