@@ -104,9 +104,13 @@ def _parse_write(data: Any) -> FlowWrite:
 async def read_json(request: Request) -> Any:
     """The request body as JSON: 415 unless JSON, 413 past the size limit, 400 if malformed."""
     content_type = request.headers.get("content-type", "")
-    media, _, params = content_type.partition(";")
-    charset = params.strip().lower().removeprefix("charset=").strip('"')
-    if not _JSON_MEDIA.fullmatch(media.strip().lower()) or charset not in {"", "utf-8"}:
+    media, *params = content_type.split(";")
+    charsets = [
+        value.strip().strip('"').lower()
+        for name, _, value in (param.partition("=") for param in params)
+        if name.strip().lower() == "charset"
+    ]
+    if not _JSON_MEDIA.fullmatch(media.strip().lower()) or charsets not in ([], ["utf-8"]):
         raise ProblemError(415, "unsupported-media-type", "Send the body as application/json.")
     limit = request.app.state.services.settings.bff.max_body_bytes
     too_large = ProblemError(

@@ -199,4 +199,4 @@ def _from_status(exc: uc.APIStatusError) -> ProblemError:
 
 
 def _retry_after(seconds: float | None) -> str:
-    return str(max(1, math.ceil(seconds)) if seconds else DEFAULT_RETRY_AFTER)
+    return str(DEFAULT_RETRY_AFTER if seconds is None else max(1, math.ceil(seconds)))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from starlette.applications import Starlette
 
 from bff import Principal, create_app
 from bff.principal import Authenticator, static_authenticator
@@ -117,6 +119,37 @@ def upstream() -> respx.MockRouter:
     return router
 
 
+# These app tests never sign in: the identity provider answers nothing, at no cost.
+NO_IDP = httpx.MockTransport(lambda request: httpx.Response(503))
+
+
+@dataclass
+class Running:
+    app: Starlette
+    client: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def serving(
+    transport: httpx.AsyncBaseTransport,
+    *,
+    authenticators: list[Authenticator],
+    settings: Settings | None = None,
+) -> AsyncIterator[Running]:
+    """The BFF over ``transport`` (the upstream), lifespan started, with a client to call it."""
+    app = create_app(
+        settings or make_settings(),
+        authenticators=authenticators,
+        upstream_transport=transport,
+        idp_transport=NO_IDP,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
+    ):
+        yield Running(app, client)
+
+
 @asynccontextmanager
 async def running_bff(
     transport: httpx.AsyncBaseTransport,
@@ -127,14 +160,8 @@ async def running_bff(
 ) -> AsyncIterator[httpx.AsyncClient]:
     if authenticators is None:
         authenticators = [static_authenticator(principal)] if principal else []
-    app = create_app(
-        settings or make_settings(), authenticators=authenticators, upstream_transport=transport
-    )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
-    ):
-        yield client
+    async with serving(transport, authenticators=authenticators, settings=settings) as running:
+        yield running.client
 
 
 BffFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -4,38 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from starlette.applications import Starlette
 from starlette.requests import Request
 
-from bff import Principal, create_app
+from bff import Principal
 from bff.cache import SingleFlightCache
 from bff.settings import Settings
 from tests.bff.conftest import (
     ALICE,
     API,
-    BFF,
     BOB,
     CAROL,
     CLUSTERS,
     FLOWS,
     RW,
     UP_FLOWS,
+    Running,
     make_settings,
+    serving,
     upstream_flow,
 )
 
-CACHED = make_settings(cache={"ttl_seconds": 2}, upstream={"max_attempts": 1})
+# A TTL far longer than any test: entries must leave the cache by invalidation, not by age.
+CACHED = make_settings(cache={"ttl_seconds": 300}, upstream={"max_attempts": 1})
 EU_FLOWS = f"{API}/tenants/ten_acme/clusters/plane_dev_eu_west_1/delivery-flows"
 BODY = {"name": "stripe-to-app", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"}
-NO_IDP = httpx.MockTransport(lambda request: httpx.Response(503))
 WRITE_ONLY = Principal(
     subject="walt",
     tenants={"ten_acme": frozenset({"write:delivery-flows"})},
@@ -56,25 +54,12 @@ async def by_header(request: Request) -> Principal | None:
     return USERS.get(request.headers.get("x-test-user", "alice"))
 
 
-@dataclass
-class Running:
-    app: Starlette
-    client: httpx.AsyncClient
-
-
-@asynccontextmanager
-async def running(router: respx.MockRouter, settings: Settings = CACHED) -> AsyncIterator[Running]:
-    app = create_app(
-        settings,
-        authenticators=[by_header],
-        upstream_transport=httpx.MockTransport(router.async_handler),
-        idp_transport=NO_IDP,
+def running(
+    router: respx.MockRouter, settings: Settings = CACHED
+) -> AbstractAsyncContextManager[Running]:
+    return serving(
+        httpx.MockTransport(router.async_handler), authenticators=[by_header], settings=settings
     )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
-    ):
-        yield Running(app, client)
 
 
 def flows_page(*flow_ids: str, cluster_id: str = "plane_dev_us_east_1") -> dict[str, Any]:

@@ -19,18 +19,21 @@ import respx
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
-from bff import create_app
 from bff.principal import static_authenticator
-from tests.bff.conftest import ALICE, API, BFF, FLOWS, UP_FLOWS, make_settings, upstream_flow
+from tests.bff.conftest import (
+    ALICE,
+    API,
+    BFF,
+    FLOWS,
+    UP_FLOWS,
+    serving,
+    upstream_flow,
+)
 
 PROBLEM = "application/problem+json"
 ERRORS = "https://api.zen-mesh.io/errors/"
 GOOD_BODY = {"name": "stripe-to-app", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders"}
 FLOW_URL = f"{FLOWS}/flow_1"
-
-
-# No test here talks to the identity provider; a mock also spares building a TLS context per app.
-NO_IDP = httpx.MockTransport(lambda request: httpx.Response(503))
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -116,17 +119,8 @@ class RawResponse:
 @pytest.fixture
 async def harness(upstream: respx.MockRouter) -> AsyncIterator[Harness]:
     transport = CountingTransport(upstream)
-    app = create_app(
-        make_settings(),
-        authenticators=[static_authenticator(ALICE)],
-        upstream_transport=transport,
-        idp_transport=NO_IDP,
-    )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
-    ):
-        yield Harness(app, client, transport)
+    async with serving(transport, authenticators=[static_authenticator(ALICE)]) as running:
+        yield Harness(running.app, running.client, transport)
 
 
 def assert_problem(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,13 @@ from bff.settings import Settings
 from tests.bff.conftest import (
     ALICE,
     API,
-    BFF,
     BOB,
     FLOWS,
+    NO_IDP,
     UP_FLOWS,
+    Running,
     make_settings,
+    serving,
     upstream_flow,
 )
 
@@ -41,7 +42,7 @@ REGISTRY: Registry[Any] = Registry().with_resource(
     DOCUMENT_URI, Resource.from_contents(DOCUMENT, default_specification=DRAFT202012)
 )
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-NO_IDP = httpx.MockTransport(lambda request: httpx.Response(503))
+NO_RETRIES = make_settings(upstream={"max_attempts": 1})
 BODY = {"name": "stripe-to-app", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"}
 FLOW_PATH = "/tenants/{tid}/clusters/{cid}/delivery-flows/{fid}"
 LIST_PATH = "/tenants/{tid}/clusters/{cid}/delivery-flows"
@@ -76,7 +77,7 @@ def build_app(
     settings: Settings | None = None,
 ) -> Starlette:
     return create_app(
-        settings or make_settings(upstream={"max_attempts": 1}),
+        settings or NO_RETRIES,
         authenticators=[static_authenticator(principal)] if principal else [],
         upstream_transport=httpx.MockTransport(upstream.async_handler),
         idp_transport=NO_IDP,
@@ -209,24 +210,16 @@ def assert_conforms(path: str, method: str, response: httpx.Response) -> None:
         assert header.lower() in response.headers, (path, method, response.status_code, header)
 
 
-@dataclass
-class Running:
-    app: Starlette
-    client: httpx.AsyncClient
-
-
-@asynccontextmanager
-async def running(
+def running(
     upstream: respx.MockRouter,
     principal: Principal | None = ALICE,
     settings: Settings | None = None,
-) -> AsyncIterator[Running]:
-    app = build_app(upstream, principal, settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
-    ):
-        yield Running(app, client)
+) -> AbstractAsyncContextManager[Running]:
+    return serving(
+        httpx.MockTransport(upstream.async_handler),
+        authenticators=[static_authenticator(principal)] if principal else [],
+        settings=settings or NO_RETRIES,
+    )
 
 
 def upstream_problem(status: int, **extra: Any) -> httpx.Response:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -15,17 +14,20 @@ import pytest
 import respx
 
 import bff.flows
-from bff import create_app
-from bff.principal import static_authenticator
 from bff.settings import Settings
-from tests.bff.conftest import ALICE, BFF, FLOWS, UP_FLOWS, make_settings, upstream_flow
+from tests.bff.conftest import (
+    FLOWS,
+    UP_FLOWS,
+    make_settings,
+    running_bff,
+    upstream_flow,
+)
 
 ERRORS = "https://api.zen-mesh.io/errors/"
 FLOW_URL = f"{FLOWS}/flow_1"
 UP_FLOW = f"{UP_FLOWS}/flow_1"
 BODY = {"name": "stripe-to-app", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"}
 NO_RETRIES = make_settings(upstream={"max_attempts": 1})
-NO_IDP = httpx.MockTransport(lambda request: httpx.Response(503))
 
 UPSTREAM_REQUEST_ID = "req_upstream_4f2a9c"
 UPSTREAM_TYPE = "https://backend.internal/problems/"
@@ -42,21 +44,10 @@ SECRETS = (
 )
 
 
-@asynccontextmanager
-async def bff_client(
+def bff_client(
     router: respx.MockRouter, settings: Settings = NO_RETRIES
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        settings,
-        authenticators=[static_authenticator(ALICE)],
-        upstream_transport=httpx.MockTransport(router.async_handler),
-        idp_transport=NO_IDP,
-    )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
-    ):
-        yield client
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return running_bff(httpx.MockTransport(router.async_handler), settings=settings)
 
 
 def upstream_problem(
