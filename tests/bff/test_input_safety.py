@@ -445,7 +445,12 @@ async def test_json_content_type_variants_are_accepted(
     harness: Harness, upstream: respx.MockRouter
 ) -> None:
     upstream.post(UP_FLOWS).respond(201, json=upstream_flow(), headers={"ETag": '"1"'})
-    for content_type in ("application/json", "application/json; charset=UTF-8"):
+    for content_type in (
+        "application/json",
+        "application/json; charset=UTF-8",
+        'application/json; charset="utf-8"',
+        "application/json; profile=flow; charset=utf-8",
+    ):
         response = await harness.client.post(
             FLOWS, content=json.dumps(GOOD_BODY).encode(), headers={"Content-Type": content_type}
         )

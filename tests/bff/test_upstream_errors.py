@@ -211,7 +211,9 @@ async def test_upstream_409_and_422_keep_only_the_user_facing_detail(
     assert problem["detail"] == "key was used for another request"
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [("7", "7"), ("soon", "5"), (None, "5")])
+@pytest.mark.parametrize(
+    ("retry_after", "expected"), [("7", "7"), ("0", "1"), ("soon", "5"), (None, "5")]
+)
 async def test_upstream_429_is_rate_limited_with_retry_after(
     upstream: respx.MockRouter, retry_after: str | None, expected: str
 ) -> None:
