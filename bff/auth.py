@@ -459,6 +459,7 @@ class Auth:
                 issuer=self.oidc.issuer,
                 audience=self.settings.oidc.client_id,
                 jwks=await self.oidc.jwks(),
+                clock=self._clock,
             )
         return self._logout_validator
 

@@ -128,7 +128,9 @@ class OIDCClient:
         return self._jwks
 
     async def bearer_validator(self, audience: str) -> JWTValidator:
-        return JWTValidator(issuer=self.issuer, audience=audience, jwks=await self.jwks())
+        return JWTValidator(
+            issuer=self.issuer, audience=audience, jwks=await self.jwks(), clock=self._clock
+        )
 
     # --- login ---------------------------------------------------------------------------------
 
@@ -212,7 +214,7 @@ class OIDCClient:
 
     async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
         validator = JWTValidator(
-            issuer=self.issuer, audience=self.client_id, jwks=await self.jwks()
+            issuer=self.issuer, audience=self.client_id, jwks=await self.jwks(), clock=self._clock
         )
         try:
             claims = await validator.validate(id_token)

@@ -85,7 +85,7 @@ USERS = {
 
 
 START = 1_800_000_000.0
-"""Where the app's clock starts. Provider-signed JWTs are judged by real time, not this clock."""
+"""Where the app's clock starts; the fake provider dates its tokens by the same clock."""
 
 
 class FakeClock:
@@ -214,7 +214,7 @@ class FakeProvider:
 
     # tokens
     def id_claims(self, user: DemoUser, nonce: str | None, **overrides: Any) -> dict[str, Any]:
-        now = int(time.time())
+        now = int(self.clock())
         claims: dict[str, Any] = {
             "iss": ISSUER,
             "aud": CLIENT_ID,
@@ -241,7 +241,7 @@ class FakeProvider:
         claims: dict[str, Any] = {
             "iss": ISSUER,
             "aud": CLIENT_ID,
-            "iat": int(time.time()),
+            "iat": int(self.clock()),
             "jti": secrets.token_urlsafe(12),
             "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
             "sid": sid,

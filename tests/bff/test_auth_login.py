@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,7 @@ from tests.bff.auth_fixtures import (
     WHOAMI,
     AuthorizeRequest,
     Browser,
+    FakeClock,
     Harness,
     assert_problem,
     attacker_key,
@@ -173,7 +175,7 @@ ID_TOKEN_ATTACKS: dict[str, Any] = {
     "wrong-iss": lambda h, c: h.provider.signed({**c, "iss": "http://evil.test"}),
     "wrong-aud": lambda h, c: h.provider.signed({**c, "aud": "another-client"}),
     "expired": lambda h, c: h.provider.signed(
-        {**c, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
+        {**c, "iat": int(h.clock()) - 7200, "exp": int(h.clock()) - 3600}
     ),
     "alg-none": lambda h, c: unsigned({"alg": "none"}, c),
     "unsigned": lambda h, c: unsigned({"alg": "RS256", "kid": h.provider.key.kid}, c),
@@ -398,21 +400,23 @@ async def test_a_real_session_planted_before_login_is_ended_by_it(
 # --- the real protocol, against the development provider -----------------------------------------
 
 
-def dev_settings(issuer: str) -> Any:
-    return auth_settings(
+def dev_app(upstream: respx.MockRouter, issuer: str) -> AbstractAsyncContextManager[Harness]:
+    """The BFF signing in with the development provider; it dates tokens by the real clock."""
+    settings = auth_settings(
         oidc={
             "issuer": issuer,
             "client_id": "flows-bff-dev",
             "client_secret": "dev-only-client-secret",
         }
     )
+    return running_app(upstream, settings=settings, clock=FakeClock(time.time()), real_idp=True)
 
 
 async def test_alice_signs_in_through_the_development_provider(
     upstream: respx.MockRouter, dev_issuer: str
 ) -> None:
     async with (
-        running_app(upstream, settings=dev_settings(dev_issuer), real_idp=True) as h,
+        dev_app(upstream, dev_issuer) as h,
         httpx.AsyncClient(trust_env=False, timeout=10) as idp,
     ):
         browser = h.browser()
@@ -440,7 +444,7 @@ async def test_a_replayed_callback_fails_against_the_development_provider(
     upstream: respx.MockRouter, dev_issuer: str
 ) -> None:
     async with (
-        running_app(upstream, settings=dev_settings(dev_issuer), real_idp=True) as h,
+        dev_app(upstream, dev_issuer) as h,
         httpx.AsyncClient(trust_env=False, timeout=10) as idp,
     ):
         browser = h.browser()
@@ -460,7 +464,7 @@ async def test_session_fixation_with_the_development_provider(
     upstream: respx.MockRouter, dev_issuer: str
 ) -> None:
     async with (
-        running_app(upstream, settings=dev_settings(dev_issuer), real_idp=True) as h,
+        dev_app(upstream, dev_issuer) as h,
         httpx.AsyncClient(trust_env=False, timeout=10) as idp,
     ):
         attacker = h.browser()

@@ -119,7 +119,7 @@ def _claims(p: FakeProvider, **changes: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "iss": "http://idp.test",
         "aud": "flows-bff-test",
-        "iat": int(time.time()),
+        "iat": int(p.clock()),
         "jti": "jti-" + str(time.monotonic_ns()),
         "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
         "sid": "s-1",
@@ -138,7 +138,7 @@ BAD_TOKENS: dict[str, Callable[[FakeProvider], str]] = {
     "no-jti": lambda p: p.signed(_claims(p, jti=None), typ="logout+jwt"),
     "wrong-aud": lambda p: p.logout_token(sid="s-1", aud="another-client"),
     "wrong-iss": lambda p: p.logout_token(sid="s-1", iss="http://evil.test"),
-    "too-old": lambda p: p.logout_token(sid="s-1", iat=int(time.time()) - 3600),
+    "too-old": lambda p: p.logout_token(sid="s-1", iat=int(p.clock()) - 3600),
     "foreign-key": lambda p: sign(_claims(p), attacker_key(), typ="logout+jwt"),
     "an-id-token": lambda p: p.signed(_claims(p, events=None, sub="alice", nonce="n")),
 }

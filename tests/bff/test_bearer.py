@@ -6,7 +6,6 @@ Tokens are judged by real time (the validators' clock), so their dates are set f
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,8 +54,8 @@ ATTACKS: dict[str, Callable[[FakeProvider], str]] = {
     "alg-none-with-signature": lambda p: unsigned({"alg": "none"}, claims(p), "c2ln"),
     "unsigned-rs256": lambda p: unsigned({"alg": "RS256", "kid": p.key.kid}, claims(p)),
     "hs256-with-the-rsa-public-key": hs256_with_public_key,
-    "expired": lambda p: p.bearer_token(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
-    "not-yet-valid": lambda p: p.bearer_token(nbf=int(time.time()) + 3600),
+    "expired": lambda p: p.bearer_token(iat=int(p.clock()) - 7200, exp=int(p.clock()) - 3600),
+    "not-yet-valid": lambda p: p.bearer_token(nbf=int(p.clock()) + 3600),
     "no-exp": lambda p: without(p, "exp"),
     "no-sub": lambda p: without(p, "sub"),
     "wrong-aud": lambda p: p.bearer_token(aud="another-api"),
@@ -178,3 +177,16 @@ async def test_when_the_provider_keys_cannot_be_fetched_the_answer_is_503(
     assert_problem(response, 503, "upstream-unavailable")
     assert "retry-after" in response.headers
     assert len(backend.calls) == 0
+
+
+async def test_a_token_stops_working_when_the_clock_passes_its_expiry(
+    backend: respx.MockRouter,
+) -> None:
+    async with running_app(backend) as h:
+        auth = {"Authorization": f"Bearer {h.provider.bearer_token()}"}  # exp: now + 300 s
+        assert (await h.client.get(FLOWS, headers=auth)).status_code == 200
+        calls_while_valid = len(backend.calls)
+        h.clock.advance(300 + 30)  # past exp and the 30 s leeway
+        response = await h.client.get(FLOWS, headers=auth)
+    assert_problem(response, 401, "authentication-required")
+    assert len(backend.calls) == calls_while_valid
