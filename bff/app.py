@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -35,13 +35,15 @@ from .auth import routes as auth_routes
 from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
+from .invalidation import Invalidation, LocalInvalidation, RedisInvalidation
 from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
 from .middleware import API_PREFIX, RequestContextMiddleware, request_id_of
 from .observability import Metrics, MetricsMiddleware
 from .oidc import OIDCClient
 from .principal import Authenticator
 from .problems import ProblemError, not_found, problem_from_upstream
-from .services import Services
+from .refresh_locks import LocalRefreshLock, RedisRefreshLock, RefreshLock
+from .services import ResponseKey, Services
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 from .settings import Settings
 from .upstream_tokens import UpstreamTokenMinter, load_signing_key
@@ -80,7 +82,22 @@ def create_app(
                     follow_redirects=False,
                 )
             )
-            auth = _build_auth(settings, http, stack, clock)
+            redis = _redis(settings, stack)
+            auth = _build_auth(settings, http, redis, clock)
+            stack.push_async_callback(auth.sessions.aclose)
+            responses: SingleFlightCache[ResponseKey, object] = SingleFlightCache(
+                ttl=settings.cache.ttl_seconds, maxsize=settings.cache.max_entries
+            )
+
+            def forget(tenant_id: str, cluster_id: str) -> None:
+                responses.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
+
+            invalidation: Invalidation = LocalInvalidation(forget)
+            if redis is not None:
+                shared = RedisInvalidation(redis, forget)
+                listener = asyncio.create_task(shared.listen(), name="cache-invalidation")
+                stack.callback(listener.cancel)
+                invalidation = shared
             app.state.auth = auth
             app.state.services = Services(
                 settings=settings,
@@ -90,9 +107,8 @@ def create_app(
                     ttl=settings.cache.lookup_ttl_seconds,
                     maxsize=settings.cache.max_entries,
                 ),
-                responses=SingleFlightCache(
-                    ttl=settings.cache.ttl_seconds, maxsize=settings.cache.max_entries
-                ),
+                responses=responses,
+                invalidation=invalidation,
                 credentials=credentials
                 or UpstreamCredentials(settings.upstream.credential, auth.minter),
                 authenticators=(
@@ -149,10 +165,23 @@ def _backend_client(
     )
 
 
+def _redis(settings: Settings, stack: AsyncExitStack) -> Redis | None:
+    """The Redis shared by sessions, sign-ins, refresh locks and cache invalidation, if any."""
+    if settings.sessions.backend != "redis" or not settings.sessions.redis_url:
+        return None
+    # A blocking pool makes a burst wait for a connection instead of failing at the limit.
+    pool = BlockingConnectionPool.from_url(
+        settings.sessions.redis_url, max_connections=settings.sessions.redis_max_connections
+    )
+    redis = Redis.from_pool(pool)
+    stack.push_async_callback(redis.aclose)
+    return redis
+
+
 def _build_auth(
     settings: Settings,
     http: httpx.AsyncClient,
-    stack: AsyncExitStack,
+    redis: Redis | None,
     clock: Callable[[], float],
 ) -> Auth:
     oidc = OIDCClient(
@@ -167,17 +196,17 @@ def _build_auth(
     absolute = settings.sessions.absolute_timeout_seconds
     sessions: SessionStore
     logins: LoginStore
-    if settings.sessions.backend == "redis" and settings.sessions.redis_url:
-        redis = Redis.from_url(settings.sessions.redis_url)
-        stack.push_async_callback(redis.aclose)
+    refresh_lock: RefreshLock
+    if redis is not None:
         sessions = RedisSessionStore(
             redis, idle_timeout=idle, absolute_timeout=absolute, clock=clock
         )
         logins = RedisLoginStore(redis)
+        refresh_lock = RedisRefreshLock(redis)
     else:
         sessions = MemorySessionStore(idle_timeout=idle, absolute_timeout=absolute, clock=clock)
         logins = MemoryLoginStore()
-    stack.push_async_callback(sessions.aclose)
+        refresh_lock = LocalRefreshLock()
     minter = None
     if settings.upstream.credential == "internal-jwt":
         jwt = settings.internal_jwt
@@ -188,7 +217,15 @@ def _build_auth(
             key=load_signing_key(jwt.signing_key_file) if jwt.signing_key_file else None,
             clock=clock,
         )
-    return Auth(settings, oidc=oidc, sessions=sessions, logins=logins, minter=minter, clock=clock)
+    return Auth(
+        settings,
+        oidc=oidc,
+        sessions=sessions,
+        logins=logins,
+        refresh_lock=refresh_lock,
+        minter=minter,
+        clock=clock,
+    )
 
 
 def _tls(settings: Settings) -> uc.TLSConfig | None:

@@ -31,7 +31,8 @@ from .logins import LoginStore
 from .oidc import LoginError, OIDCClient, ProviderUnavailable, RefreshRejected, TokenSet
 from .principal import Principal, permissions, tenants_from_claim, tenants_from_scope
 from .problems import FieldError, ProblemError, validation_error
-from .sessions import Session, SessionStore
+from .refresh_locks import LocalRefreshLock, RefreshLock
+from .sessions import Session, SessionStore, hash_session_id
 from .settings import Settings
 from .upstream_tokens import UpstreamTokenMinter
 
@@ -41,6 +42,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 CALLBACK_PATH = "/api/bff/v1/auth/callback"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REFRESH_WAIT_SECONDS = 10.0
+REFRESH_POLL_SECONDS = 0.05
 _JSON_TYPES = ("application/json",)
 _BACKCHANNEL_MAX_BYTES = 32 * 1024
 
@@ -62,6 +65,15 @@ def _session_expired(detail: str, clear_cookie: str | None = None) -> ProblemErr
     if clear_cookie:
         headers["Set-Cookie"] = f"{clear_cookie}=; Max-Age=0; Path=/; HttpOnly; SameSite=strict"
     return ProblemError(401, "session-expired", detail, headers=headers)
+
+
+def _signin_unavailable() -> ProblemError:
+    return ProblemError(
+        503,
+        "upstream-unavailable",
+        "Sign-in is temporarily unavailable.",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _csrf_failed(detail: str) -> ProblemError:
@@ -140,7 +152,7 @@ class Auth:
         oidc: OIDCClient,
         sessions: SessionStore,
         logins: LoginStore,
-        logout_validator: Callable[[], Any] | None = None,
+        refresh_lock: RefreshLock | None = None,
         minter: UpstreamTokenMinter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -148,6 +160,7 @@ class Auth:
         self.oidc = oidc
         self.sessions = sessions
         self.logins = logins
+        self.refresh_lock = refresh_lock or LocalRefreshLock()
         self.minter = minter
         self.cookies = CookieNames.for_settings(settings)
         self._clock = clock
@@ -155,6 +168,9 @@ class Auth:
         self._logout_validator: LogoutTokenValidator | None = None
         self._allowed_origins = settings.allowed_origins
         self._redirect_uri = settings.bff.public_origin.rstrip("/") + CALLBACK_PATH
+
+    def _ended(self) -> ProblemError:
+        return _session_expired("Your session has ended; sign in again.", self.cookies.session)
 
     # --- authenticators ------------------------------------------------------------------------
 
@@ -184,12 +200,7 @@ class Auth:
             ) from None
         except (JWKSUnavailable, ProviderUnavailable) as exc:
             logger.warning("cannot validate bearer tokens: %s", exc)
-            raise ProblemError(
-                503,
-                "upstream-unavailable",
-                "Sign-in is temporarily unavailable.",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _signin_unavailable() from None
         return Principal(
             subject=claims["sub"],
             tenants=tenants_from_claims(claims, self.settings.oidc.tenants_claim),
@@ -211,7 +222,7 @@ class Auth:
         check_csrf(request, self._allowed_origins)
         session = await self.sessions.get(raw_id)
         if session is None:
-            raise _session_expired("Your session has ended; sign in again.", self.cookies.session)
+            raise self._ended()
         return raw_id, await self._fresh(raw_id, session)
 
     async def _fresh(self, raw_id: str, session: Session) -> Session:
@@ -232,6 +243,35 @@ class Auth:
         return expires is not None and expires - margin <= self._clock()
 
     async def _refresh(self, raw_id: str, session: Session) -> Session:
+        # Other instances sharing the session store must not refresh at the same time either.
+        lock_key = hash_session_id(raw_id)
+        held = await self.refresh_lock.acquire(lock_key)
+        if held is None:
+            return await self._refreshed_elsewhere(raw_id)
+        try:
+            # Another instance may have refreshed between our read and taking the lock.
+            current = await self.sessions.get(raw_id)
+            if current is None:
+                raise self._ended()
+            if not self._needs_refresh(current):
+                return current
+            return await self._refresh_holding_lock(raw_id, current)
+        finally:
+            await self.refresh_lock.release(lock_key, held)
+
+    async def _refreshed_elsewhere(self, raw_id: str) -> Session:
+        """Wait for the instance holding the lock to store the refreshed session."""
+        deadline = time.monotonic() + REFRESH_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(REFRESH_POLL_SECONDS)
+            current = await self.sessions.get(raw_id)
+            if current is None:
+                raise self._ended()
+            if not self._needs_refresh(current):
+                return current
+        raise _signin_unavailable()
+
+    async def _refresh_holding_lock(self, raw_id: str, session: Session) -> Session:
         if not session.refresh_token:
             if self.settings.upstream.credential == "relay":
                 await self.sessions.delete(raw_id)
@@ -249,12 +289,7 @@ class Auth:
             expires = session.access_expires_at
             if expires is not None and expires > self._clock():
                 return session  # still valid for a little while: try again next call
-            raise ProblemError(
-                503,
-                "upstream-unavailable",
-                "Sign-in is temporarily unavailable.",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _signin_unavailable() from None
         session = msgspec.structs.replace(
             session,
             access_token=tokens.access_token or session.access_token,
@@ -263,7 +298,7 @@ class Auth:
             access_expires_at=tokens.expires_at,
         )
         if not await self.sessions.save(raw_id, session):
-            raise _session_expired("Your session has ended; sign in again.", self.cookies.session)
+            raise self._ended()
         return session
 
     # --- routes --------------------------------------------------------------------------------
@@ -279,12 +314,7 @@ class Auth:
             url, login = await self.oidc.start_login(self._redirect_uri, return_to)
         except ProviderUnavailable as exc:
             logger.error("cannot start sign-in: %s", exc)
-            raise ProblemError(
-                503,
-                "upstream-unavailable",
-                "Sign-in is temporarily unavailable.",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _signin_unavailable() from None
         handle = secrets.token_urlsafe(32)
         await self.logins.put(handle, login)
         response = RedirectResponse(url, status_code=302)
@@ -323,12 +353,7 @@ class Auth:
             raise _login_failed("The sign-in could not be completed; start again.") from None
         except ProviderUnavailable as exc:
             logger.error("sign-in failed, provider unavailable: %s", exc)
-            raise ProblemError(
-                503,
-                "upstream-unavailable",
-                "Sign-in is temporarily unavailable.",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _signin_unavailable() from None
         # A fresh id for every sign-in: an id planted before it (fixation) is worthless.
         previous = request.cookies.get(self.cookies.session)
         if previous:

@@ -247,7 +247,7 @@ async def create_flow(request: Request) -> Response:
         )
     finally:
         # Even a failed or timed-out write may have landed upstream.
-        services.invalidate(call.tenant_id, call.cluster_id)
+        await services.written(call.tenant_id, call.cluster_id)
     names = await services.catalog.names(
         call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
     )
@@ -285,7 +285,7 @@ async def update_flow(request: Request) -> Response:
             request_id=call.request_id,
         )
     finally:
-        services.invalidate(call.tenant_id, call.cluster_id)
+        await services.written(call.tenant_id, call.cluster_id)
     names = await services.catalog.names(
         call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
     )
@@ -311,7 +311,7 @@ async def delete_flow(request: Request) -> Response:
             request_id=call.request_id,
         )
     finally:
-        call.services.invalidate(call.tenant_id, call.cluster_id)
+        await call.services.written(call.tenant_id, call.cluster_id)
     return Response(status_code=204)
 
 

@@ -12,6 +12,7 @@ import upstream_client as uc
 from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
+from .invalidation import Invalidation
 from .middleware import new_request_id
 from .principal import Action, Authenticator, Principal, authorize
 from .problems import ProblemError
@@ -27,6 +28,7 @@ class Services:
     client: uc.BackendClient
     catalog: Catalog
     responses: SingleFlightCache[ResponseKey, object]
+    invalidation: Invalidation
     credentials: UpstreamCredentials
     authenticators: Sequence[Authenticator]
 
@@ -42,8 +44,9 @@ class Services:
             headers={"WWW-Authenticate": 'Bearer realm="flows-bff"'},
         )
 
-    def invalidate(self, tenant_id: str, cluster_id: str) -> None:
-        self.responses.invalidate(lambda key: key[0] == tenant_id and key[1] == cluster_id)
+    async def written(self, tenant_id: str, cluster_id: str) -> None:
+        """A write went upstream: no instance may serve cached reads of that cluster now."""
+        await self.invalidation.written(tenant_id, cluster_id)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 class SessionsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
+    redis_max_connections: int = 50
     idle_timeout_seconds: float = 30 * 60
     absolute_timeout_seconds: float = 8 * 60 * 60
 
