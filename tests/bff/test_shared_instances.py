@@ -1,0 +1,91 @@
+"""Several BFF instances sharing one Redis: a write through one is seen at once by the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+import respx
+
+from bff.invalidation import RedisInvalidation
+from bff.principal import static_authenticator
+from tests.bff.conftest import (
+    ALICE,
+    FLOWS,
+    UP_FLOWS,
+    Running,
+    make_settings,
+    serving,
+    upstream_flow,
+)
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+BODY = {"name": "n", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"}
+
+
+async def _subscribed(running: Running) -> None:
+    invalidation = running.app.state.services.invalidation
+    assert isinstance(invalidation, RedisInvalidation)
+    await asyncio.wait_for(invalidation.subscribed.wait(), timeout=5)
+
+
+@pytest.fixture
+async def two_instances(
+    redis_server: RedisServer, upstream: respx.MockRouter
+) -> AsyncIterator[tuple[Running, Running]]:
+    settings = make_settings(
+        cache={"ttl_seconds": 300},
+        sessions={"backend": "redis", "redis_url": redis_server.url},
+    )
+    transport = httpx.MockTransport(upstream.async_handler)
+    async with AsyncExitStack() as stack:
+        first, second = [
+            await stack.enter_async_context(
+                serving(transport, authenticators=[static_authenticator(ALICE)], settings=settings)
+            )
+            for _ in range(2)
+        ]
+        await asyncio.gather(_subscribed(first), _subscribed(second))
+        yield first, second
+
+
+async def test_a_write_through_one_instance_clears_the_others_cache(
+    two_instances: tuple[Running, Running], upstream: respx.MockRouter
+) -> None:
+    first, second = two_instances
+    listing = upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow(), headers={"ETag": '"1"'})
+
+    assert (await second.client.get(FLOWS)).status_code == 200
+    assert (await second.client.get(FLOWS)).status_code == 200
+    assert listing.call_count == 1, "the second read is served from the micro-cache"
+
+    created = await first.client.post(FLOWS, json=BODY)
+    assert created.status_code == 201
+
+    listing.respond(json={"delivery_flows": [upstream_flow()], "next_cursor": None})
+    for _ in range(100):  # the message crosses Redis; give it up to a second
+        if [flow["id"] for flow in (await second.client.get(FLOWS)).json()["items"]]:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the other instance kept serving the list from before the write")
+
+
+async def test_other_clusters_stay_cached(
+    two_instances: tuple[Running, Running], upstream: respx.MockRouter
+) -> None:
+    first, second = two_instances
+    eu_flows = FLOWS.replace("plane_dev_us_east_1", "plane_dev_eu_west_1")
+    listing = upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow(), headers={"ETag": '"1"'})
+    await second.client.get(eu_flows)
+    await first.client.post(FLOWS, json=BODY)
+    await asyncio.sleep(0.2)
+    await second.client.get(eu_flows)
+    assert listing.call_count == 1
