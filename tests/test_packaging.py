@@ -247,6 +247,18 @@ def test_the_production_example_without_its_secret_file_names_the_key() -> None:
     )
 
 
+@pytest.mark.xfail(strict=True, reason="key and TLS file paths are first read at start-up")
+def test_a_missing_key_or_tls_file_fails_at_load_naming_the_key(tmp_path: Path) -> None:
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret")
+    with pytest.raises(ConfigError) as error:
+        load_settings(PRODUCTION_EXAMPLE, environ={"BFF__OIDC__CLIENT_SECRET_FILE": str(secret)})
+    assert str(error.value) == (
+        "[upstream].ca_file: cannot read /etc/flows-bff/tls/upstream-ca.pem: "
+        "No such file or directory"
+    )
+
+
 def test_the_production_example_holds_no_secret_value() -> None:
     raw = _toml(PRODUCTION_EXAMPLE)
     assert "client_secret" not in raw["oidc"]
