@@ -10,10 +10,13 @@ import httpx
 import pytest
 import respx
 
+from bff import create_app
 from bff.invalidation import RedisInvalidation
 from bff.principal import static_authenticator
+from tests.bff.auth_fixtures import FakeClock, FakeProvider, Harness, auth_settings
 from tests.bff.conftest import (
     ALICE,
+    BFF,
     FLOWS,
     UP_FLOWS,
     Running,
@@ -89,3 +92,44 @@ async def test_other_clusters_stay_cached(
     await asyncio.sleep(0.2)
     await second.client.get(eu_flows)
     assert listing.call_count == 1
+
+
+async def test_two_instances_refresh_one_shared_session_once(
+    redis_server: RedisServer, upstream: respx.MockRouter
+) -> None:
+    """Rotating refresh tokens: a second refresh from another instance would spend a used token."""
+    upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    clock = FakeClock()
+    provider = FakeProvider(clock)
+    provider.expires_in = 300
+    settings = auth_settings(sessions={"backend": "redis", "redis_url": redis_server.url})
+    async with AsyncExitStack() as stack:
+        harnesses = []
+        for _ in range(2):
+            app = create_app(
+                settings,
+                upstream_transport=httpx.MockTransport(upstream.async_handler),
+                idp_transport=provider.transport,
+                clock=clock,
+            )
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF)
+            )
+            harnesses.append(Harness(app, client, provider, clock, upstream, BFF))
+        raw_id = await harnesses[0].login(harnesses[0].browser(), "alice")
+        clock.advance(400)  # the access token has expired
+        provider.refresh_gate = asyncio.Event()
+
+        calls = [
+            asyncio.create_task(h.browser_with(raw_id).api("GET", FLOWS))
+            for h in harnesses
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0.3)  # both instances reach the refresh, one holds the lock
+        assert provider.refresh_calls == 1
+        provider.refresh_gate.set()
+        responses = await asyncio.gather(*calls)
+
+    assert [r.status_code for r in responses] == [200] * 10
+    assert provider.refresh_calls == 1
