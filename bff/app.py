@@ -1,9 +1,9 @@
 """``create_app(settings)``: the BFF as an ASGI application.
 
-Follow one request: :mod:`bff.middleware` (request id, raw-path guard, security headers) →
-:mod:`bff.observability` (metrics) → the route in :mod:`bff.flows` → :class:`bff.services.Call`
-(authenticate, authorize) → ``upstream_client`` → :mod:`bff.views` (reshape) → JSON. Errors on any
-step become problem+json in :mod:`bff.problems`.
+Follow one request: :mod:`bff.observability` (metrics) → :mod:`bff.middleware` (request id,
+raw-path guard, security headers) → the route in :mod:`bff.flows` → :class:`bff.services.Call`
+(authenticate, authorize) → ``upstream_client`` → :mod:`bff.views` (reshape) → JSON. Errors on
+any step become problem+json in :mod:`bff.problems`.
 """
 
 from __future__ import annotations
@@ -131,8 +131,9 @@ def create_app(
             *console.routes,
         ],
         middleware=[
-            Middleware(RequestContextMiddleware),
+            # Outermost, so that requests refused by the path guard are counted too.
             Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(RequestContextMiddleware),
         ],
         exception_handlers={
             ProblemError: _problem_handler,

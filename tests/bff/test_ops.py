@@ -1,0 +1,69 @@
+"""Operator endpoints: liveness, readiness with the state of each dependency, metrics."""
+
+from __future__ import annotations
+
+import httpx
+import respx
+
+from bff.principal import static_authenticator
+from tests.bff.auth_fixtures import FakeClock, FakeProvider, auth_settings
+from tests.bff.conftest import ALICE, FLOWS, UP_FLOWS, running_bff
+
+
+async def test_healthz_answers_without_dependencies(upstream: respx.MockRouter) -> None:
+    async with running_bff(httpx.MockTransport(upstream.async_handler)) as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert len(upstream.calls) == 0
+
+
+async def _readyz(upstream: respx.MockRouter, provider: FakeProvider) -> httpx.Response:
+    from bff import create_app
+
+    app = create_app(
+        auth_settings(),
+        authenticators=[static_authenticator(ALICE)],
+        upstream_transport=httpx.MockTransport(upstream.async_handler),
+        idp_transport=provider.transport,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bff") as client,
+    ):
+        return await client.get("/readyz")
+
+
+async def test_readyz_reports_each_dependency(upstream: respx.MockRouter) -> None:
+    provider = FakeProvider(FakeClock())
+    health = upstream.get("/healthz").respond(json={"status": "ok"})
+    ready = await _readyz(upstream, provider)
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"upstream": "ok", "identityProvider": "ok", "sessions": "ok"},
+    }
+    assert "authorization" not in health.calls.last.request.headers
+
+    health.respond(503)
+    provider.discovery.respond(500)
+    unready = await _readyz(upstream, provider)
+    assert unready.status_code == 503
+    body = unready.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["upstream"] == "failing"
+    assert body["checks"]["identityProvider"].startswith("failing")
+    assert body["checks"]["sessions"] == "ok"
+
+
+async def test_metrics_count_requests_by_route_template(upstream: respx.MockRouter) -> None:
+    upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    async with running_bff(httpx.MockTransport(upstream.async_handler)) as client:
+        await client.get(FLOWS)
+        await client.get(FLOWS)
+        await client.get("/api/bff/v1/tenants/ten_acme/clusters/..%2f/delivery-flows")
+        metrics = (await client.get("/metrics")).text
+    route = "/api/bff/v1/tenants/{tid}/clusters/{cid}/delivery-flows"
+    assert f'bff_http_requests_total{{method="GET",route="{route}",status="200"}} 2.0' in metrics
+    assert 'route="unmatched",status="404"' in metrics
+    assert "ten_acme" not in metrics, "ids must not become label values"
