@@ -72,10 +72,15 @@ class RedisInvalidation:
                 await asyncio.sleep(self._retry_delay)
 
     async def _listen_once(self) -> None:
-        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+        async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(self._channel)
-            self.subscribed.set()
             async for message in pubsub.listen():
+                if message.get("type") == "subscribe":
+                    # Only now does Redis deliver what others publish to this instance.
+                    self.subscribed.set()
+                    continue
+                if message.get("type") != "message":
+                    continue
                 data = message.get("data")
                 text = data.decode() if isinstance(data, bytes) else str(data)
                 tenant_id, _, cluster_id = text.partition(_SEPARATOR)

@@ -72,7 +72,7 @@ async def test_a_write_through_one_instance_clears_the_others_cache(
     assert created.status_code == 201
 
     listing.respond(json={"delivery_flows": [upstream_flow()], "next_cursor": None})
-    for _ in range(100):  # the message crosses Redis; give it up to a second
+    for _ in range(300):  # the message crosses Redis; give it up to three seconds
         if [flow["id"] for flow in (await second.client.get(FLOWS)).json()["items"]]:
             break
         await asyncio.sleep(0.01)
