@@ -40,6 +40,9 @@ def _load(path: str | None) -> Settings:
 
 def serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
+    if args.workers > 1 and (problem := _single_process_only(settings)):
+        sys.stderr.write(f"bff: configuration error: {problem} (--workers {args.workers})\n")
+        return 2
     if args.config:
         os.environ["BFF_CONFIG"] = os.path.abspath(args.config)
     logging.basicConfig(level=settings.bff.log_level.upper(), format=LOG_FORMAT)
@@ -60,6 +63,18 @@ def serve(args: argparse.Namespace) -> int:
         lifespan="on",
     )
     return 0
+
+
+def _single_process_only(settings: Settings) -> str | None:
+    """What in ``settings`` lives inside one process, so that workers could not share it."""
+    if settings.sessions.backend == "memory":
+        return "[sessions].backend: 'memory' keeps sign-ins in one process; use 'redis'"
+    if (
+        settings.upstream.credential == "internal-jwt"
+        and not settings.internal_jwt.signing_key_file
+    ):
+        return "[internal_jwt].signing_key_file: required, or each worker signs with its own key"
+    return None
 
 
 def dev(args: argparse.Namespace) -> int:

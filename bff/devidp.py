@@ -1,7 +1,9 @@
 """Development OpenID provider for ``bff dev``: oidc-provider-mock, configured and hardened.
 
 Run it with ``python -m bff.devidp --config config/dev.toml [--port 8002]``. It serves on loopback
-only, with the demo users of ``[[dev.users]]`` and the one confidential client of ``[oidc]``.
+only (``--allow-non-loopback`` exists for the development container of ``docker-compose.yml``,
+whose port is published on the host's loopback only), with the demo users of ``[[dev.users]]``
+and the one confidential client of ``[oidc]``.
 
 What the mock gives as it is: discovery, the authorize page (a form whose ``sub`` field takes
 the user name), the token endpoint, userinfo, JWKS (one RS256 key, new at every start) and a
@@ -508,18 +510,22 @@ def _origin(url: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _loopback_host(host: str) -> str:
+def _ip_address(host: str) -> str:
     try:
-        address = ipaddress.ip_address(host)
+        return str(ipaddress.ip_address(host))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{host!r}: give a loopback IP address such as 127.0.0.1"
         ) from None
-    if not address.is_loopback:
+
+
+def _issuer_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in {"", "/"}:
         raise argparse.ArgumentTypeError(
-            f"{host}: the development provider binds to loopback only (127.0.0.1 or ::1)"
+            f"{url!r}: give an origin such as http://idp.localhost:8002"
         )
-    return str(address)
+    return f"http://{parts.netloc.lower()}"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -528,8 +534,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Development OpenID provider with the demo users of the config file.",
     )
     parser.add_argument("--config", default=os.environ.get("BFF_CONFIG"), help="TOML config")
-    parser.add_argument("--host", type=_loopback_host, default="127.0.0.1")
+    parser.add_argument("--host", type=_ip_address, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002, help="0 picks a free port")
+    parser.add_argument(
+        "--issuer",
+        type=_issuer_url,
+        help="the provider's own URL, when clients reach it under another name than --host "
+        "(a container's service name); default: http://HOST:PORT",
+    )
+    parser.add_argument(
+        "--allow-non-loopback",
+        action="store_true",
+        help="DEVELOPMENT ONLY: bind --host although it is not a loopback address, for a "
+        "container whose port is published on the host's loopback only (docker-compose.yml)",
+    )
     parser.add_argument(
         "--redirect-uri",
         action="append",
@@ -537,7 +555,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         help=f"allowed redirect URI (repeatable); default: public_origin + {CALLBACK_PATH}",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not ipaddress.ip_address(args.host).is_loopback and not args.allow_non_loopback:
+        parser.error(
+            f"argument --host: {args.host}: the development provider binds to loopback only "
+            "(127.0.0.1 or ::1)"
+        )
+    return args
 
 
 def _write(line: str) -> None:
@@ -568,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The port is known only once bound (``--port 0``), and the issuer names it.
     server = werkzeug.serving.make_server(args.host, args.port, _not_ready, threaded=True)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    issuer = f"http://{host}:{server.server_port}"
+    issuer = args.issuer or f"http://{host}:{server.server_port}"
     server.app = create_idp_app(
         users,
         client_id=settings.oidc.client_id,

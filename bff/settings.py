@@ -130,7 +130,7 @@ def load_settings(
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     data = {name: dict(raw.get(name, {})) for name in _SECTIONS}
     _apply_env(data, environ)
-    _read_secret_files(data, base=path.parent)
+    _resolve_files(data, base=path.parent)
     return settings_from_mapping(data)
 
 
@@ -165,22 +165,34 @@ def _field_type(section: str, key: str) -> str | None:
     return None
 
 
-def _read_secret_files(data: dict[str, dict[str, Any]], *, base: Path) -> None:
-    for section, values in data.items():
-        for key in [k for k in values if k.endswith("_file") and k != "signing_key_file"]:
-            target = key.removesuffix("_file")
-            if values[key] and target in _secret_fields(section):
-                secret_path = base / values[key]
-                try:
-                    values[target] = secret_path.read_text().strip()
-                except OSError as exc:
-                    raise ConfigError(
-                        f"[{section}].{key}: cannot read {secret_path}: {exc.strerror}"
-                    ) from exc
+# Keys naming files: secrets are read into their twin key at load; the others are read when the
+# app starts, and are checked here so that a wrong path fails at load, naming its key.
+_SECRET_FILE_KEYS = {("oidc", "client_secret_file"): "client_secret"}
+_FILE_KEYS = (
+    *_SECRET_FILE_KEYS,
+    ("upstream", "ca_file"),
+    ("upstream", "cert_file"),
+    ("upstream", "key_file"),
+    ("internal_jwt", "signing_key_file"),
+)
 
 
-def _secret_fields(section: str) -> set[str]:
-    return {"client_secret"} if section == "oidc" else set()
+def _resolve_files(data: dict[str, dict[str, Any]], *, base: Path) -> None:
+    """Relative paths are relative to the config file; every named file must be readable."""
+    for section, key in _FILE_KEYS:
+        value = data[section].get(key)
+        if not value:
+            continue
+        path = base / str(value)
+        try:
+            content = path.read_text().strip() if (section, key) in _SECRET_FILE_KEYS else None
+            if content is None:
+                path.open("rb").close()
+        except OSError as exc:
+            raise ConfigError(f"[{section}].{key}: cannot read {path}: {exc.strerror}") from exc
+        data[section][key] = str(path)
+        if content is not None:
+            data[section][_SECRET_FILE_KEYS[section, key]] = content
 
 
 def _config_message(message: str) -> str:

@@ -247,7 +247,6 @@ def test_the_production_example_without_its_secret_file_names_the_key() -> None:
     )
 
 
-@pytest.mark.xfail(strict=True, reason="key and TLS file paths are first read at start-up")
 def test_a_missing_key_or_tls_file_fails_at_load_naming_the_key(tmp_path: Path) -> None:
     secret = tmp_path / "client-secret"
     secret.write_text("s3cret")
@@ -455,10 +454,6 @@ def test_the_bff_and_sandbox_commands_parse(
     assert data_volume.split(":")[0] in compose["volumes"], "the sandbox database needs a volume"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="python -m bff.devidp does not yet offer --issuer and --allow-non-loopback",
-)
 def test_the_provider_command_parses(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
