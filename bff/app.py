@@ -128,7 +128,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             Mount(API_PREFIX, routes=api_routes),
-            *console.routes,
+            *(console.routes if settings.bff.console else []),
         ],
         middleware=[
             # Outermost, so that requests refused by the path guard are counted too.

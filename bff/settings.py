@@ -36,6 +36,8 @@ class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     """Origin the dashboard is served from; unsafe requests must come from it or allowed_origins."""
     allowed_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
+    console: bool = False
+    """Serve the development console (a static page driving this API) at ``/``."""
     log_level: str = "info"
 
 

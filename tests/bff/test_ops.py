@@ -7,7 +7,7 @@ import respx
 
 from bff.principal import static_authenticator
 from tests.bff.auth_fixtures import FakeClock, FakeProvider, auth_settings
-from tests.bff.conftest import ALICE, FLOWS, UP_FLOWS, running_bff
+from tests.bff.conftest import ALICE, FLOWS, UP_FLOWS, make_settings, running_bff
 
 
 async def test_healthz_answers_without_dependencies(upstream: respx.MockRouter) -> None:
@@ -67,3 +67,15 @@ async def test_metrics_count_requests_by_route_template(upstream: respx.MockRout
     assert f'bff_http_requests_total{{method="GET",route="{route}",status="200"}} 2.0' in metrics
     assert 'route="unmatched",status="404"' in metrics
     assert "ten_acme" not in metrics, "ids must not become label values"
+
+
+async def test_the_console_is_served_only_when_enabled(upstream: respx.MockRouter) -> None:
+    transport = httpx.MockTransport(upstream.async_handler)
+    async with running_bff(transport) as client:
+        assert (await client.get("/")).status_code == 404
+    enabled = make_settings(bff={"console": True})
+    async with running_bff(transport, settings=enabled) as client:
+        page = await client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
