@@ -10,23 +10,16 @@ fail instead.
 
 from __future__ import annotations
 
-import collections
 import ipaddress
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
+
+from tests.e2e.dev_stack import DevStack, running_dev_stack
 
 
 def _browser_required() -> bool:
@@ -53,8 +46,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 UI_TIMEOUT_MS = 15_000
 EXACT_OLD_NAME = re.compile(r"^browser-flow$")
 CONSOLE_CSP = (
@@ -80,93 +71,13 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@dataclass
-class Stack:
-    url: str
-    process: subprocess.Popen[str]
-    output: collections.deque[str]
-
-    def log(self) -> str:
-        return "\n".join(self.output)
-
-
 @pytest.fixture(scope="module")
-def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """``python -m bff dev`` on free ports; stopped with SIGINT, which must exit 0."""
-    port, sandbox_port, idp_port = _free_ports(3)
-    data_dir = tmp_path_factory.mktemp("bff-dev-data")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bff",
-            "dev",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(sandbox_port),
-            "--idp-port",
-            str(idp_port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: collections.deque[str] = collections.deque(maxlen=400)
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    running = Stack(f"http://127.0.0.1:{port}", process, output)
-    try:
-        _wait_healthy(running)
+    with running_dev_stack(tmp_path_factory.mktemp("bff-dev")) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            status = process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            status = None
-        reader.join(timeout=5)
-        assert process.stdout is not None
-        process.stdout.close()
-    assert status == 0, f"bff dev exited with {status}:\n{running.log()}"
-
-
-def _wait_healthy(stack: Stack) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(timeout=1.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if stack.process.poll() is not None:
-                raise AssertionError(f"bff dev exited early:\n{stack.log()}")
-            try:
-                if client.get(stack.url + "/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # polling a starting process, not waiting out a timer
-    raise AssertionError(f"no answer from the BFF's /healthz in {START_TIMEOUT} s:\n{stack.log()}")
+        status = running.stop()
+    assert status == 0, f"bff dev exited with {status}:\n{running.output()}"
 
 
 def _loopback_only(route: Route) -> None:
@@ -210,7 +121,7 @@ def page(context: BrowserContext) -> Page:
     return page
 
 
-def _sign_in(page: Page, stack: Stack, user: str) -> None:
+def _sign_in(page: Page, stack: DevStack, user: str) -> None:
     page.goto(stack.url + "/")
     page.get_by_role("link", name="Sign in").click()
     page.locator('input[name="sub"]').fill(user)
@@ -238,7 +149,7 @@ def _csp_violations(page: Page) -> list[str]:
     return violations
 
 
-def test_sign_in_create_edit_delete_sign_out(page: Page, stack: Stack, tmp_path: Path) -> None:
+def test_sign_in_create_edit_delete_sign_out(page: Page, stack: DevStack, tmp_path: Path) -> None:
     response = page.goto(stack.url + "/")
     assert response is not None and response.status == 200
     assert response.headers["content-security-policy"] == CONSOLE_CSP
@@ -318,7 +229,9 @@ def test_sign_in_create_edit_delete_sign_out(page: Page, stack: Stack, tmp_path:
     assert page.page_errors == []  # type: ignore[attr-defined]
 
 
-def test_create_without_a_name_shows_the_error_next_to_the_name(page: Page, stack: Stack) -> None:
+def test_create_without_a_name_shows_the_error_next_to_the_name(
+    page: Page, stack: DevStack
+) -> None:
     _sign_in(page, stack, "alice")
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
     rows_before = page.locator("#flow-rows tr").count()
@@ -342,7 +255,7 @@ def test_create_without_a_name_shows_the_error_next_to_the_name(page: Page, stac
     assert page.page_errors == []  # type: ignore[attr-defined]
 
 
-def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: Stack) -> None:
+def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: DevStack) -> None:
     _sign_in(page, stack, "bob")
     expect(page.locator("#user-name")).to_have_text("Bob Reader")
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
@@ -357,7 +270,7 @@ def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: Stack) ->
 
 
 def test_saving_a_stale_edit_is_refused_with_the_reason(
-    page: Page, stack: Stack, tmp_path: Path
+    page: Page, stack: DevStack, tmp_path: Path
 ) -> None:
     _sign_in(page, stack, "alice")
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
@@ -397,7 +310,7 @@ def test_saving_a_stale_edit_is_refused_with_the_reason(
     expect(page.locator("#flow-rows .flow-name", has_text="my-edit")).to_have_count(0)
 
 
-def test_next_page_follows_the_cursor(page: Page, stack: Stack) -> None:
+def test_next_page_follows_the_cursor(page: Page, stack: DevStack) -> None:
     _sign_in(page, stack, "alice")
     created = page.evaluate(
         """async (path) => {

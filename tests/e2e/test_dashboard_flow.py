@@ -7,118 +7,34 @@ with the session cookie, ``X-CSRF: 1`` and the dashboard's ``Origin``.
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.dev_stack import DevStack, running_dev_stack
 from tests.e2e.oidc_login import browser_login
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "dev.toml")
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 ERRORS = "https://api.zen-mesh.io/errors/"
 ACME_FLOWS = "/api/bff/v1/tenants/ten_acme/clusters/plane_dev_us_east_1/delivery-flows"
 GLOBEX_FLOWS = "/api/bff/v1/tenants/ten_globex/clusters/plane_globex_main/delivery-flows"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@dataclass
-class Stack:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=STOP_TIMEOUT)
-
-
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    bff_port, sandbox_port, idp_port = free_ports(3)
-    log = tmp_path / "bff-dev.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bff",
-                "dev",
-                "--config",
-                CONFIG,
-                "--port",
-                str(bff_port),
-                "--sandbox-port",
-                str(sandbox_port),
-                "--idp-port",
-                str(idp_port),
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    stack = Stack(process, f"http://127.0.0.1:{bff_port}", log)
-    try:
-        wait_healthy(stack)
-        yield stack
-    finally:
-        if process.poll() is None:
-            # The launcher leads its own process group: nothing of the stack may outlive it.
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def wait_healthy(stack: Stack) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(trust_env=False, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if stack.process.poll() is not None:
-                break
-            try:
-                if client.get(f"{stack.url}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"the BFF did not become healthy; output:\n{stack.output()}")
+def stack(tmp_path: Path) -> Iterator[DevStack]:
+    with running_dev_stack(tmp_path) as running:
+        yield running
 
 
 class Dashboard:
     """What the dashboard's script does in one signed-in browser."""
 
-    def __init__(self, stack: Stack, client: httpx.Client) -> None:
+    def __init__(self, stack: DevStack, client: httpx.Client) -> None:
         self.stack = stack
         self.client = client
 
@@ -135,7 +51,7 @@ def browser() -> Iterator[httpx.Client]:
         yield client
 
 
-def sign_in(stack: Stack, client: httpx.Client, user: str) -> Dashboard:
+def sign_in(stack: DevStack, client: httpx.Client, user: str) -> Dashboard:
     final = browser_login(client, stack.url, user, return_to="/")
     assert str(final.url) == f"{stack.url}/", stack.output()
     assert client.cookies.get("bff_session"), "the callback set no session cookie"
@@ -150,7 +66,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     return body
 
 
-def test_alice_manages_a_flow_and_signs_out(stack: Stack, browser: httpx.Client) -> None:
+def test_alice_manages_a_flow_and_signs_out(stack: DevStack, browser: httpx.Client) -> None:
     alice = sign_in(stack, browser, "alice")
     session_cookie = browser.cookies["bff_session"]
     me = alice.call("GET", "/api/bff/v1/auth/session")
@@ -219,7 +135,7 @@ def test_alice_manages_a_flow_and_signs_out(stack: Stack, browser: httpx.Client)
     assert stack.stop() == 0, stack.output()
 
 
-def test_bob_reads_and_carol_stays_in_her_tenant(stack: Stack) -> None:
+def test_bob_reads_and_carol_stays_in_her_tenant(stack: DevStack) -> None:
     with httpx.Client(trust_env=False, timeout=10.0) as client:
         bob = sign_in(stack, client, "bob")
         assert bob.call("GET", ACME_FLOWS).status_code == 200

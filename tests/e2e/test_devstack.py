@@ -21,11 +21,11 @@ import httpx
 import pytest
 
 from bff.devstack import run_dev_stack
+from tests.e2e.dev_stack import CONFIG, free_ports
 from tests.e2e.oidc_login import browser_login
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "dev.toml")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 
@@ -51,17 +51,6 @@ from bff.devstack import run_dev_stack
 args = json.loads(sys.argv[1])
 sys.exit(run_dev_stack(args.pop("config"), **args))
 """
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass
