@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 import upstream_client as uc
 
-from .principal import Action, permissions
+from .principal import Action
 from .problems import FieldError, ProblemError, not_found, validation_error
 from .services import Call
 from .views import (
@@ -165,6 +165,13 @@ def _flow_path(call: Call, flow_id: str) -> str:
     )
 
 
+async def _flow_response(
+    call: Call, flow: uc.Flow, *, status_code: int = 200, headers: dict[str, str]
+) -> Response:
+    view = flow_view(flow, await call.names(), call.permissions())
+    return json_response(view, status_code=status_code, headers=headers)
+
+
 def _etag_headers(flow: uc.Flow) -> dict[str, str]:
     return {"ETag": flow.etag} if flow.etag else {}
 
@@ -189,16 +196,9 @@ async def list_flows(request: Request) -> Response:
         )
 
     key = (call.tenant_id, call.cluster_id, "flows", f"{limit}:{cursor or ''}")
-    page, names = await asyncio.gather(
-        services.responses.get(key, load),
-        services.catalog.names(
-            call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
-        ),
-    )
+    page, names = await asyncio.gather(services.responses.get(key, load), call.names())
     assert isinstance(page, uc.FlowPage)
-    view = flow_list_view(
-        page, limit=limit, names=names, permissions=permissions(call.principal, call.tenant_id)
-    )
+    view = flow_list_view(page, limit=limit, names=names, permissions=call.permissions())
     return json_response(view)
 
 
@@ -223,11 +223,7 @@ async def get_flow(request: Request) -> Response:
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and _etag_matches(if_none_match, flow.etag):
         return Response(status_code=304, headers=headers)
-    names = await services.catalog.names(
-        call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
-    )
-    view = flow_view(flow, names, permissions(call.principal, call.tenant_id))
-    return json_response(view, headers=headers)
+    return await _flow_response(call, flow, headers=headers)
 
 
 async def create_flow(request: Request) -> Response:
@@ -247,13 +243,9 @@ async def create_flow(request: Request) -> Response:
         )
     finally:
         # Even a failed or timed-out write may have landed upstream.
-        await services.written(call.tenant_id, call.cluster_id)
-    names = await services.catalog.names(
-        call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
-    )
-    view = flow_view(flow, names, permissions(call.principal, call.tenant_id))
+        await call.written()
     headers = {**_etag_headers(flow), "Location": _flow_path(call, flow.id)}
-    return json_response(view, status_code=201, headers=headers)
+    return await _flow_response(call, flow, status_code=201, headers=headers)
 
 
 async def _require_flow_in_cluster(call: Call, flow_id: str) -> None:
@@ -285,12 +277,8 @@ async def update_flow(request: Request) -> Response:
             request_id=call.request_id,
         )
     finally:
-        await services.written(call.tenant_id, call.cluster_id)
-    names = await services.catalog.names(
-        call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
-    )
-    view = flow_view(flow, names, permissions(call.principal, call.tenant_id))
-    return json_response(view, headers=_etag_headers(flow))
+        await call.written()
+    return await _flow_response(call, flow, headers=_etag_headers(flow))
 
 
 async def delete_flow(request: Request) -> Response:
@@ -311,7 +299,7 @@ async def delete_flow(request: Request) -> Response:
             request_id=call.request_id,
         )
     finally:
-        await call.services.written(call.tenant_id, call.cluster_id)
+        await call.written()
     return Response(status_code=204)
 
 
@@ -331,9 +319,7 @@ async def flow_options(request: Request) -> Response:
     ingesters, destinations = await call.services.catalog.endpoints(
         call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
     )
-    view = options_view(
-        call.cluster_id, ingesters, destinations, permissions(call.principal, call.tenant_id)
-    )
+    view = options_view(call.cluster_id, ingesters, destinations, call.permissions())
     return json_response(view)
 
 

@@ -14,9 +14,10 @@ from .catalog import Catalog
 from .credentials import UpstreamCredentials
 from .invalidation import Invalidation
 from .middleware import new_request_id
-from .principal import Action, Authenticator, Principal, authorize
+from .principal import Action, Authenticator, Principal, authorize, permissions
 from .problems import ProblemError
 from .settings import Settings
+from .views import Names, Permissions
 
 ResponseKey = tuple[str, str, str, str]
 """(tenant, cluster, path, query) — the micro-cache key."""
@@ -75,6 +76,17 @@ class Call:
             token=services.credentials.token_for(principal, tenant_id),
             request_id=getattr(request.state, "request_id", None) or new_request_id(),
         )
+
+    def permissions(self) -> Permissions:
+        return permissions(self.principal, self.tenant_id)
+
+    async def names(self) -> Names:
+        return await self.services.catalog.names(
+            self.tenant_id, self.cluster_id, token=self.token, request_id=self.request_id
+        )
+
+    async def written(self) -> None:
+        await self.services.written(self.tenant_id, self.cluster_id)
 
     async def require_cluster(self) -> None:
         await self.services.catalog.require_cluster(
