@@ -36,6 +36,7 @@ from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
 from .invalidation import Invalidation, LocalInvalidation, RedisInvalidation
+from .jwt_validation import RedisReplayCache, ReplayCache
 from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
 from .middleware import API_PREFIX, RequestContextMiddleware, request_id_of
 from .observability import Metrics, MetricsMiddleware
@@ -204,10 +205,12 @@ def _build_auth(
         )
         logins = RedisLoginStore(redis)
         refresh_lock = RedisRefreshLock(redis)
+        replay_cache: ReplayCache | None = RedisReplayCache(redis)
     else:
         sessions = MemorySessionStore(idle_timeout=idle, absolute_timeout=absolute, clock=clock)
         logins = MemoryLoginStore()
         refresh_lock = LocalRefreshLock()
+        replay_cache = None  # the validator keeps its own, in memory
     minter = None
     if settings.upstream.credential == "internal-jwt":
         jwt = settings.internal_jwt
@@ -224,6 +227,7 @@ def _build_auth(
         sessions=sessions,
         logins=logins,
         refresh_lock=refresh_lock,
+        replay_cache=replay_cache,
         minter=minter,
         clock=clock,
     )

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
+from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator, ReplayCache
 from .logins import LoginStore
 from .oidc import LoginError, OIDCClient, ProviderUnavailable, RefreshRejected, TokenSet
 from .principal import Principal, permissions, tenants_from_claim, tenants_from_scope
@@ -153,6 +153,7 @@ class Auth:
         sessions: SessionStore,
         logins: LoginStore,
         refresh_lock: RefreshLock | None = None,
+        replay_cache: ReplayCache | None = None,
         minter: UpstreamTokenMinter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -161,6 +162,7 @@ class Auth:
         self.sessions = sessions
         self.logins = logins
         self.refresh_lock = refresh_lock or LocalRefreshLock()
+        self._replay_cache = replay_cache
         self.minter = minter
         self.cookies = CookieNames.for_settings(settings)
         self._clock = clock
@@ -484,6 +486,7 @@ class Auth:
                 issuer=self.oidc.issuer,
                 audience=self.settings.oidc.client_id,
                 jwks=await self.oidc.jwks(),
+                replay_cache=self._replay_cache,
                 clock=self._clock,
             )
         return self._logout_validator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 import pytest
@@ -13,7 +13,7 @@ import respx
 from bff import create_app
 from bff.invalidation import RedisInvalidation
 from bff.principal import static_authenticator
-from tests.bff.auth_fixtures import FakeClock, FakeProvider, Harness, auth_settings
+from tests.bff.auth_fixtures import BACKCHANNEL, FakeClock, FakeProvider, Harness, auth_settings
 from tests.bff.conftest import (
     ALICE,
     BFF,
@@ -94,15 +94,12 @@ async def test_other_clusters_stay_cached(
     assert listing.call_count == 1
 
 
-async def test_two_instances_refresh_one_shared_session_once(
-    redis_server: RedisServer, upstream: respx.MockRouter
-) -> None:
-    """Rotating refresh tokens: a second refresh from another instance would spend a used token."""
-    upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
-    clock = FakeClock()
-    provider = FakeProvider(clock)
-    provider.expires_in = 300
-    settings = auth_settings(sessions={"backend": "redis", "redis_url": redis_server.url})
+@asynccontextmanager
+async def signing_in_instances(
+    redis_url: str, upstream: respx.MockRouter, provider: FakeProvider
+) -> AsyncIterator[list[Harness]]:
+    """Two instances with the real authenticators, one fake provider, sessions in one Redis."""
+    settings = auth_settings(sessions={"backend": "redis", "redis_url": redis_url})
     async with AsyncExitStack() as stack:
         harnesses = []
         for _ in range(2):
@@ -110,15 +107,26 @@ async def test_two_instances_refresh_one_shared_session_once(
                 settings,
                 upstream_transport=httpx.MockTransport(upstream.async_handler),
                 idp_transport=provider.transport,
-                clock=clock,
+                clock=provider.clock,
             )
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF)
             )
-            harnesses.append(Harness(app, client, provider, clock, upstream, BFF))
+            harnesses.append(Harness(app, client, provider, provider.clock, upstream, BFF))
+        yield harnesses
+
+
+async def test_two_instances_refresh_one_shared_session_once(
+    redis_server: RedisServer, upstream: respx.MockRouter
+) -> None:
+    """Rotating refresh tokens: a second refresh from another instance would spend a used token."""
+    upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    provider = FakeProvider(FakeClock())
+    provider.expires_in = 300
+    async with signing_in_instances(redis_server.url, upstream, provider) as harnesses:
         raw_id = await harnesses[0].login(harnesses[0].browser(), "alice")
-        clock.advance(400)  # the access token has expired
+        provider.clock.advance(400)  # the access token has expired
         provider.refresh_gate = asyncio.Event()
 
         calls = [
@@ -133,3 +141,18 @@ async def test_two_instances_refresh_one_shared_session_once(
 
     assert [r.status_code for r in responses] == [200] * 10
     assert provider.refresh_calls == 1
+
+
+async def test_a_logout_token_replayed_to_another_instance_is_refused(
+    redis_server: RedisServer, upstream: respx.MockRouter
+) -> None:
+    provider = FakeProvider(FakeClock())
+    async with signing_in_instances(redis_server.url, upstream, provider) as (first, second):
+        raw_id = await first.insert_session("alice", sid="sid-1")
+        token = provider.logout_token(sid="sid-1")
+        accepted = await first.client.post(BACKCHANNEL, data={"logout_token": token})
+        replayed = await second.client.post(BACKCHANNEL, data={"logout_token": token})
+        assert await second.app.state.auth.sessions.get(raw_id) is None
+    assert accepted.status_code == 200
+    assert replayed.status_code == 400
+    assert "replayed" in replayed.json()["error_description"]
