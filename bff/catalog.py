@@ -1,10 +1,19 @@
 """What the flow screens look up besides flows: a tenant's clusters and a cluster's sources and
-destinations, each cached per tenant (and cluster) with a short TTL and single-flight."""
+destinations, each cached per tenant (and cluster) with a short TTL and single-flight.
+
+Display names are best effort: one attempt, and a failure is remembered for a few seconds, so a
+failing lookup neither slows every flow list nor trips the upstream circuit breaker that the
+flow calls themselves depend on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
+
+from cachetools import TTLCache
 
 import upstream_client as uc
 
@@ -14,17 +23,30 @@ from .views import UNKNOWN_NAMES, Names
 
 logger = logging.getLogger("bff.catalog")
 
+NAMES_RETRY_AFTER = 5.0
+_BEST_EFFORT = uc.RetryConfig(max_attempts=1)
+
 Endpoints = tuple[list[uc.Ingester], list[uc.Destination]]
 
 
 class Catalog:
-    def __init__(self, client: uc.BackendClient, *, ttl: float, maxsize: int) -> None:
+    def __init__(
+        self,
+        client: uc.BackendClient,
+        *,
+        ttl: float,
+        maxsize: int,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._clusters: SingleFlightCache[str, list[uc.Cluster]] = SingleFlightCache(
             ttl=ttl, maxsize=maxsize
         )
         self._endpoints: SingleFlightCache[tuple[str, str], Endpoints] = SingleFlightCache(
             ttl=ttl, maxsize=maxsize
+        )
+        self._names_failed: TTLCache[tuple[str, str], bool] = TTLCache(
+            maxsize=maxsize, ttl=NAMES_RETRY_AFTER, timer=timer
         )
 
     async def clusters(self, tenant_id: str, *, token: str, request_id: str) -> list[uc.Cluster]:
@@ -42,17 +64,31 @@ class Catalog:
             raise not_found("The cluster does not exist in this tenant.")
 
     async def endpoints(
-        self, tenant_id: str, cluster_id: str, *, token: str, request_id: str
+        self,
+        tenant_id: str,
+        cluster_id: str,
+        *,
+        token: str,
+        request_id: str,
+        retries: uc.RetryConfig | None = None,
     ) -> Endpoints:
         """The cluster's sources (ingesters) and destinations."""
 
         async def load() -> Endpoints:
             ingesters, destinations = await asyncio.gather(
                 self._client.list_ingesters(
-                    tenant_id, cluster_id=cluster_id, token=token, request_id=request_id
+                    tenant_id,
+                    cluster_id=cluster_id,
+                    token=token,
+                    request_id=request_id,
+                    retries=retries,
                 ),
                 self._client.list_destinations(
-                    tenant_id, cluster_id=cluster_id, token=token, request_id=request_id
+                    tenant_id,
+                    cluster_id=cluster_id,
+                    token=token,
+                    request_id=request_id,
+                    retries=retries,
                 ),
             )
             return ingesters, destinations
@@ -61,11 +97,15 @@ class Catalog:
 
     async def names(self, tenant_id: str, cluster_id: str, *, token: str, request_id: str) -> Names:
         """Display names for flows; degrades to unknown names rather than failing the request."""
+        key = (tenant_id, cluster_id)
+        if key in self._names_failed:
+            return UNKNOWN_NAMES
         try:
             ingesters, destinations = await self.endpoints(
-                tenant_id, cluster_id, token=token, request_id=request_id
+                tenant_id, cluster_id, token=token, request_id=request_id, retries=_BEST_EFFORT
             )
         except uc.UpstreamError as exc:
+            self._names_failed[key] = True
             logger.warning(
                 "name lookup failed for %s/%s (request %s): %s",
                 tenant_id,

@@ -314,9 +314,18 @@ class BackendClient:
     # Catalogue
 
     async def list_clusters(
-        self, tenant_id: str, *, token: str, request_id: str | None = None
+        self,
+        tenant_id: str,
+        *,
+        token: str,
+        request_id: str | None = None,
+        retries: RetryConfig | None = None,
     ) -> list[Cluster]:
-        """Every cluster of the tenant (all pages)."""
+        """Every cluster of the tenant (all pages).
+
+        ``retries`` replaces the client's retry policy for this call, as for the other two
+        catalogue lists: a caller that can do without the answer asks for a single attempt.
+        """
         return await self._collect(
             tenant_id,
             "clusters",
@@ -325,6 +334,7 @@ class BackendClient:
             lambda page: page.clusters,
             token,
             request_id,
+            retries,
         )
 
     async def list_ingesters(
@@ -334,6 +344,7 @@ class BackendClient:
         cluster_id: str | None = None,
         token: str,
         request_id: str | None = None,
+        retries: RetryConfig | None = None,
     ) -> list[Ingester]:
         """Every endpoint (source receiver) of the tenant, optionally of one cluster (all pages)."""
         return await self._collect(
@@ -344,6 +355,7 @@ class BackendClient:
             lambda page: page.ingesters,
             token,
             request_id,
+            retries,
         )
 
     async def list_destinations(
@@ -353,6 +365,7 @@ class BackendClient:
         cluster_id: str | None = None,
         token: str,
         request_id: str | None = None,
+        retries: RetryConfig | None = None,
     ) -> list[Destination]:
         """Every target (delivery destination) of the tenant, optionally of one cluster."""
         return await self._collect(
@@ -363,6 +376,7 @@ class BackendClient:
             lambda page: page.destinations,
             token,
             request_id,
+            retries,
         )
 
     # Internals
@@ -383,6 +397,7 @@ class BackendClient:
         items_of: Callable[[_P], list[_T]],
         token: str,
         request_id: str | None,
+        retries: RetryConfig | None = None,
     ) -> list[_T]:
         params: dict[str, str | int] = {}
         if cluster_id is not None:
@@ -395,7 +410,9 @@ class BackendClient:
             if cursor is not None:
                 params["cursor"] = cursor
             url = build_url(self._base_url, self._base_path, segments, tuple(params.items()))
-            answer = await self._call("GET", url, token=token, request_id=request_id)
+            answer = await self._call(
+                "GET", url, token=token, request_id=request_id, retries=retries
+            )
             page = _decode(decoder, answer)
             items.extend(items_of(page))
             cursor = _next_cursor(getattr(page, "next_cursor", None), seen)
@@ -412,6 +429,7 @@ class BackendClient:
         content: bytes | None = None,
         idempotency_key: str | None = None,
         if_match: str | None = None,
+        retries: RetryConfig | None = None,
     ) -> _Answer:
         """Send one logical call, with retries, within the deadline; return a 2xx answer."""
         if self._closed:
@@ -437,7 +455,7 @@ class BackendClient:
         try:
             async with asyncio.timeout(self._timeout.total):
                 return await self._attempts(
-                    method, url, headers, content, request_id, retryable, deadline
+                    method, url, headers, content, request_id, retryable, deadline, retries
                 )
         except TimeoutError as exc:
             raise APITimeoutError(
@@ -453,8 +471,9 @@ class BackendClient:
         request_id: str | None,
         retryable: bool,
         deadline: float,
+        retries: RetryConfig | None,
     ) -> _Answer:
-        retries = self._retries
+        retries = retries or self._retries
         error: APIConnectionError | APIStatusError | None = None
         for attempt in range(1, retries.max_attempts + 1):
             permit = self._breaker.acquire()

@@ -14,7 +14,9 @@ from starlette.requests import Request
 
 from bff import Principal
 from bff.cache import SingleFlightCache
+from bff.catalog import NAMES_RETRY_AFTER, Catalog
 from bff.settings import Settings
+from bff.views import Names
 from tests.bff.conftest import (
     ALICE,
     API,
@@ -24,11 +26,13 @@ from tests.bff.conftest import (
     FLOWS,
     RW,
     UP_FLOWS,
+    UPSTREAM,
     Running,
     make_settings,
     serving,
     upstream_flow,
 )
+from upstream_client import BackendClient
 
 # A TTL far longer than any test: entries must leave the cache by invalidation, not by age.
 CACHED = make_settings(cache={"ttl_seconds": 300}, upstream={"max_attempts": 1})
@@ -239,17 +243,31 @@ async def test_flows_come_back_without_names_when_the_lookup_fails(
     assert "ten_acme/plane_dev_us_east_1" in warnings[0].getMessage()
 
 
-async def test_a_failed_lookup_is_not_cached(upstream: respx.MockRouter) -> None:
+async def test_a_failed_lookup_is_tried_again_after_a_short_hold_off(
+    upstream: respx.MockRouter,
+) -> None:
     upstream.routes["ingesters"].mock(
         side_effect=[
             httpx.Response(500),
             httpx.Response(200, json={"ingesters": [], "next_cursor": None}),
         ]
     )
-    upstream.get(UP_FLOWS).respond(json=flows_page("flow_1"))
-    async with running(upstream, make_settings(upstream={"max_attempts": 1})) as bff:
-        await bff.client.get(FLOWS)
-        await bff.client.get(FLOWS)
+    now = [0.0]
+    async with BackendClient(
+        UPSTREAM, transport=httpx.MockTransport(upstream.async_handler)
+    ) as client:
+        catalog = Catalog(client, ttl=30, maxsize=10, timer=lambda: now[0])
+
+        async def names() -> Names:
+            return await catalog.names(
+                "ten_acme", "plane_dev_us_east_1", token="zen_key_dev_acme_rw", request_id="req_1"
+            )
+
+        assert (await names()).sources is None
+        assert (await names()).sources is None
+        assert upstream.routes["ingesters"].call_count == 1
+        now[0] += NAMES_RETRY_AFTER + 1
+        assert (await names()).sources == {}
     assert upstream.routes["ingesters"].call_count == 2
 
 
@@ -442,3 +460,20 @@ async def test_an_exception_reaches_every_waiter_and_is_not_cached() -> None:
     assert all(isinstance(r, LookupError) and str(r) == "upstream down" for r in results)
     assert failing.calls == 1
     assert await cache.get("k", Loader("recovered")) == "recovered"
+
+
+async def test_failing_name_lookups_neither_fail_flows_nor_trip_the_breaker(
+    upstream: respx.MockRouter,
+) -> None:
+    """An unavailable lookup is tried once, then left alone for a while; flows keep coming."""
+    upstream.get(UP_FLOWS).respond(json={"delivery_flows": [upstream_flow()], "next_cursor": None})
+    ingesters = upstream.get("/v1/tenants/ten_acme/ingesters", name="ingesters").respond(503)
+    destinations = upstream.get("/v1/tenants/ten_acme/destinations", name="destinations").respond(
+        503
+    )
+    settings = make_settings(cache={"ttl_seconds": 0}, upstream={"max_attempts": 3})
+    async with running(upstream, settings) as bff:
+        responses = [await bff.client.get(FLOWS) for _ in range(10)]
+    assert [r.status_code for r in responses] == [200] * 10
+    assert {r.json()["items"][0]["source"]["name"] for r in responses} == {None}
+    assert (ingesters.call_count, destinations.call_count) == (1, 1)

@@ -1,0 +1,34 @@
+"""Catalogue lists take a per-call retry policy: best-effort callers ask for one attempt."""
+
+from __future__ import annotations
+
+import httpx
+import respx
+
+from upstream_client import BackendClient, InternalServerError, RetryConfig
+
+SLEEPLESS = RetryConfig(max_attempts=3, backoff_base=0, jitter=0)
+
+
+async def _no_sleep(delay: float) -> None:
+    return None
+
+
+async def test_one_attempt_when_asked_and_the_clients_policy_otherwise() -> None:
+    router = respx.MockRouter(base_url="http://up.test", assert_all_called=False)
+    ingesters = router.get("/v1/tenants/ten_acme/ingesters").respond(503)
+    async with BackendClient(
+        "http://up.test",
+        retries=SLEEPLESS,
+        sleep=_no_sleep,
+        transport=httpx.MockTransport(router.async_handler),
+    ) as client:
+        for retries, attempts in ((RetryConfig(max_attempts=1), 1), (None, 3)):
+            ingesters.reset()
+            try:
+                await client.list_ingesters("ten_acme", token="t", retries=retries)
+            except InternalServerError as exc:
+                assert exc.status_code == 503
+            else:
+                raise AssertionError("a 503 must raise")
+            assert ingesters.call_count == attempts
