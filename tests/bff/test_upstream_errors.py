@@ -252,6 +252,22 @@ async def test_upstream_503_is_unavailable_with_retry_after(
     assert response.headers["retry-after"] == expected
 
 
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("retry_after", ["\u00b2", "9" * 400])
+async def test_hostile_upstream_retry_after_is_not_a_500(
+    upstream: respx.MockRouter, status: int, retry_after: str
+) -> None:
+    upstream.get(UP_FLOWS).mock(
+        return_value=httpx.Response(
+            status, headers=[(b"Retry-After", retry_after.encode("latin-1"))]
+        )
+    )
+    async with bff_client(upstream) as client:
+        response = await client.get(FLOWS)
+    assert response.status_code == status, response.text
+    assert response.headers["retry-after"] == "5"
+
+
 async def test_failures_of_the_cluster_lookup_are_mapped_too(upstream: respx.MockRouter) -> None:
     upstream.get("/v1/tenants/ten_acme/clusters", name="clusters").mock(
         side_effect=httpx.ConnectError

@@ -203,3 +203,15 @@ async def test_transport_errors_are_translated(
         await make_client(retries=NO_RETRY).get_flow(TENANT, "flow_1", token="t")
     assert type(caught.value) is expected
     assert caught.value.__cause__ is raised
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 400])
+async def test_hostile_retry_after_is_ignored(
+    router: respx.Router, make_client: MakeClient, value: str
+) -> None:
+    # A superscript digit passes str.isdigit() but not float(); 400 nines overflow to inf.
+    response = httpx.Response(503, headers=[(b"Retry-After", value.encode("latin-1"))])
+    router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=response)
+    with pytest.raises(InternalServerError) as caught:
+        await make_client(retries=NO_RETRY).get_flow(TENANT, "flow_1", token="t")
+    assert caught.value.retry_after is None
