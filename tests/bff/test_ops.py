@@ -79,3 +79,16 @@ async def test_the_console_is_served_only_when_enabled(upstream: respx.MockRoute
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_made_up_methods_do_not_become_metric_label_values(
+    upstream: respx.MockRouter,
+) -> None:
+    # Any token is a valid HTTP method: as label values they would grow the registry without bound.
+    async with running_bff(httpx.MockTransport(upstream.async_handler)) as client:
+        for n in range(3):
+            response = await client.request(f"PROBE{n}", FLOWS)
+            assert response.status_code == 405
+        metrics = (await client.get("/metrics")).text
+    assert "PROBE" not in metrics
+    assert 'method="other"' in metrics
