@@ -192,6 +192,11 @@ class Auth:
         try:
             validator = await self.oidc.bearer_validator(audience)
             claims = await validator.validate(token.strip())
+            if "nonce" in claims:
+                # Our sign-in's ID tokens carry a nonce, access tokens never do. An ID token names
+                # this client as audience and reaches the browser in the end-session URL: it must
+                # not outlive the session as a bearer credential.
+                raise InvalidToken("id-token", "an ID token is not a bearer token")
         except InvalidToken as exc:
             logger.info("bearer token rejected: %s", exc.reason)
             raise ProblemError(

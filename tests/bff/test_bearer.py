@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -123,6 +124,22 @@ async def test_forged_or_unfit_tokens_are_refused_before_the_upstream(
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
     assert len(backend.calls) == 0
     assert token not in response.text
+
+
+async def test_the_id_token_handed_out_at_logout_is_not_a_bearer_token(
+    backend: respx.MockRouter,
+) -> None:
+    # The end-session URL gives the browser the ID token (id_token_hint); it names this BFF as
+    # its audience, but it must not keep the signed-out user in once the session is gone.
+    async with running_app(backend) as h:
+        browser = h.browser()
+        await h.login(browser, "alice")
+        logout = await browser.api("POST", "/api/bff/v1/auth/logout")
+        query = parse_qs(urlsplit(logout.json()["endSessionUrl"]).query)
+        (id_token,) = query["id_token_hint"]
+        response = await h.client.get(FLOWS, headers={"Authorization": f"Bearer {id_token}"})
+    assert_problem(response, 401, "authentication-required")
+    assert not [c for c in backend.calls if c.request.url.path == UP_FLOWS]
 
 
 @pytest.mark.parametrize(
