@@ -126,7 +126,7 @@ async def read_json(request: Request) -> Any:
             raise too_large
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nesting deeper than the decoder allows
         raise validation_error(
             [FieldError("", "The body is not valid JSON.", "malformed_json")],
             detail="The body is not valid JSON.",

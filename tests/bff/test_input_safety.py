@@ -469,6 +469,19 @@ async def test_malformed_json_is_400(harness: Harness, content: bytes) -> None:
     assert harness.upstream.requests == []
 
 
+@pytest.mark.parametrize(
+    "content", [b"[" * 5000 + b"]" * 5000, b'{"retryPolicy": ' + b"[" * 5000 + b"]" * 5000 + b"}"]
+)
+async def test_deeply_nested_json_is_400_not_500(harness: Harness, content: bytes) -> None:
+    # Well within the size limit, but deeper than the decoder's recursion limit.
+    response = await harness.client.post(
+        FLOWS, content=content, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 400, "validation-error")
+    assert problem["errors"][0]["code"] == "malformed_json"
+    assert harness.upstream.requests == []
+
+
 @pytest.mark.parametrize("content", [b"[]", b'"flow"', b"3", b"null"])
 async def test_body_that_is_not_an_object_is_400(harness: Harness, content: bytes) -> None:
     response = await harness.client.post(
