@@ -580,7 +580,8 @@ def _next_cursor(cursor: str | None, seen: set[str]) -> str | None:
 def _decode(decoder: msgspec.json.Decoder[_T], answer: _Answer) -> _T:
     try:
         return decoder.decode(answer.body or b"")
-    except msgspec.DecodeError as exc:
+    # RecursionError: nesting deeper than the decoder allows, even inside an ignored field.
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise ResponseValidationError(f"body does not match the contract: {exc}") from exc
 
 
@@ -599,7 +600,7 @@ def _status_error(
     if answer.body:
         try:
             problem = _PROBLEM.decode(answer.body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             problem = None
     headers = answer.headers
     sent_id = headers.get("x-request-id") or (problem.instance if problem else None) or request_id

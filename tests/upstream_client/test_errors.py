@@ -215,3 +215,25 @@ async def test_hostile_retry_after_is_ignored(
     with pytest.raises(InternalServerError) as caught:
         await make_client(retries=NO_RETRY).get_flow(TENANT, "flow_1", token="t")
     assert caught.value.retry_after is None
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+
+
+async def test_a_2xx_body_nested_too_deep_is_a_response_validation_error(
+    router: respx.Router, make_client: MakeClient
+) -> None:
+    body = b'{"delivery_flows": [], "extra": ' + DEEP + b"}"
+    router.get(FLOWS_PATH).mock(return_value=httpx.Response(200, content=body))
+    with pytest.raises(ResponseValidationError):
+        await make_client(retries=NO_RETRY).list_flows(TENANT, token="t")
+
+
+async def test_a_problem_nested_too_deep_still_maps_the_status(
+    router: respx.Router, make_client: MakeClient
+) -> None:
+    body = b'{"title": "x", "extra": ' + DEEP + b"}"
+    router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=httpx.Response(404, content=body))
+    with pytest.raises(NotFoundError) as caught:
+        await make_client(retries=NO_RETRY).get_flow(TENANT, "flow_1", token="t")
+    assert caught.value.problem is None
