@@ -63,7 +63,11 @@ class CookieNames(msgspec.Struct, frozen=True):
 def _session_expired(detail: str, clear_cookie: str | None = None) -> ProblemError:
     headers = {"WWW-Authenticate": 'Bearer realm="flows-bff", error="invalid_token"'}
     if clear_cookie:
-        headers["Set-Cookie"] = f"{clear_cookie}=; Max-Age=0; Path=/; HttpOnly; SameSite=strict"
+        # A __Host- cookie is only ever set, or deleted, by a Set-Cookie that says Secure.
+        secure = "; Secure" if clear_cookie.startswith("__Host-") else ""
+        headers["Set-Cookie"] = (
+            f"{clear_cookie}=; Max-Age=0; Path=/; HttpOnly; SameSite=strict{secure}"
+        )
     return ProblemError(401, "session-expired", detail, headers=headers)
 
 

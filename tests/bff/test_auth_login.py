@@ -366,6 +366,25 @@ async def test_over_https_the_cookies_are_host_prefixed_and_secure(
     assert whoami.status_code == 200, whoami.text
 
 
+async def test_over_https_a_dead_session_cookie_is_cleared_with_secure(
+    upstream: respx.MockRouter,
+) -> None:
+    # Browsers ignore a __Host- Set-Cookie without Secure, deletions included: without it the
+    # dead id would stay in the browser until its Max-Age.
+    origin = "https://dash.example"
+    settings = auth_settings(bff={"public_origin": origin})
+    async with running_app(upstream, settings=settings, base_url=origin) as h:
+        raw_id = await h.insert_session("alice")
+        await h.app.state.auth.sessions.delete(raw_id)
+        response = await h.browser_with(raw_id).api("GET", WHOAMI)
+    assert_problem(response, 401, "session-expired")
+    (cleared,) = set_cookies(response)
+    assert cleared.name == "__Host-bff_session"
+    assert cleared.deleted
+    assert "secure" in cleared.attributes
+    assert cleared.attributes["path"] == "/"
+
+
 # --- session fixation ----------------------------------------------------------------------------
 
 
