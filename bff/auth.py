@@ -358,7 +358,10 @@ class Auth:
         try:
             tokens, claims = await self.oidc.finish_login(login, code, self._redirect_uri)
             if self.settings.oidc.tenants_claim not in claims and tokens.access_token:
-                claims = {**await self.oidc.userinfo(tokens.access_token), **claims}
+                userinfo = await self.oidc.userinfo(tokens.access_token)
+                # OpenID Connect Core 5.3.2: an answer about another subject must not be used.
+                if userinfo.get("sub") == claims["sub"]:
+                    claims = {**userinfo, **claims}
         except LoginError as exc:
             logger.warning("sign-in failed: %s", exc)
             raise _login_failed("The sign-in could not be completed; start again.") from None

@@ -385,6 +385,26 @@ async def test_over_https_a_dead_session_cookie_is_cleared_with_secure(
     assert cleared.attributes["path"] == "/"
 
 
+@pytest.mark.parametrize(("userinfo_sub", "tenants"), [("alice", ["ten_globex"]), ("mallory", [])])
+async def test_tenants_from_userinfo_are_used_only_when_it_names_the_same_user(
+    upstream: respx.MockRouter, userinfo_sub: str, tenants: list[str]
+) -> None:
+    # OpenID Connect Core 5.3.2: a userinfo answer about another subject must not be used.
+    async with running_app(upstream) as h:
+        h.provider.id_token_hook = lambda claims: h.provider.signed(
+            {k: v for k, v in claims.items() if k != "zen_tenants"}
+        )
+        h.provider.userinfo.respond(
+            json={"sub": userinfo_sub, "zen_tenants": {"ten_globex": ["admin:delivery-flows"]}}
+        )
+        browser = h.browser()
+        await h.login(browser, "alice")
+        whoami = await browser.api("GET", WHOAMI)
+    assert whoami.status_code == 200, whoami.text
+    assert whoami.json()["user"]["sub"] == "alice"
+    assert [t["id"] for t in whoami.json()["tenants"]] == tenants
+
+
 # --- session fixation ----------------------------------------------------------------------------
 
 
