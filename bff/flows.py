@@ -22,6 +22,7 @@ from .principal import Action
 from .problems import FieldError, ProblemError, not_found, validation_error
 from .services import Call
 from .views import (
+    ID_PATTERN,
     BodyErrors,
     FlowWrite,
     cluster_list_view,
@@ -244,6 +245,9 @@ async def create_flow(request: Request) -> Response:
     finally:
         # Even a failed or timed-out write may have landed upstream.
         await call.written()
+    if not ID_PATTERN.fullmatch(flow.id):
+        # It would become our Location header: no line breaks, no dot segments.
+        raise uc.ResponseValidationError(f"the created flow's id is not an id: {flow.id!r}")
     headers = {**_etag_headers(flow), "Location": _flow_path(call, flow.id)}
     return await _flow_response(call, flow, status_code=201, headers=headers)
 

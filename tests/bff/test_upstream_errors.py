@@ -292,6 +292,17 @@ async def test_writes_that_fail_upstream_are_mapped(upstream: respx.MockRouter) 
     assert_clean_problem(deleted, 502, "bad-gateway")
 
 
+@pytest.mark.parametrize("flow_id", ["flow_1\r\nSet-Cookie: a=b", "../../../../auth/login"])
+async def test_a_created_flow_id_outside_the_contract_never_reaches_the_location_header(
+    upstream: respx.MockRouter, flow_id: str
+) -> None:
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow(flow_id), headers={"ETag": '"1"'})
+    async with bff_client(upstream) as client:
+        response = await client.post(FLOWS, json=BODY)
+    assert_clean_problem(response, 502, "bad-gateway")
+    assert "location" not in response.headers
+
+
 # --- our own failures ---------------------------------------------------------------------------
 
 
