@@ -224,6 +224,25 @@ def _check(settings: Settings) -> None:
         raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
     if settings.cache.ttl_seconds < 0:
         raise ConfigError("[cache].ttl_seconds: must be >= 0")
+    # What the upstream client, the session stores and the token minter refuse at start.
+    upstream, sessions = settings.upstream, settings.sessions
+    for key, value, low in (
+        ("[upstream].connect_timeout", upstream.connect_timeout, 0.0),
+        ("[upstream].read_timeout", upstream.read_timeout, 0.0),
+        ("[upstream].total_timeout", upstream.total_timeout, 0.0),
+        ("[sessions].idle_timeout_seconds", sessions.idle_timeout_seconds, 0.0),
+        ("[sessions].absolute_timeout_seconds", sessions.absolute_timeout_seconds, 0.0),
+    ):
+        if not value > low:
+            raise ConfigError(f"{key}: must be > {low:g}")
+    for key, value, low in (
+        ("[upstream].max_attempts", upstream.max_attempts, 1),
+        ("[upstream].max_connections", upstream.max_connections, 1),
+        ("[upstream].retry_backoff_seconds", upstream.retry_backoff_seconds, 0),
+        ("[internal_jwt].ttl_seconds", settings.internal_jwt.ttl_seconds, 1),
+    ):
+        if not value >= low:
+            raise ConfigError(f"{key}: must be >= {low}")
     if not 1024 <= settings.bff.max_body_bytes <= 16 * 1024 * 1024:
         raise ConfigError("[bff].max_body_bytes: must be between 1 KiB and 16 MiB")
     if (settings.upstream.cert_file is None) != (settings.upstream.key_file is None):

@@ -51,6 +51,28 @@ def test_bad_settings_fail_naming_the_key(
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("upstream", "connect_timeout", 0),
+        ("upstream", "read_timeout", -1),
+        ("upstream", "total_timeout", 0),
+        ("upstream", "max_attempts", 0),
+        ("upstream", "max_connections", 0),
+        ("upstream", "retry_backoff_seconds", -1),
+        ("sessions", "idle_timeout_seconds", 0),
+        ("sessions", "absolute_timeout_seconds", 0),
+        ("internal_jwt", "ttl_seconds", 0.5),
+    ],
+)
+def test_values_the_app_cannot_start_with_fail_at_load_naming_the_key(
+    tmp_path: Path, section: str, key: str, value: float
+) -> None:
+    # check-config must not say "ok" about a file that serve then refuses with a traceback.
+    with pytest.raises(ConfigError, match=rf"^\[{section}\]\.{key}: "):
+        load_settings(_config(tmp_path, f"[{section}]\n{key} = {value}\n"), environ={})
+
+
 def test_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "client-secret").write_text("s3cret\n")
