@@ -107,7 +107,8 @@ class Authenticator:
             compact = extract_compact(token.encode("ascii"))
             header = compact.headers()
             unverified = json.loads(compact.payload)
-        except (JoseError, ValueError, UnicodeError, binascii.Error) as exc:
+        # RecursionError: a payload nested deeper than the JSON decoder allows.
+        except (JoseError, ValueError, UnicodeError, binascii.Error, RecursionError) as exc:
             raise invalid from exc
         if not isinstance(unverified, dict) or not isinstance(unverified.get("iss"), str):
             raise invalid

@@ -233,6 +233,25 @@ async def test_jwt_attacks_are_401(client: httpx.AsyncClient, attack: str) -> No
     problem(response)
 
 
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        f"{b64(json.dumps({'alg': 'ES256'}).encode())}.{b64(DEEP.encode())}.c2ln",
+        f"{b64(DEEP.encode())}.{b64(json.dumps(_claims()).encode())}.c2ln",
+    ],
+    ids=["payload", "header"],
+)
+async def test_a_token_nested_too_deep_is_401_not_500(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    response = await client.get(FLOWS, headers=bearer(token))
+    assert response.status_code == 401, response.text
+    problem(response)
+
+
 async def test_a_valid_jwt_is_accepted(client: httpx.AsyncClient) -> None:
     response = await client.get(FLOWS, headers=bearer(mint()))
     assert response.status_code == 200
