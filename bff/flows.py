@@ -55,6 +55,17 @@ def json_response(
 # --- input -------------------------------------------------------------------------------------
 
 
+def _decimal(text: str, *, cap: int) -> int | None:
+    """``text`` as a plain ASCII decimal, or None; any larger value comes back as ``cap``."""
+    # isdigit() alone accepts "²", which int() refuses; int() also refuses over 4300 digits.
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(cap)):
+        return cap
+    return min(int(significant or "0"), cap)
+
+
 def _list_query(request: Request) -> tuple[int, str | None]:
     errors: list[FieldError] = []
     seen: set[str] = set()
@@ -67,8 +78,9 @@ def _list_query(request: Request) -> tuple[int, str | None]:
     limit = DEFAULT_LIMIT
     raw_limit = request.query_params.get("limit")
     if raw_limit is not None:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
+        parsed = _decimal(raw_limit, cap=MAX_LIMIT + 1)
+        if parsed is not None and 1 <= parsed <= MAX_LIMIT:
+            limit = parsed
         else:
             errors.append(
                 FieldError("limit", f"Must be a whole number from 1 to {MAX_LIMIT}.", "invalid")
@@ -117,8 +129,8 @@ async def read_json(request: Request) -> Any:
     too_large = ProblemError(
         413, "payload-too-large", f"The body must be at most {limit // 1024} KiB."
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = _decimal(request.headers.get("content-length", ""), cap=limit + 1)
+    if declared is not None and declared > limit:
         raise too_large
     body = bytearray()
     async for chunk in request.stream():

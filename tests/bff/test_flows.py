@@ -282,3 +282,32 @@ async def test_upstream_cookies_and_server_headers_never_come_back(
         response = await client.get(FLOWS)
     assert "set-cookie" not in response.headers
     assert "backend" not in response.headers.get("server", "")
+
+
+async def test_numbers_too_long_for_int_are_client_errors(
+    bff: BffFactory, upstream: respx.MockRouter
+) -> None:
+    # int() refuses more than 4300 digits and isdigit() accepts "²": neither may become a 500.
+    route = upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    async with bff() as client:
+        long_limit = await client.get(f"{FLOWS}?limit={'1' * 4301}")
+        padded_limit = await client.get(f"{FLOWS}?limit={'0' * 4400}7")
+        long_size = await client.post(
+            FLOWS,
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Length": "9" * 5000},
+        )
+        odd_size = await client.post(
+            FLOWS,
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Length": b"\xb2"},
+        )
+    assert long_limit.status_code == 400
+    assert [e["field"] for e in long_limit.json()["errors"]] == ["limit"]
+    assert padded_limit.status_code == 200
+    assert route.calls.last.request.url.params["limit"] == "7"
+    assert long_size.status_code == 413
+    assert long_size.json()["type"] == "https://api.zen-mesh.io/errors/payload-too-large"
+    # Not a size at all: the body is read as sent, and found wanting.
+    assert odd_size.status_code == 400
+    assert odd_size.json()["type"] == "https://api.zen-mesh.io/errors/validation-error"
