@@ -256,9 +256,18 @@ class Auth:
     async def _refresh(self, raw_id: str, session: Session) -> Session:
         # Other instances sharing the session store must not refresh at the same time either.
         lock_key = hash_session_id(raw_id)
-        held = await self.refresh_lock.acquire(lock_key)
-        if held is None:
-            return await self._refreshed_elsewhere(raw_id)
+        deadline = time.monotonic() + REFRESH_WAIT_SECONDS
+        while (held := await self.refresh_lock.acquire(lock_key)) is None:
+            # Another instance is refreshing: wait until it stores the new tokens, or until it
+            # lets go of the lock without them (provider down) and this one may try as it did.
+            if time.monotonic() >= deadline:
+                raise _signin_unavailable()
+            await asyncio.sleep(REFRESH_POLL_SECONDS)
+            current = await self.sessions.get(raw_id)
+            if current is None:
+                raise self._ended()
+            if not self._needs_refresh(current):
+                return current
         try:
             # Another instance may have refreshed between our read and taking the lock.
             current = await self.sessions.get(raw_id)
@@ -269,18 +278,6 @@ class Auth:
             return await self._refresh_holding_lock(raw_id, current)
         finally:
             await self.refresh_lock.release(lock_key, held)
-
-    async def _refreshed_elsewhere(self, raw_id: str) -> Session:
-        """Wait for the instance holding the lock to store the refreshed session."""
-        deadline = time.monotonic() + REFRESH_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            await asyncio.sleep(REFRESH_POLL_SECONDS)
-            current = await self.sessions.get(raw_id)
-            if current is None:
-                raise self._ended()
-            if not self._needs_refresh(current):
-                return current
-        raise _signin_unavailable()
 
     async def _refresh_holding_lock(self, raw_id: str, session: Session) -> Session:
         if not session.refresh_token:

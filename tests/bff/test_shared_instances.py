@@ -143,6 +143,31 @@ async def test_two_instances_refresh_one_shared_session_once(
     assert provider.refresh_calls == 1
 
 
+async def test_while_the_provider_is_down_a_still_valid_token_serves_every_instance(
+    redis_server: RedisServer, upstream: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instance waiting on another's refresh fares as the one that tried: 200, not 503."""
+    monkeypatch.setattr("bff.auth.REFRESH_WAIT_SECONDS", 1.0)
+    upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
+    provider = FakeProvider(FakeClock())
+    provider.expires_in = 300
+    async with signing_in_instances(redis_server.url, upstream, provider) as harnesses:
+        raw_id = await harnesses[0].login(harnesses[0].browser(), "alice")
+        provider.clock.advance(300 - 30)  # inside the refresh margin, still valid
+        provider.refresh_mode = "down"
+        provider.refresh_gate = asyncio.Event()
+
+        holder = asyncio.create_task(harnesses[0].browser_with(raw_id).api("GET", FLOWS))
+        await asyncio.sleep(0.2)  # the first instance holds the lock, waiting on the provider
+        assert provider.refresh_calls == 1
+        waiter = asyncio.create_task(harnesses[1].browser_with(raw_id).api("GET", FLOWS))
+        await asyncio.sleep(0.2)
+        provider.refresh_gate.set()
+        responses = await asyncio.gather(holder, waiter)
+
+    assert [r.status_code for r in responses] == [200, 200], responses[1].text
+
+
 async def test_a_logout_token_replayed_to_another_instance_is_refused(
     redis_server: RedisServer, upstream: respx.MockRouter
 ) -> None:
