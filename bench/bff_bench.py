@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -412,7 +413,8 @@ async def measure_all(
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(share * len(sorted_values)) - 1))
+    """Nearest-rank percentile of an ascending list."""
+    index = min(len(sorted_values) - 1, max(0, math.ceil(share * len(sorted_values)) - 1))
     return sorted_values[index]
 
 
@@ -472,7 +474,13 @@ def check_pages(variants: list[Variant], flows: int) -> None:
         for variant in variants:
             if variant.expected_status != 200:
                 continue
-            page = http.get(variant.url, headers=variant.headers).json()
+            response = http.get(variant.url, headers=variant.headers)
+            if response.status_code != 200:
+                raise BenchError(
+                    f"({variant.key}) {variant.label}: expected 200, got "
+                    f"{response.status_code}: {response.text[:300]}"
+                )
+            page = response.json()
             items = page.get("delivery_flows", page.get("items"))
             if not isinstance(items, list) or len(items) != expected:
                 raise BenchError(f"({variant.key}) returned {items!r:.200}, not {expected} flows")
