@@ -43,12 +43,14 @@ def request_id_of(scope: Scope) -> str | None:
 
 
 def is_plain_api_path(raw_path: bytes) -> bool:
-    """No percent-encoding, dot segments, empty segments or odd characters; ids well-formed."""
+    """No percent-encoding, dot segments, empty segments, trailing slash or odd characters; ids
+    well-formed."""
     try:
         path = raw_path.decode("ascii")
     except UnicodeDecodeError:
         return False
-    if not _PLAIN_PATH.fullmatch(path) or "//" in path:
+    # A trailing slash would otherwise earn a redirect to the path without it.
+    if not _PLAIN_PATH.fullmatch(path) or "//" in path or path.endswith("/"):
         return False
     segments = path.split("/")
     if any(segment in {".", ".."} for segment in segments):

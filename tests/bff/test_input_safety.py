@@ -267,6 +267,17 @@ async def test_unknown_api_paths_are_404_problems(harness: Harness) -> None:
     assert harness.upstream.requests == []
 
 
+@pytest.mark.parametrize(
+    "path", [f"{API}/auth/session/", f"{API}/openapi.json/", f"{API}/auth/logout/"]
+)
+async def test_api_paths_with_a_trailing_slash_are_404_not_redirects(
+    harness: Harness, path: str
+) -> None:
+    # API calls never get a redirect; a 307 would also replay a POST to the other URL.
+    response = await harness.client.request("POST" if "logout" in path else "GET", path)
+    assert_problem(response, 404, "not-found")
+
+
 # --- query strings ------------------------------------------------------------------------------
 
 
