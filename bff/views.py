@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -58,8 +59,8 @@ class FlowView(_View):
     source: NamedRef
     destination: NamedRef
     retry_policy: RetryPolicyView
-    created_at: str
-    updated_at: str
+    created_at: datetime
+    updated_at: datetime
     permissions: FlowPermissions
 
 
@@ -128,11 +129,6 @@ def _retry_view(policy: uc.RetryPolicy) -> RetryPolicyView:
     return RetryPolicyView(max_attempts=policy.max_attempts, backoff_seconds=policy.backoff_seconds)
 
 
-def _timestamp(value: object) -> str:
-    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return text.replace("+00:00", "Z")
-
-
 def flow_view(flow: uc.Flow, names: Names, permissions: Permissions) -> FlowView:
     sources = names.sources or {}
     destinations = names.destinations or {}
@@ -143,8 +139,8 @@ def flow_view(flow: uc.Flow, names: Names, permissions: Permissions) -> FlowView
         source=NamedRef(id=flow.source_id, name=sources.get(flow.source_id)),
         destination=NamedRef(id=flow.destination_id, name=destinations.get(flow.destination_id)),
         retry_policy=_retry_view(flow.config.retry_policy),
-        created_at=_timestamp(flow.created_at),
-        updated_at=_timestamp(flow.updated_at),
+        created_at=flow.created_at,
+        updated_at=flow.updated_at,
         permissions=FlowPermissions(update=permissions.write, delete=permissions.write),
     )
 
