@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +83,23 @@ CONTENT_TYPES = [
 ]
 # A few keys that come back, so that replays (same request) and reuse (another request) happen.
 IDEMPOTENCY_KEYS = ["fuzz-key-1", "fuzz-key-2", "not a key", ""]
-UNKNOWN_QUERY = st.dictionaries(
+# What an example may change on top of what schemathesis generated, at most two at a time.
+TWISTS = [
+    "If-Match",
+    "If-None-Match",
+    "Idempotency-Key",
+    "Content-Type",
+    "Content-Length",
+    "limit",
+    "query",
+    "taken name",
+    "oversized",
+]
+# Numbers int() or isdigit() get wrong: too many digits, non-ASCII digits, signs and spaces.
+HOSTILE_NUMBERS = ["1" * 4301, "0" * 4400 + "7", "\u00b2", "\u0663", "-0", "+5", "1e2", "0x10"]
+QUERY = st.dictionaries(
     st.sampled_from(["limit", "cursor", "Limit", "expand", "x[]", "__proto__", ""]),
-    st.text(max_size=8),
+    st.sampled_from(HOSTILE_NUMBERS) | st.text(max_size=8),
     min_size=1,
     max_size=2,
 )
@@ -145,7 +159,7 @@ def sometimes(data: st.DataObject, label: str, odds: int = 4) -> bool:
 
 
 def aim(data: st.DataObject, case: Any, stack: Stack) -> None:
-    """Mostly known ids, so requests get past the guards; else generated or hostile ones."""
+    """Mostly known ids and endpoints, so requests get past the guards and can succeed."""
     known = {
         "tid": ["ten_acme"] * 5 + ["ten_globex"],
         "cid": ["plane_dev_us_east_1"] * 4 + ["plane_dev_eu_west_1", "plane_x"],
@@ -159,19 +173,34 @@ def aim(data: st.DataObject, case: Any, stack: Stack) -> None:
             case.path_parameters[name] = data.draw(st.sampled_from(values), label=name)
         elif how == "hostile":
             case.path_parameters[name] = data.draw(st.sampled_from(HOSTILE_IDS), label=name)
-    if not isinstance(case.body, dict):
-        return
-    if not sometimes(data, "known endpoints", 3):
-        # Real endpoint ids, mostly of this cluster, so that creates and updates can succeed.
+    if isinstance(case.body, dict) and not sometimes(data, "generated endpoints", 3):
+        # Mostly endpoints of this cluster; the others are of another cluster or tenant.
         weighted = st.sampled_from([0, 0, 0, 1, 1, 2, 3])
         case.body["sourceId"] = SOURCES[data.draw(weighted, label="sourceId")]
         case.body["destinationId"] = DESTINATIONS[data.draw(weighted, label="dest") % 3]
-    if sometimes(data, "taken name", 3):
-        # The second seed's name first: taking it from the first flow is a conflict too.
-        names = [seed["name"] for seed in reversed(SEEDS)]
-        case.body["name"] = data.draw(st.sampled_from(names), label="name")
-    if sometimes(data, "oversized", 10):
-        case.body["name"] = "x" * 70_000
+
+
+def twist(data: st.DataObject, name: str, arguments: dict[str, Any], stack: Stack) -> None:
+    """Change one thing a client could get wrong, or that needs state, in the request."""
+    headers, params = arguments["headers"], arguments["params"]
+    draw = partial(data.draw, label=name)
+    if name in ("If-Match", "If-None-Match"):
+        headers[name] = draw(st.sampled_from([stack.etag, *ENTITY_TAGS]))
+    elif name == "Idempotency-Key":
+        headers[name] = draw(st.sampled_from(IDEMPOTENCY_KEYS))
+    elif name == "Content-Type" and "content" in arguments:
+        headers[name] = draw(st.sampled_from(CONTENT_TYPES))
+    elif name == "Content-Length" and "content" in arguments:
+        headers[name] = draw(st.sampled_from(HOSTILE_NUMBERS))
+    elif name == "limit":
+        params[name] = draw(st.sampled_from(HOSTILE_NUMBERS))
+    elif name == "query":
+        arguments["params"] = {**params, **draw(QUERY)}
+    elif name == "taken name" and isinstance(body := arguments.get("json"), dict):
+        # The second seed's name first: giving it to the first flow is a conflict too.
+        body["name"] = draw(st.sampled_from([seed["name"] for seed in reversed(SEEDS)]))
+    elif name == "oversized" and isinstance(body := arguments.get("json"), dict):
+        body["name"] = "x" * 70_000
 
 
 def httpx_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -185,17 +214,23 @@ def httpx_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
         "params": kwargs.get("params") or {},
     }
     if "json" in kwargs:
-        arguments["content"] = json.dumps(kwargs["json"]).encode()
+        arguments["json"] = kwargs["json"]
+        arguments["content"] = b""  # encoded once every twist is applied
     elif isinstance(kwargs.get("data"), dict):
         arguments["data"] = kwargs["data"]
     elif kwargs.get("data") is not None:
         data = kwargs["data"]
         arguments["content"] = data.encode() if isinstance(data, str) else data
-    arguments["headers"] = {
-        name: value.encode("utf-8") if not value.isascii() else value
-        for name, value in headers.items()
-    }
+    arguments["headers"] = headers
     return arguments
+
+
+def on_the_wire(value: str) -> bytes:
+    """A header value as bytes: Latin-1 as servers read it, else UTF-8 (httpx sends only ASCII)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 async def exchange(
@@ -206,16 +241,12 @@ async def exchange(
     case = data.draw(cases(path, method, mode), label="case")
     aim(data, case, stack)
     arguments = httpx_arguments(case.as_transport_kwargs(base_url=BFF + API))
+    for name in sorted(data.draw(st.sets(st.sampled_from(TWISTS), max_size=2), label="twists")):
+        twist(data, name, arguments, stack)
+    if "json" in arguments:
+        arguments["content"] = json.dumps(arguments.pop("json")).encode()
     headers = arguments["headers"]
-    for name in ("If-Match", "If-None-Match"):
-        if sometimes(data, name, 2):
-            headers[name] = data.draw(st.sampled_from([stack.etag, *ENTITY_TAGS]), label=name)
-    if sometimes(data, "Idempotency-Key", 3):
-        headers["Idempotency-Key"] = data.draw(st.sampled_from(IDEMPOTENCY_KEYS), label="key")
-    if "content" in arguments and sometimes(data, "Content-Type", 8):
-        headers["Content-Type"] = data.draw(st.sampled_from(CONTENT_TYPES), label="type")
-    if sometimes(data, "unknown query", 5):
-        arguments["params"] = {**arguments["params"], **data.draw(UNKNOWN_QUERY, label="query")}
+    arguments["headers"] = {name: on_the_wire(value) for name, value in headers.items()}
     response = await stack.client.request(**arguments)
     stack.statuses.add(response.status_code)
     return case, response
