@@ -240,6 +240,9 @@ def _check(settings: Settings) -> None:
         ("[upstream].max_connections", upstream.max_connections, 1),
         ("[upstream].retry_backoff_seconds", upstream.retry_backoff_seconds, 0),
         ("[internal_jwt].ttl_seconds", settings.internal_jwt.ttl_seconds, 1),
+        # No room in the caches means an error logged at every load; no connection, a hang.
+        ("[cache].max_entries", settings.cache.max_entries, 1),
+        ("[sessions].redis_max_connections", sessions.redis_max_connections, 1),
     ):
         if not value >= low:
             raise ConfigError(f"{key}: must be >= {low}")

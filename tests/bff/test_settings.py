@@ -63,6 +63,8 @@ def test_bad_settings_fail_naming_the_key(
         ("sessions", "idle_timeout_seconds", 0),
         ("sessions", "absolute_timeout_seconds", 0),
         ("internal_jwt", "ttl_seconds", 0.5),
+        ("cache", "max_entries", 0),
+        ("sessions", "redis_max_connections", 0),
     ],
 )
 def test_values_the_app_cannot_start_with_fail_at_load_naming_the_key(
