@@ -203,7 +203,10 @@ class BackendClient:
             tuple(params.items()),
         )
         answer = await self._call("GET", url, token=token, request_id=request_id)
-        return _decode(_FLOW_PAGE, answer)
+        page = _decode(_FLOW_PAGE, answer)
+        for flow in page.delivery_flows:
+            flow.etag = _version_etag(flow)
+        return page
 
     async def iter_flows(
         self,
@@ -587,10 +590,13 @@ def _decode(decoder: msgspec.json.Decoder[_T], answer: _Answer) -> _T:
 
 def _decode_flow(answer: _Answer) -> Flow:
     flow = _decode(_FLOW, answer)
-    etag = answer.headers.get("etag")
-    if etag is not None:
-        flow.etag = etag
+    # Never an "etag" member of the body: it is not in the contract, and would become a header.
+    flow.etag = answer.headers.get("etag") or _version_etag(flow)
     return flow
+
+
+def _version_etag(flow: Flow) -> str:
+    return f'"{flow.version}"'
 
 
 def _status_error(

@@ -77,6 +77,25 @@ async def test_etag_is_derived_from_version_without_the_header(
     assert flow.etag == '"7"'
 
 
+async def test_an_etag_field_in_the_body_is_not_taken_for_the_header(
+    router: respx.Router, client: BackendClient
+) -> None:
+    # "etag" is not a field of the contract: only the ETag header or the version may set it.
+    forged = '"7"\r\nSet-Cookie: a=b'
+    router.get(f"{FLOWS_PATH}/flow_1").mock(
+        return_value=httpx.Response(200, json=flow_json(version=7, etag=forged))
+    )
+    router.get(FLOWS_PATH).mock(
+        return_value=httpx.Response(
+            200, json={"delivery_flows": [flow_json("flow_1", 3, etag=forged)]}
+        )
+    )
+    flow = await client.get_flow(TENANT, "flow_1", token="t")
+    page = await client.list_flows(TENANT, token="t")
+    assert flow.etag == '"7"'
+    assert [f.etag for f in page.delivery_flows] == ['"3"']
+
+
 async def test_unknown_response_fields_are_ignored(
     router: respx.Router, client: BackendClient
 ) -> None:
