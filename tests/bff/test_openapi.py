@@ -22,6 +22,7 @@ from bff import Principal, create_app
 from bff.middleware import API_PREFIX
 from bff.principal import static_authenticator
 from bff.settings import Settings
+from tests.bff.auth_fixtures import running_app
 from tests.bff.conftest import (
     ALICE,
     API,
@@ -376,6 +377,19 @@ async def test_sign_in_routes_conform(upstream: respx.MockRouter) -> None:
     assert [r.status_code for _, _, r, _ in checks] == [s for _, _, _, s in checks]
     for path, method, response, _ in checks:
         assert_conforms(path, method, response)
+
+
+async def test_who_am_i_while_the_provider_is_down_conforms(upstream: respx.MockRouter) -> None:
+    # The access token has run out and cannot be refreshed: the same 503 as the flow routes.
+    async with running_app(upstream) as h:
+        h.provider.expires_in = 300
+        browser = h.browser()
+        await h.login(browser, "alice")
+        h.clock.advance(400)
+        h.provider.refresh_mode = "down"
+        response = await browser.api("GET", f"{API}/auth/session")
+    assert response.status_code == 503, response.text
+    assert_conforms("/auth/session", "get", response)
 
 
 async def test_conformance_check_catches_a_wrong_body(upstream: respx.MockRouter) -> None:
