@@ -211,6 +211,10 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+# What both logging and uvicorn accept, as uvicorn spells them.
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 def _check(settings: Settings) -> None:
     for key, url in (
         ("[bff].public_origin", settings.bff.public_origin),
@@ -224,6 +228,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
     if settings.cache.ttl_seconds < 0:
         raise ConfigError("[cache].ttl_seconds: must be >= 0")
+    if settings.bff.log_level not in _LOG_LEVELS:
+        raise ConfigError(f"[bff].log_level: must be one of {', '.join(_LOG_LEVELS)}")
     # What the upstream client, the session stores and the token minter refuse at start.
     upstream, sessions = settings.upstream, settings.sessions
     for key, value, low in (

@@ -75,6 +75,15 @@ def test_values_the_app_cannot_start_with_fail_at_load_naming_the_key(
         load_settings(_config(tmp_path, f"[{section}]\n{key} = {value}\n"), environ={})
 
 
+@pytest.mark.parametrize("level", ["verbose", "INFO", "trace"])
+def test_a_log_level_serve_cannot_use_fails_at_load(tmp_path: Path, level: str) -> None:
+    # serve hands it to logging and to uvicorn, which know only these five, in lower case.
+    with pytest.raises(ConfigError, match=r"^\[bff\]\.log_level: "):
+        load_settings(_config(tmp_path, f'[bff]\nlog_level = "{level}"\n'), environ={})
+    settings = load_settings(_config(tmp_path, '[bff]\nlog_level = "debug"\n'), environ={})
+    assert settings.bff.log_level == "debug"
+
+
 def test_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "client-secret").write_text("s3cret\n")
