@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -134,11 +135,12 @@ def create_app(
         middleware=[
             # Outermost, so that requests refused by the path guard are counted too.
             Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, hsts=settings.secure_cookies),
         ],
         exception_handlers={
             ProblemError: _problem_handler,
             uc.UpstreamError: _upstream_handler,
+            RedisError: _store_unavailable_handler,
             HTTPException: _http_exception_handler,
         },
         lifespan=lifespan,
@@ -291,6 +293,17 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 async def _upstream_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, uc.UpstreamError)
     return problem_from_upstream(exc).response(request_id_of(request.scope))
+
+
+async def _store_unavailable_handler(request: Request, exc: Exception) -> Response:
+    logger.error("session store unavailable: %s", type(exc).__name__)
+    problem = ProblemError(
+        503,
+        "upstream-unavailable",
+        "Sessions are temporarily unavailable; try again shortly.",
+        headers={"Retry-After": "5"},
+    )
+    return problem.response(request_id_of(request.scope))
 
 
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:

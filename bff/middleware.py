@@ -18,7 +18,8 @@ from .problems import ProblemError, not_found
 
 API_PREFIX = "/api/bff/v1"
 _TENANT_PREFIX = API_PREFIX + "/tenants/"
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
+# The backend keeps ids of this shape too, so one id follows a call through both logs.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{7,127}")
 _ID_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 
@@ -60,9 +61,15 @@ def is_plain_api_path(raw_path: bytes) -> bool:
     return True
 
 
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """``hsts``: the app is served over https, so browsers may be told to never use http."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
+        self.headers = {**SECURITY_HEADERS, **({"strict-transport-security": HSTS} if hsts else {})}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +87,7 @@ class RequestContextMiddleware:
                 started = True
                 response_headers = MutableHeaders(scope=message)
                 response_headers["x-request-id"] = request_id
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in self.headers.items():
                     response_headers.setdefault(name, value)
                 for name in ("server", "set-cookie2", "x-powered-by"):
                     del response_headers[name]

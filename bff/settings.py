@@ -9,6 +9,7 @@ start with a message that names the key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 import typing
@@ -215,6 +216,15 @@ def _origin(url: str) -> str:
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check(settings: Settings) -> None:
     for key, url in (
         ("[bff].public_origin", settings.bff.public_origin),
@@ -224,6 +234,10 @@ def _check(settings: Settings) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ConfigError(f"{key}: expected an http(s) URL, got {url!r}")
+    origin = urlsplit(settings.bff.public_origin)
+    if origin.scheme == "http" and not _is_loopback(origin.hostname or ""):
+        # Over plain http the session cookie cannot be Secure: development on loopback only.
+        raise ConfigError("[bff].public_origin: use https; plain http is for loopback only")
     if settings.sessions.backend == "redis" and not settings.sessions.redis_url:
         raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
     if settings.cache.ttl_seconds < 0:

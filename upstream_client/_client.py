@@ -69,6 +69,9 @@ _FLOWS = ("", "delivery-flows")
 _USER_AGENT = "flows-upstream-client/0.1"
 
 
+MAX_CATALOGUE_PAGES = 1000
+
+
 class _Answer:
     """A read answer of one attempt. ``body`` is ``None`` when it exceeded the size cap."""
 
@@ -421,6 +424,11 @@ class BackendClient:
             cursor = _next_cursor(getattr(page, "next_cursor", None), seen)
             if cursor is None:
                 return items
+            if len(seen) >= MAX_CATALOGUE_PAGES:
+                # Catalogue lists are small; an upstream that never stops paging is broken.
+                raise ResponseValidationError(
+                    f"{collection}: more than {MAX_CATALOGUE_PAGES} pages"
+                )
 
     async def _call(
         self,

@@ -7,7 +7,7 @@ import respx
 
 from bff.principal import static_authenticator
 from tests.bff.auth_fixtures import FakeClock, FakeProvider, auth_settings
-from tests.bff.conftest import ALICE, FLOWS, UP_FLOWS, make_settings, running_bff
+from tests.bff.conftest import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, running_bff
 
 
 async def test_healthz_answers_without_dependencies(upstream: respx.MockRouter) -> None:
@@ -92,3 +92,39 @@ async def test_made_up_methods_do_not_become_metric_label_values(
         metrics = (await client.get("/metrics")).text
     assert "PROBE" not in metrics
     assert 'method="other"' in metrics
+
+
+async def test_hsts_only_when_served_over_https(upstream: respx.MockRouter) -> None:
+    transport = httpx.MockTransport(upstream.async_handler)
+    async with running_bff(transport) as client:
+        assert "strict-transport-security" not in (await client.get("/healthz")).headers
+    https = make_settings(bff={"public_origin": "https://dash.example.com"})
+    async with running_bff(transport, settings=https) as client:
+        response = await client.get("/healthz")
+    assert response.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+
+
+async def test_an_unreachable_session_store_is_a_503_not_a_500(
+    upstream: respx.MockRouter,
+) -> None:
+    from bff import create_app
+    from tests.e2e.dev_stack import free_ports
+
+    (port,) = free_ports(1)  # nothing listens there
+    settings = make_settings(
+        sessions={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0"}
+    )
+    app = create_app(
+        settings,
+        upstream_transport=httpx.MockTransport(upstream.async_handler),
+        idp_transport=NO_IDP,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF) as client,
+    ):
+        client.cookies.set("bff_session", "A" * 43)
+        response = await client.get(FLOWS, headers={"X-CSRF": "1"})
+    assert response.status_code == 503, response.text
+    assert response.json()["type"] == "https://api.zen-mesh.io/errors/upstream-unavailable"
+    assert response.headers["retry-after"] == "5"

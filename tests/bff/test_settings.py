@@ -110,3 +110,25 @@ def test_several_workers_need_shared_sessions(
     path = _config(tmp_path, "")
     assert main(["serve", "--config", str(path), "--workers", "2"]) == 2
     assert "[sessions].backend: 'memory'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("origin", "accepted"),
+    [
+        ("http://127.0.0.1:8000", True),
+        ("http://localhost:8000", True),
+        ("http://[::1]:8000", True),
+        ("https://dash.example.com", True),
+        ("http://dash.example.com", False),
+        ("http://10.0.0.5:8000", False),
+    ],
+)
+def test_plain_http_origins_are_for_loopback_only(
+    tmp_path: Path, origin: str, accepted: bool
+) -> None:
+    path = _config(tmp_path, f'[bff]\npublic_origin = "{origin}"\n')
+    if accepted:
+        assert load_settings(path, environ={}).bff.public_origin == origin
+    else:
+        with pytest.raises(ConfigError, match=r"^\[bff\]\.public_origin: use https"):
+            load_settings(path, environ={})

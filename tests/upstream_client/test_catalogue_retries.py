@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import respx
 
-from upstream_client import BackendClient, InternalServerError, RetryConfig
+from upstream_client import (
+    BackendClient,
+    InternalServerError,
+    ResponseValidationError,
+    RetryConfig,
+    _client,
+)
 
 SLEEPLESS = RetryConfig(max_attempts=3, backoff_base=0, jitter=0)
 
@@ -32,3 +39,20 @@ async def test_one_attempt_when_asked_and_the_clients_policy_otherwise() -> None
             else:
                 raise AssertionError("a 503 must raise")
             assert ingesters.call_count == attempts
+
+
+async def test_a_catalogue_that_never_stops_paging_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_client, "MAX_CATALOGUE_PAGES", 5)
+    pages = 0
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        nonlocal pages
+        pages += 1
+        return httpx.Response(200, json={"clusters": [], "next_cursor": f"c{pages}"})
+
+    async with BackendClient("http://up.test", transport=httpx.MockTransport(endless)) as client:
+        with pytest.raises(ResponseValidationError, match="more than 5 pages"):
+            await client.list_clusters("ten_acme", token="t")
+    assert pages == 5
