@@ -292,7 +292,8 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 
 async def _upstream_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, uc.UpstreamError)
-    return problem_from_upstream(exc).response(request_id_of(request.scope))
+    relayed = request.app.state.services.credentials.relays_caller_token
+    return problem_from_upstream(exc, relayed=relayed).response(request_id_of(request.scope))
 
 
 async def _store_unavailable_handler(request: Request, exc: Exception) -> Response:

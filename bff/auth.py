@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 CALLBACK_PATH = "/api/bff/v1/auth/callback"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_OAUTH_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 REFRESH_WAIT_SECONDS = 10.0
 REFRESH_POLL_SECONDS = 0.05
 _JSON_TYPES = ("application/json",)
@@ -344,10 +346,11 @@ class Auth:
         login = await self.logins.take(handle) if handle else None
         if login is None:
             raise _login_failed("This sign-in has expired or was already used; start again.")
-        if request.query_params.get("error"):
-            raise _login_failed(
-                f"The identity provider refused the sign-in ({request.query_params['error']})."
-            )
+        if "error" in request.query_params:
+            # Only a well-formed OAuth error code is repeated back, never arbitrary text.
+            code = request.query_params["error"]
+            reason = f" ({code})" if _OAUTH_ERROR_CODE.fullmatch(code) else ""
+            raise _login_failed(f"The identity provider refused the sign-in{reason}.")
         state = request.query_params.get("state", "")
         code = request.query_params.get("code", "")
         if not secrets.compare_digest(state.encode(), login.state.encode()) or not code:

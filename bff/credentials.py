@@ -25,8 +25,13 @@ class UpstreamCredentials:
         self._mode = mode
         self._minter = minter
 
+    @property
+    def relays_caller_token(self) -> bool:
+        return self._mode == "relay" or self._minter is None
+
     def token_for(self, principal: Principal, tenant_id: str) -> str:
-        if self._mode == "relay" or self._minter is None:
+        minter = None if self._mode == "relay" else self._minter
+        if minter is None:
             if not principal.access_token:
                 raise ProblemError(
                     401,
@@ -35,4 +40,4 @@ class UpstreamCredentials:
                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
                 )
             return principal.access_token
-        return self._minter.mint(principal.subject, tenant_id, sorted(principal.scopes(tenant_id)))
+        return minter.mint(principal.subject, tenant_id, sorted(principal.scopes(tenant_id)))

@@ -10,6 +10,7 @@ store, never on an object shared between users' calls.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -292,11 +293,29 @@ class OIDCClient:
 
 def _token_set(token: dict[str, Any], now: float) -> TokenSet:
     expires_at = token.get("expires_at")
-    if expires_at is None and isinstance(token.get("expires_in"), int | float):
-        expires_at = now + float(token["expires_in"])
+    expires_in = token.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
+        expires_in = int(expires_in)  # some providers send a string
+    if expires_at is None and isinstance(expires_in, int | float):
+        expires_at = now + float(expires_in)
+    if expires_at is None:
+        expires_at = _jwt_expiry(token.get("access_token"))
     return TokenSet(
         access_token=token.get("access_token"),
         refresh_token=token.get("refresh_token"),
         id_token=token.get("id_token"),
         expires_at=float(expires_at) if expires_at is not None else None,
     )
+
+
+def _jwt_expiry(access_token: object) -> float | None:
+    """``exp`` of an access token that is a JWT: only to know when to refresh, never to trust it."""
+    if not isinstance(access_token, str) or access_token.count(".") != 2:
+        return None
+    payload = access_token.split(".")[1]
+    try:
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, msgspec.DecodeError, RecursionError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None

@@ -115,8 +115,19 @@ def not_found(detail: str = "The resource does not exist.") -> ProblemError:
     return ProblemError(404, "not-found", detail)
 
 
-def problem_from_upstream(exc: uc.UpstreamError) -> ProblemError:
-    """Translate an ``upstream_client`` exception into what the browser may see."""
+def problem_from_upstream(exc: uc.UpstreamError, *, relayed: bool = False) -> ProblemError:
+    """Translate an ``upstream_client`` exception into what the browser may see.
+
+    ``relayed``: the upstream credential was the caller's own token, so a 401 means the caller
+    must sign in again rather than that the gateway is misconfigured.
+    """
+    if relayed and isinstance(exc, uc.AuthenticationError):
+        return ProblemError(
+            401,
+            "session-expired",
+            "The backend no longer accepts your sign-in; sign in again.",
+            headers={"WWW-Authenticate": 'Bearer realm="flows-bff", error="invalid_token"'},
+        )
     if isinstance(exc, uc.APITimeoutError):
         return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
     if isinstance(exc, uc.APIConnectionError):
@@ -187,8 +198,8 @@ def _from_status(exc: uc.APIStatusError) -> ProblemError:
         )
     if exc.status_code == 504:
         return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
-    # 401 means the backend refused the gateway's own credential, other statuses are not in the
-    # contract: either way the browser can do nothing about it, so it is the gateway's fault.
+    # A 401 here means the backend refused the gateway's own minted credential; other statuses
+    # are not in the contract: the browser can do nothing about either, it is the gateway's fault.
     logger.error(
         "upstream answered %s (request %s): %s",
         exc.status_code,

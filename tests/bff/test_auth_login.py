@@ -285,6 +285,27 @@ async def test_a_provider_error_fails_the_login(upstream: respx.MockRouter) -> N
         assert h.provider.token.call_count == 0
 
 
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ("access_denied", "(access_denied)"),
+        ("<script>alert(1)</script> Call +1-555-0100", None),
+    ],
+)
+async def test_only_an_oauth_error_code_is_repeated_back(
+    upstream: respx.MockRouter, error: str, shown: str | None
+) -> None:
+    async with running_app(upstream) as h:
+        browser = h.browser()
+        state = AuthorizeRequest.from_location(await start(h, browser)).params["state"]
+        response = await browser.get(CALLBACK, params={"error": error, "state": state})
+    detail = response.json()["detail"]
+    if shown:
+        assert shown in detail
+    else:
+        assert detail == "The identity provider refused the sign-in."
+
+
 async def test_a_refused_code_exchange_fails_the_login(upstream: respx.MockRouter) -> None:
     async with running_app(upstream) as h:
         h.provider.code_error = "invalid_grant"

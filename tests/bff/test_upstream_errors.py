@@ -39,7 +39,8 @@ SECRETS = (
     "/srv/backend",
     "sqlite3",
     "zen_key_",
-    "Bearer",
+    # The credential phrase; a bare "Bearer" is legitimate in a 401's WWW-Authenticate.
+    "Bearer zen_key",
     "eyJhbGciOi",
 )
 
@@ -139,10 +140,11 @@ async def test_upstream_400_field_errors_are_camelcased(upstream: respx.MockRout
 
 CASES: list[tuple[str, httpx.Response | type[Exception], int, str]] = [
     (
-        "401",
+        # The caller's own token was relayed (these tests' credential mode): sign in again.
+        "401-relayed",
         upstream_problem(401, "unauthorized", "token expired: " + INTERNALS),
-        502,
-        "bad-gateway",
+        401,
+        "session-expired",
     ),
     (
         "403-scope",
@@ -191,6 +193,19 @@ async def test_upstream_answer_becomes_the_bff_problem(
         assert problem["required_scope"] == "read:delivery-flows"
     if slug == "upstream-unavailable":
         assert response.headers["retry-after"] == "5"
+
+
+async def test_upstream_401_to_the_gateways_own_token_is_a_bad_gateway(
+    upstream: respx.MockRouter,
+) -> None:
+    route = upstream.get(UP_FLOW).mock(
+        return_value=upstream_problem(401, "unauthorized", INTERNALS)
+    )
+    minted = make_settings(upstream={"credential": "internal-jwt", "max_attempts": 1})
+    async with bff_client(upstream, minted) as client:
+        response = await client.get(FLOW_URL)
+    assert_clean_problem(response, 502, "bad-gateway")
+    assert route.calls.last.request.headers["authorization"].startswith("Bearer ey")
 
 
 async def test_upstream_409_and_422_keep_only_the_user_facing_detail(
