@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from joserfc import jws
 from joserfc.jwk import ECKey, Key, OctKey, RSAKey
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -28,6 +27,7 @@ from bff.jwt_validation import (
     MemoryReplayCache,
     RedisReplayCache,
 )
+from tests.bff.auth_fixtures import b64, b64json, sign, unsigned
 from tests.redis_server import RedisServer
 
 ISSUER = "https://idp.example.test"
@@ -66,30 +66,6 @@ def rotated_key() -> RSAKey:
 @pytest.fixture(scope="module")
 def attacker_key() -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64json(value: object) -> str:
-    return b64(json.dumps(value, separators=(",", ":")).encode())
-
-
-def sign(claims: dict[str, Any], key: Key, alg: str = "RS256", **header: Any) -> str:
-    """A compact JWS with any header, signed with any key (the test is the attacker too)."""
-    protected: dict[str, Any] = {"alg": alg, **header}
-    if "kid" not in header and key.kid is not None:
-        protected["kid"] = key.kid
-    protected = {k: v for k, v in protected.items() if v is not None}
-    # Signed by hand: a library would refuse to produce some of the headers under test.
-    signing_input = f"{b64json(protected)}.{b64json(claims)}"
-    signature = jws.JWSRegistry.algorithms[alg].sign(signing_input.encode(), key)
-    return f"{signing_input}.{b64(signature)}"
-
-
-def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: str = "") -> str:
-    return f"{b64json(header)}.{b64json(claims)}.{signature}"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
 
 from bff.oidc import _token_set
+from tests.bff.auth_fixtures import unsigned
 
 NOW = 1_800_000_000.0
 
 
 def _jwt(claims: dict[str, object]) -> str:
-    def part(value: object) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+    return unsigned({"alg": "RS256"}, dict(claims), "c2lnbmF0dXJl")
 
 
 @pytest.mark.parametrize(
