@@ -299,6 +299,10 @@ class Auth:
             expires = session.access_expires_at
             if expires is not None and expires > self._clock():
                 return session  # still valid for a little while: try again next call
+            if self.settings.upstream.credential == "internal-jwt":
+                # The upstream credential is minted here: the session, still within its own
+                # timeouts, serves on; the next call tries the provider again.
+                return session
             raise _signin_unavailable() from None
         session = msgspec.structs.replace(
             session,

@@ -24,6 +24,7 @@ from .views import UNKNOWN_NAMES, Names
 logger = logging.getLogger("bff.catalog")
 
 NAMES_RETRY_AFTER = 5.0
+NAMES_WAIT = 2.0
 _BEST_EFFORT = uc.RetryConfig(max_attempts=1)
 
 Endpoints = tuple[list[uc.Ingester], list[uc.Destination]]
@@ -101,9 +102,21 @@ class Catalog:
         if key in self._names_failed:
             return UNKNOWN_NAMES
         try:
-            ingesters, destinations = await self.endpoints(
-                tenant_id, cluster_id, token=token, request_id=request_id, retries=_BEST_EFFORT
+            # A slow lookup must not hold the flows back; the load itself goes on and fills
+            # the cache for the next request.
+            async with asyncio.timeout(NAMES_WAIT):
+                ingesters, destinations = await self.endpoints(
+                    tenant_id, cluster_id, token=token, request_id=request_id, retries=_BEST_EFFORT
+                )
+        except TimeoutError:
+            logger.warning(
+                "name lookup slower than %ss for %s/%s (request %s)",
+                NAMES_WAIT,
+                tenant_id,
+                cluster_id,
+                request_id,
             )
+            return UNKNOWN_NAMES
         except uc.UpstreamError as exc:
             self._names_failed[key] = True
             logger.warning(

@@ -21,6 +21,7 @@ from tests.bff.auth_fixtures import (
     Browser,
     Harness,
     assert_problem,
+    auth_settings,
     running_app,
     set_cookies,
 )
@@ -288,3 +289,21 @@ async def test_provider_down_during_refresh_with_a_still_valid_token_lets_the_ca
         h.provider.refresh_mode = "ok"
         assert (await browser.api("GET", FLOWS)).status_code == 200
         assert sent_tokens(flows)[-1] == h.provider.access_tokens[-1]
+
+
+async def test_with_minted_upstream_tokens_a_provider_outage_does_not_stop_the_session(
+    upstream: respx.MockRouter,
+) -> None:
+    """internal-jwt: the provider's access token is not what goes upstream."""
+    flows = upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+    settings = auth_settings(upstream={"credential": "internal-jwt"})
+    async with running_app(upstream, settings=settings) as h:
+        h.provider.expires_in = 300
+        browser = h.browser()
+        await h.login(browser, "alice")
+        h.clock.advance(400)  # the provider's access token has run out
+        h.provider.refresh_mode = "down"
+        response = await browser.api("GET", FLOWS)
+    assert response.status_code == 200, response.text
+    assert h.provider.refresh_calls == 1
+    assert flows.calls.last.request.headers["authorization"].startswith("Bearer ey")

@@ -477,3 +477,29 @@ async def test_failing_name_lookups_neither_fail_flows_nor_trip_the_breaker(
     assert [r.status_code for r in responses] == [200] * 10
     assert {r.json()["items"][0]["source"]["name"] for r in responses} == {None}
     assert (ingesters.call_count, destinations.call_count) == (1, 1)
+
+
+async def test_a_slow_name_lookup_does_not_hold_the_flows_back(
+    upstream: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bff.catalog.NAMES_WAIT", 0.05)
+    release = asyncio.Event()
+
+    async def slow_ingesters(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json={"ingesters": [], "next_cursor": None})
+
+    upstream.routes["ingesters"].mock(side_effect=slow_ingesters)
+    upstream.get(UP_FLOWS).respond(json=flows_page("flow_1"))
+    async with running(upstream, make_settings(cache={"ttl_seconds": 0})) as bff:
+        first = await asyncio.wait_for(bff.client.get(FLOWS), timeout=5)
+        assert first.status_code == 200
+        assert first.json()["items"][0]["source"]["name"] is None
+        release.set()  # the lookup goes on in the background and fills the cache
+        for _ in range(100):
+            second = await bff.client.get(FLOWS)
+            if second.json()["items"][0]["destination"]["name"] is not None:
+                break
+            await asyncio.sleep(0.01)
+    assert second.json()["items"][0]["destination"]["name"] == "Orders API"
+    assert upstream.routes["ingesters"].call_count == 1
