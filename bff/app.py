@@ -44,6 +44,7 @@ from .observability import Metrics, MetricsMiddleware
 from .oidc import OIDCClient
 from .principal import Authenticator
 from .problems import ProblemError, not_found, problem_from_upstream
+from .rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .refresh_locks import LocalRefreshLock, RedisRefreshLock, RefreshLock
 from .services import ResponseKey, Services
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
@@ -111,6 +112,7 @@ def create_app(
                 ),
                 responses=responses,
                 invalidation=invalidation,
+                rate_limiter=_rate_limiter(settings, redis, clock),
                 credentials=credentials
                 or UpstreamCredentials(settings.upstream.credential, auth.minter),
                 authenticators=(
@@ -180,6 +182,17 @@ def _redis(settings: Settings, stack: AsyncExitStack) -> Redis | None:
     redis = Redis.from_pool(pool)
     stack.push_async_callback(redis.aclose)
     return redis
+
+
+def _rate_limiter(
+    settings: Settings, redis: Redis | None, clock: Callable[[], float]
+) -> RateLimiter | None:
+    limit = settings.bff.rate_limit_per_minute
+    if limit == 0:
+        return None
+    if redis is not None:
+        return RedisRateLimiter(redis, limit, clock=clock)
+    return MemoryRateLimiter(limit, clock=clock)
 
 
 def _build_auth(

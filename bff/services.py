@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from .invalidation import Invalidation
 from .middleware import new_request_id
 from .principal import Action, Authenticator, Principal, authorize, permissions
 from .problems import ProblemError
+from .rate_limit import RateLimiter
 from .settings import Settings
 from .views import Names, Permissions
 
@@ -31,6 +33,7 @@ class Services:
     responses: SingleFlightCache[ResponseKey, object]
     invalidation: Invalidation
     credentials: UpstreamCredentials
+    rate_limiter: RateLimiter | None
     authenticators: Sequence[Authenticator]
 
     async def authenticate(self, request: Request) -> Principal:
@@ -66,6 +69,15 @@ class Call:
         """Authenticate and authorize; nothing reaches the upstream before this returns."""
         services: Services = request.app.state.services
         principal = await services.authenticate(request)
+        if services.rate_limiter is not None:
+            retry_after = await services.rate_limiter.hit(principal.subject)
+            if retry_after is not None:
+                raise ProblemError(
+                    429,
+                    "rate-limited",
+                    "Too many requests; try again shortly.",
+                    headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+                )
         tenant_id = request.path_params["tid"]
         authorize(principal, tenant_id, action)
         return cls(

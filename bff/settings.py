@@ -37,6 +37,8 @@ class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     """Origin the dashboard is served from; unsafe requests must come from it or allowed_origins."""
     allowed_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
+    rate_limit_per_minute: int = 600
+    """API calls one caller (subject) may make per minute, across instances; 0 turns it off."""
     console: bool = False
     """Serve the development console (a static page driving this API) at ``/``."""
     log_level: str = "info"
@@ -263,6 +265,7 @@ def _check(settings: Settings) -> None:
         # No room in the caches means an error logged at every load; no connection, a hang.
         ("[cache].max_entries", settings.cache.max_entries, 1),
         ("[sessions].redis_max_connections", sessions.redis_max_connections, 1),
+        ("[bff].rate_limit_per_minute", settings.bff.rate_limit_per_minute, 0),
     ):
         if not value >= low:
             raise ConfigError(f"{key}: must be >= {low}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ def upstream_flow(
 
 def make_settings(**sections: dict[str, Any]) -> Settings:
     data: dict[str, dict[str, Any]] = {
-        "bff": {"public_origin": BFF},
+        # Tests make many calls as one principal; the rate limit has tests of its own.
+        "bff": {"public_origin": BFF, "rate_limit_per_minute": 0},
         "upstream": {"base_url": UPSTREAM, "credential": "relay", "retry_backoff_seconds": 0},
         "cache": {"ttl_seconds": 0},
     }
@@ -135,6 +137,7 @@ async def serving(
     *,
     authenticators: list[Authenticator],
     settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Running]:
     """The BFF over ``transport`` (the upstream), lifespan started, with a client to call it."""
     app = create_app(
@@ -142,6 +145,7 @@ async def serving(
         authenticators=authenticators,
         upstream_transport=transport,
         idp_transport=NO_IDP,
+        clock=clock,
     )
     async with (
         app.router.lifespan_context(app),

@@ -1,0 +1,72 @@
+"""How many API calls one caller may make per minute, counted across every BFF instance.
+
+A fixed one-minute window per caller (the principal's subject): simple, cheap (one counter per
+caller and minute) and shared through Redis when instances share it. A caller over the limit gets
+429 ``rate-limited`` with ``Retry-After`` up to the end of the window, before anything reaches the
+upstream.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cachetools import TTLCache
+from redis.asyncio import Redis
+
+WINDOW_SECONDS = 60
+
+
+class RateLimiter(Protocol):
+    async def hit(self, caller: str) -> float | None:
+        """Count one call; None when allowed, else the seconds until the caller may try again."""
+        ...
+
+
+def _window(now: float) -> tuple[int, float]:
+    start = math.floor(now / WINDOW_SECONDS) * WINDOW_SECONDS
+    return start, start + WINDOW_SECONDS - now
+
+
+class MemoryRateLimiter:
+    def __init__(
+        self, limit: int, *, clock: Callable[[], float] = time.time, maxsize: int = 100_000
+    ) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._counts: TTLCache[tuple[str, int], int] = TTLCache(
+            maxsize=maxsize, ttl=2 * WINDOW_SECONDS, timer=clock
+        )
+
+    async def hit(self, caller: str) -> float | None:
+        start, remaining = _window(self._clock())
+        key = (caller, start)
+        count = self._counts.get(key, 0) + 1
+        self._counts[key] = count
+        return None if count <= self._limit else remaining
+
+
+class RedisRateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        limit: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        prefix: str = "bff:rate:",
+    ) -> None:
+        self._redis = redis
+        self._limit = limit
+        self._clock = clock
+        self._prefix = prefix
+
+    async def hit(self, caller: str) -> float | None:
+        start, remaining = _window(self._clock())
+        key = f"{self._prefix}{caller}:{start}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 2 * WINDOW_SECONDS)
+            count, _ = await pipe.execute()
+        return None if int(count) <= self._limit else remaining
