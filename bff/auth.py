@@ -196,7 +196,7 @@ class Auth:
             )
         audience = self.settings.oidc.bearer_audience or self.settings.oidc.client_id
         try:
-            validator = await self.oidc.bearer_validator(audience)
+            validator = await self.oidc.token_validator(audience)
             claims = await validator.validate(token.strip())
             if "nonce" in claims:
                 # Our sign-in's ID tokens carry a nonce, access tokens never do. An ID token names

@@ -255,9 +255,9 @@ class _SignedJWTVerifier:
         issuer: str,
         audience: str,
         jwks: JWKSCache,
-        algorithms: Collection[str],
-        leeway: float,
-        clock: Callable[[], float],
+        algorithms: Collection[str] = ("RS256", "ES256"),
+        leeway: float = 30,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         algorithms = tuple(algorithms)
         if not algorithms:
@@ -360,25 +360,6 @@ class JWTValidator(_SignedJWTVerifier):
     past; `nbf`, if present, not in the future (both with `leeway` seconds); `sub` present.
     A token typed `logout+jwt` is never a bearer token.
     """
-
-    def __init__(
-        self,
-        *,
-        issuer: str,
-        audience: str,
-        jwks: JWKSCache,
-        algorithms: Collection[str] = ("RS256", "ES256"),
-        leeway: float = 30,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            issuer=issuer,
-            audience=audience,
-            jwks=jwks,
-            algorithms=algorithms,
-            leeway=leeway,
-            clock=clock,
-        )
 
     async def validate(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid bearer JWT.

@@ -95,6 +95,7 @@ class OIDCClient:
         self._metadata_at = 0.0
         self._metadata_lock = asyncio.Lock()
         self._jwks: JWKSCache | None = None
+        self._validators: dict[str, tuple[JWKSCache, JWTValidator]] = {}
 
     # --- discovery -----------------------------------------------------------------------------
 
@@ -128,10 +129,16 @@ class OIDCClient:
             self._jwks = JWKSCache(metadata.jwks_uri, http=self._http)
         return self._jwks
 
-    async def bearer_validator(self, audience: str) -> JWTValidator:
-        return JWTValidator(
-            issuer=self.issuer, audience=audience, jwks=await self.jwks(), clock=self._clock
-        )
+    async def token_validator(self, audience: str) -> JWTValidator:
+        """One validator per audience, rebuilt only when the provider's key set URL changes."""
+        jwks = await self.jwks()
+        cached = self._validators.get(audience)
+        if cached is None or cached[0] is not jwks:
+            validator = JWTValidator(
+                issuer=self.issuer, audience=audience, jwks=jwks, clock=self._clock
+            )
+            cached = self._validators[audience] = (jwks, validator)
+        return cached[1]
 
     # --- login ---------------------------------------------------------------------------------
 
@@ -214,9 +221,7 @@ class OIDCClient:
         return tokens, claims
 
     async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
-        validator = JWTValidator(
-            issuer=self.issuer, audience=self.client_id, jwks=await self.jwks(), clock=self._clock
-        )
+        validator = await self.token_validator(self.client_id)
         try:
             claims = await validator.validate(id_token)
         except InvalidToken as exc:

@@ -268,8 +268,10 @@ class MemorySessionStore(_Timeouts):
             self._remove(key)
             return None
         session.last_seen_at = now
-        self._put(key, session)
-        return _decoder.decode(self._records[key])
+        # Only the activity stamp changed: no re-indexing; the caller gets its own decoded copy.
+        self._records[key] = _encoder.encode(session)
+        self._records.move_to_end(key)
+        return session
 
     async def save(self, raw_id: str, session: Session) -> bool:
         """Replace the record; False (and nothing stored) when the session is gone."""
