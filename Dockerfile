@@ -27,6 +27,9 @@ COPY pyproject.toml README.md ./
 COPY bff ./bff
 COPY upstream_client ./upstream_client
 COPY sandbox ./sandbox
+COPY devstack ./devstack
+# bff/dev.toml, the embedded default configuration, is a link to this file.
+COPY config/dev.toml ./config/dev.toml
 # The wheel, not the source tree, is installed: what runs is exactly what the package declares
 # (package data included), and the dev extra (test and lint tools) never enters the image.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
@@ -60,9 +63,9 @@ ENTRYPOINT ["bff"]
 CMD ["serve", "--config", "/etc/flows-bff/compose.toml", "--host", "0.0.0.0", "--port", "8000"]
 
 # ---------------------------------------------------------------------------------------------
-# demo: the development OpenID provider (python -m bff.devidp) needs oidc-provider-mock, which
+# demo: the development OpenID provider (python -m devstack.idp) needs oidc-provider-mock, which
 # is a development dependency; it never ships in the runtime image. Keep the range equal to the
-# one of the dev extra in pyproject.toml (tests/test_packaging.py checks it).
+# one of the dev extra in pyproject.toml (tests/test_container_files.py checks it).
 # ---------------------------------------------------------------------------------------------
 FROM runtime AS demo
 USER root

@@ -2,7 +2,7 @@
 
 Starts the real processes on free 127.0.0.1 ports, one uvicorn worker each: the sandbox
 (``python -m sandbox serve``, a temporary SQLite file), the development OpenID provider
-(``python -m bff.devidp``) and two BFFs (``python -m bff serve``), one with the default
+(``python -m devstack.idp``) and two BFFs (``python -m bff serve``), one with the default
 micro-cache (2 s) and one with it off (``BFF__CACHE__TTL_SECONDS=0``). It signs in as alice
 over HTTP, as a browser does, creates ``--flows`` flows through the BFF, and then drives each
 variant with ``--concurrency`` concurrent requests from one aiohttp session:
@@ -223,7 +223,7 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
     idp = Child(
         "identity provider",
         [
-            *python, "bff.devidp", "--config", str(CONFIG), "--host", HOST,
+            *python, "devstack.idp", "--config", str(CONFIG), "--host", HOST,
             "--port", str(idp_port),
             "--redirect-uri", f"{cached_origin}{CALLBACK_PATH}",
             "--redirect-uri", f"{uncached_origin}{CALLBACK_PATH}",

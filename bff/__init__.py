@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from .app import create_app
+from typing import TYPE_CHECKING, Any
+
 from .principal import Principal
 from .settings import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from .app import create_app
+
 __all__ = ["ConfigError", "Principal", "Settings", "create_app", "load_settings"]
+
+
+def __getattr__(name: str) -> Any:
+    # The app is imported on first use, so that `import bff.settings` (check-config, the
+    # development provider) does not load it.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

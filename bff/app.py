@@ -19,7 +19,6 @@ from importlib import resources
 from typing import Any
 
 import httpx
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,25 +29,21 @@ from starlette.routing import Mount, Route
 
 import upstream_client as uc
 
-from . import console, flows
-from .auth import Auth
-from .auth import routes as auth_routes
+from . import console, flows, signin
+from .authenticators import BearerAuthenticator, SessionAuthenticator
 from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
-from .invalidation import Invalidation, LocalInvalidation, RedisInvalidation
-from .jwt_validation import RedisReplayCache, ReplayCache
-from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
-from .middleware import API_PREFIX, RequestContextMiddleware, request_id_of
+from .middleware import RequestContextMiddleware, request_id_of
 from .observability import Metrics, MetricsMiddleware
 from .oidc import OIDCClient
+from .paths import API_PREFIX
 from .principal import Authenticator
-from .problems import ProblemError, not_found, problem_from_upstream
-from .rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from .refresh_locks import LocalRefreshLock, RedisRefreshLock, RefreshLock
+from .problems import DEFAULT_RETRY_AFTER, ProblemError, not_found, problem_from_upstream
 from .services import ResponseKey, Services
-from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 from .settings import Settings
+from .signin import SignIn
+from .state import open_stores
 from .upstream_tokens import UpstreamTokenMinter, load_signing_key
 
 logger = logging.getLogger("bff.app")
@@ -75,6 +70,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        responses: SingleFlightCache[ResponseKey, object] = SingleFlightCache(
+            ttl=settings.cache.ttl_seconds, maxsize=settings.cache.max_entries
+        )
+
+        def forget(tenant_id: str, cluster_id: str) -> None:
+            responses.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
+
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(_backend_client(settings, upstream_transport))
             http = await stack.enter_async_context(
@@ -85,23 +87,35 @@ def create_app(
                     follow_redirects=False,
                 )
             )
-            redis = _redis(settings, stack)
-            auth = _build_auth(settings, http, redis, clock)
-            stack.push_async_callback(auth.sessions.aclose)
-            responses: SingleFlightCache[ResponseKey, object] = SingleFlightCache(
-                ttl=settings.cache.ttl_seconds, maxsize=settings.cache.max_entries
+            stores = await stack.enter_async_context(
+                open_stores(settings, forget=forget, clock=clock)
             )
-
-            def forget(tenant_id: str, cluster_id: str) -> None:
-                responses.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
-
-            invalidation: Invalidation = LocalInvalidation(forget)
-            if redis is not None:
-                shared = RedisInvalidation(redis, forget)
-                listener = asyncio.create_task(shared.listen(), name="cache-invalidation")
-                stack.callback(listener.cancel)
-                invalidation = shared
-            app.state.auth = auth
+            oidc = OIDCClient(
+                issuer=settings.oidc.issuer,
+                client_id=settings.oidc.client_id,
+                client_secret=settings.oidc.client_secret,
+                scopes=settings.oidc.scopes,
+                http=http,
+                clock=clock,
+            )
+            session_auth = SessionAuthenticator(
+                settings,
+                oidc=oidc,
+                sessions=stores.sessions,
+                refresh_lock=stores.refresh_lock,
+                clock=clock,
+            )
+            minter = _minter(settings, clock)
+            app.state.signin = SignIn(
+                settings,
+                oidc=oidc,
+                sessions=stores.sessions,
+                logins=stores.logins,
+                session_auth=session_auth,
+                replay_cache=stores.replay_cache,
+                minter=minter,
+                clock=clock,
+            )
             app.state.services = Services(
                 settings=settings,
                 client=client,
@@ -111,19 +125,21 @@ def create_app(
                     maxsize=settings.cache.max_entries,
                 ),
                 responses=responses,
-                invalidation=invalidation,
-                rate_limiter=_rate_limiter(settings, redis, clock),
+                invalidation=stores.invalidation,
+                rate_limiter=stores.rate_limiter,
                 credentials=credentials
-                or UpstreamCredentials(settings.upstream.credential, auth.minter),
+                or UpstreamCredentials(settings.upstream.credential, minter),
                 authenticators=(
-                    [auth.bearer, auth.session] if authenticators is None else list(authenticators)
+                    [BearerAuthenticator(settings, oidc), session_auth]
+                    if authenticators is None
+                    else list(authenticators)
                 ),
             )
             yield
 
     api_routes: list[Any] = [
         *flows.routes,
-        *auth_routes,
+        *signin.routes,
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     return Starlette(
@@ -171,79 +187,15 @@ def _backend_client(
     )
 
 
-def _redis(settings: Settings, stack: AsyncExitStack) -> Redis | None:
-    """The Redis shared by sessions, sign-ins, refresh locks and cache invalidation, if any."""
-    if settings.sessions.backend != "redis" or not settings.sessions.redis_url:
+def _minter(settings: Settings, clock: Callable[[], float]) -> UpstreamTokenMinter | None:
+    if settings.upstream.credential != "internal-jwt":
         return None
-    # A blocking pool makes a burst wait for a connection instead of failing at the limit.
-    pool = BlockingConnectionPool.from_url(
-        settings.sessions.redis_url, max_connections=settings.sessions.redis_max_connections
-    )
-    redis = Redis.from_pool(pool)
-    stack.push_async_callback(redis.aclose)
-    return redis
-
-
-def _rate_limiter(
-    settings: Settings, redis: Redis | None, clock: Callable[[], float]
-) -> RateLimiter | None:
-    limit = settings.bff.rate_limit_per_minute
-    if limit == 0:
-        return None
-    if redis is not None:
-        return RedisRateLimiter(redis, limit, clock=clock)
-    return MemoryRateLimiter(limit, clock=clock)
-
-
-def _build_auth(
-    settings: Settings,
-    http: httpx.AsyncClient,
-    redis: Redis | None,
-    clock: Callable[[], float],
-) -> Auth:
-    oidc = OIDCClient(
-        issuer=settings.oidc.issuer,
-        client_id=settings.oidc.client_id,
-        client_secret=settings.oidc.client_secret,
-        scopes=settings.oidc.scopes,
-        http=http,
-        clock=clock,
-    )
-    idle = settings.sessions.idle_timeout_seconds
-    absolute = settings.sessions.absolute_timeout_seconds
-    sessions: SessionStore
-    logins: LoginStore
-    refresh_lock: RefreshLock
-    if redis is not None:
-        sessions = RedisSessionStore(
-            redis, idle_timeout=idle, absolute_timeout=absolute, clock=clock
-        )
-        logins = RedisLoginStore(redis)
-        refresh_lock = RedisRefreshLock(redis)
-        replay_cache: ReplayCache | None = RedisReplayCache(redis)
-    else:
-        sessions = MemorySessionStore(idle_timeout=idle, absolute_timeout=absolute, clock=clock)
-        logins = MemoryLoginStore()
-        refresh_lock = LocalRefreshLock()
-        replay_cache = None  # the validator keeps its own, in memory
-    minter = None
-    if settings.upstream.credential == "internal-jwt":
-        jwt = settings.internal_jwt
-        minter = UpstreamTokenMinter(
-            issuer=jwt.issuer or settings.bff.public_origin.rstrip("/"),
-            audience=jwt.audience,
-            ttl=jwt.ttl_seconds,
-            key=load_signing_key(jwt.signing_key_file) if jwt.signing_key_file else None,
-            clock=clock,
-        )
-    return Auth(
-        settings,
-        oidc=oidc,
-        sessions=sessions,
-        logins=logins,
-        refresh_lock=refresh_lock,
-        replay_cache=replay_cache,
-        minter=minter,
+    jwt = settings.internal_jwt
+    return UpstreamTokenMinter(
+        issuer=jwt.issuer or settings.bff.public_origin.rstrip("/"),
+        audience=jwt.audience,
+        ttl=jwt.ttl_seconds,
+        key=load_signing_key(jwt.signing_key_file) if jwt.signing_key_file else None,
         clock=clock,
     )
 
@@ -265,7 +217,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """Ready to serve: the upstream answers, the provider's metadata loads, the store answers."""
     services: Services = request.app.state.services
-    auth: Auth = request.app.state.auth
+    signin: SignIn = request.app.state.signin
     checks: dict[str, str] = {}
 
     async def check(name: str, probe: Awaitable[object]) -> None:
@@ -278,8 +230,8 @@ async def readyz(request: Request) -> Response:
 
     await asyncio.gather(
         check("upstream", services.client.ping()),
-        check("identityProvider", auth.oidc.metadata()),
-        check("sessions", auth.sessions.ping()),
+        check("identityProvider", signin.oidc.metadata()),
+        check("sessions", signin.sessions.ping()),
     )
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
@@ -315,7 +267,7 @@ async def _store_unavailable_handler(request: Request, exc: Exception) -> Respon
         503,
         "upstream-unavailable",
         "Sessions are temporarily unavailable; try again shortly.",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
     )
     return problem.response(request_id_of(request.scope))
 

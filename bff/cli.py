@@ -1,4 +1,5 @@
-"""``bff``: run the gateway (``serve``), the whole local stack (``dev``), or check a config.
+"""``bff``: run the gateway (``serve``), check a config (``check-config``); ``bff dev`` (the
+whole local stack) is added by the development package ``devstack`` when it is installed.
 
 Output meant for the person at the terminal goes through :func:`say`; everything else is logging.
 """
@@ -10,13 +11,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 import uvicorn
 from starlette.applications import Starlette
 
 from .app import create_app
-from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from .settings import DEFAULT_PORT, LOOPBACK, ConfigError, Settings, load_settings
 
+COMMANDS_GROUP = "bff.commands"
+"""Entry points of this group are called with the subcommand parsers to add their own."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -77,18 +81,6 @@ def _single_process_only(settings: Settings) -> str | None:
     return None
 
 
-def dev(args: argparse.Namespace) -> int:
-    from .devstack import run_dev_stack
-
-    return run_dev_stack(
-        args.config or str(DEFAULT_CONFIG),
-        port=args.port,
-        sandbox_port=args.sandbox_port,
-        idp_port=args.idp_port,
-        data_dir=args.data_dir,
-    )
-
-
 def check_config(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     say(
@@ -100,28 +92,27 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="bff", description=__doc__.splitlines()[0])
+    root = argparse.ArgumentParser(
+        prog="bff", description="The delivery-flows gateway of the dashboard."
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="serve the BFF under uvicorn")
-    run.add_argument("--config", help="TOML file (default: $BFF_CONFIG or config/dev.toml)")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--config", help="TOML file (default: $BFF_CONFIG or the embedded dev.toml)")
+    run.add_argument("--host", default=LOOPBACK)
+    run.add_argument("--port", type=int, default=DEFAULT_PORT)
     run.add_argument("--workers", type=int, default=1)
     run.add_argument("--access-log", action="store_true", help="log every request")
     run.set_defaults(handler=serve)
 
-    local = commands.add_parser("dev", help="sandbox + development provider + BFF on loopback")
-    local.add_argument("--config", help="TOML file (default: config/dev.toml)")
-    local.add_argument("--port", type=int, default=8000)
-    local.add_argument("--sandbox-port", type=int, default=8001)
-    local.add_argument("--idp-port", type=int, default=8002)
-    local.add_argument("--data-dir", default=".data")
-    local.set_defaults(handler=dev)
-
     check = commands.add_parser("check-config", help="validate a configuration and exit")
-    check.add_argument("--config", help="TOML file (default: $BFF_CONFIG or config/dev.toml)")
+    check.add_argument("--config", help="TOML file (default: $BFF_CONFIG or the embedded dev.toml)")
     check.set_defaults(handler=check_config)
+
+    # Commands other packages add (``bff dev`` comes from the development stack, ``devstack``):
+    # the gateway does not import them, they register themselves under this entry-point group.
+    for entry_point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name):
+        entry_point.load()(commands)
     return root
 
 

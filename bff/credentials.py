@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal, Protocol
 
 from .principal import Principal
-from .problems import ProblemError
+from .problems import session_expired
 
 
 class TokenMinter(Protocol):
@@ -33,11 +33,6 @@ class UpstreamCredentials:
         minter = None if self._mode == "relay" else self._minter
         if minter is None:
             if not principal.access_token:
-                raise ProblemError(
-                    401,
-                    "session-expired",
-                    "Your session has no access token; sign in again.",
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-                )
+                raise session_expired("Your session has no access token; sign in again.")
             return principal.access_token
         return minter.mint(principal.subject, tenant_id, sorted(principal.scopes(tenant_id)))

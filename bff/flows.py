@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 import upstream_client as uc
 
+from .paths import flow_path
 from .principal import Action
 from .problems import FieldError, ProblemError, not_found, validation_error
 from .services import Call
@@ -172,12 +173,6 @@ def _etag_matches(if_none_match: str, etag: str | None) -> bool:
     return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
 
 
-def _flow_path(call: Call, flow_id: str) -> str:
-    return (
-        f"/api/bff/v1/tenants/{call.tenant_id}/clusters/{call.cluster_id}/delivery-flows/{flow_id}"
-    )
-
-
 async def _flow_response(
     call: Call, flow: uc.Flow, *, status_code: int = 200, headers: dict[str, str]
 ) -> Response:
@@ -260,7 +255,8 @@ async def create_flow(request: Request) -> Response:
     if not ID_PATTERN.fullmatch(flow.id):
         # It would become our Location header: no line breaks, no dot segments.
         raise uc.ResponseValidationError(f"the created flow's id is not an id: {flow.id!r}")
-    headers = {**_etag_headers(flow), "Location": _flow_path(call, flow.id)}
+    location = flow_path(call.tenant_id, call.cluster_id, flow.id)
+    headers = {**_etag_headers(flow), "Location": location}
     return await _flow_response(call, flow, status_code=201, headers=headers)
 
 

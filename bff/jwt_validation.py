@@ -20,15 +20,15 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from typing import Any
 
-import cachetools
 import httpx
 import msgspec
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, Key, RSAKey
-from redis.asyncio import Redis
+
+from .state.replay import MemoryReplayCache, ReplayCache
 
 __all__ = [
     "BACKCHANNEL_LOGOUT_EVENT",
@@ -39,9 +39,6 @@ __all__ = [
     "JWTValidator",
     "LogoutToken",
     "LogoutTokenValidator",
-    "MemoryReplayCache",
-    "RedisReplayCache",
-    "ReplayCache",
 ]
 
 #: The only algorithms a validator may be configured with: asymmetric signatures.
@@ -195,50 +192,6 @@ class JWKSCache:
                 raise JWKSUnavailable(f"no key set fetched from {self.jwks_uri} yet")
             raise InvalidToken("unknown-kid", f"no signing key {kid!r} in the provider's JWKS")
         return key
-
-
-class ReplayCache(Protocol):
-    """Remembers token ids for a while, to refuse the second use of a one-time token."""
-
-    async def remember(self, token_id: str) -> bool:
-        """Record `token_id`; return True the first time, False when it was already seen."""
-        ...
-
-
-class MemoryReplayCache:
-    """Token ids remembered in this process for `ttl` seconds (bounded to `max_size`)."""
-
-    def __init__(
-        self,
-        *,
-        ttl: float = 600.0,
-        max_size: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._seen: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
-            maxsize=max_size, ttl=ttl, timer=clock
-        )
-
-    async def remember(self, token_id: str) -> bool:
-        """Record `token_id`; return True the first time, False when it was already seen."""
-        if token_id in self._seen:
-            return False
-        self._seen[token_id] = True
-        return True
-
-
-class RedisReplayCache:
-    """Token ids remembered in Redis (`SET NX EX`), so a replay to another instance is refused."""
-
-    def __init__(self, redis: Redis, *, ttl: float = 600.0, prefix: str = "bff:jti:") -> None:
-        self._redis = redis
-        self._ttl_ms = max(1, int(ttl * 1000))
-        self.prefix = prefix
-
-    async def remember(self, token_id: str) -> bool:
-        """Record `token_id`; return True the first time, False when it was already seen."""
-        created = await self._redis.set(f"{self.prefix}{token_id}", b"1", nx=True, px=self._ttl_ms)
-        return bool(created)
 
 
 def _is_number(value: object) -> bool:

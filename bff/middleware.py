@@ -14,9 +14,9 @@ import secrets
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .paths import API_PREFIX
 from .problems import ProblemError, not_found
 
-API_PREFIX = "/api/bff/v1"
 _TENANT_PREFIX = API_PREFIX + "/tenants/"
 # The backend keeps ids of this shape too, so one id follows a call through both logs.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{7,127}")

@@ -22,6 +22,7 @@ from .views import ui_field, ui_text
 TYPE_BASE = "https://api.zen-mesh.io/errors/"
 MEDIA_TYPE = "application/problem+json"
 DEFAULT_RETRY_AFTER = 5
+REALM = "flows-bff"
 
 logger = logging.getLogger("bff.problems")
 
@@ -104,6 +105,40 @@ class ProblemError(Exception):
         )
 
 
+def challenge(error: str | None = None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401: our realm, and an RFC 6750 error code if any."""
+    value = f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")
+    return {"WWW-Authenticate": value}
+
+
+def authentication_required(
+    detail: str = "Sign in to continue.", *, error: str | None = None
+) -> ProblemError:
+    return ProblemError(401, "authentication-required", detail, headers=challenge(error))
+
+
+def session_expired(detail: str, *, clear_cookie: str | None = None) -> ProblemError:
+    """401 ``session-expired``; ``clear_cookie`` names a session cookie the browser must drop."""
+    headers = challenge("invalid_token")
+    if clear_cookie:
+        # A __Host- cookie is only ever set, or deleted, by a Set-Cookie that says Secure.
+        secure = "; Secure" if clear_cookie.startswith("__Host-") else ""
+        headers["Set-Cookie"] = (
+            f"{clear_cookie}=; Max-Age=0; Path=/; HttpOnly; SameSite=strict{secure}"
+        )
+    return ProblemError(401, "session-expired", detail, headers=headers)
+
+
+def signin_unavailable() -> ProblemError:
+    """503: the identity provider cannot be reached, so no sign-in can be made or checked."""
+    return ProblemError(
+        503,
+        "upstream-unavailable",
+        "Sign-in is temporarily unavailable.",
+        headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
+    )
+
+
 def validation_error(errors: Sequence[FieldError], detail: str | None = None) -> ProblemError:
     first = errors[0]
     return ProblemError(
@@ -122,12 +157,7 @@ def problem_from_upstream(exc: uc.UpstreamError, *, relayed: bool = False) -> Pr
     must sign in again rather than that the gateway is misconfigured.
     """
     if relayed and isinstance(exc, uc.AuthenticationError):
-        return ProblemError(
-            401,
-            "session-expired",
-            "The backend no longer accepts your sign-in; sign in again.",
-            headers={"WWW-Authenticate": 'Bearer realm="flows-bff", error="invalid_token"'},
-        )
+        return session_expired("The backend no longer accepts your sign-in; sign in again.")
     if isinstance(exc, uc.APITimeoutError):
         return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
     if isinstance(exc, uc.APIConnectionError):

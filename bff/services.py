@@ -13,12 +13,12 @@ import upstream_client as uc
 from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
-from .invalidation import Invalidation
 from .middleware import new_request_id
 from .principal import Action, Authenticator, Principal, authorize, permissions
-from .problems import ProblemError
-from .rate_limit import RateLimiter
+from .problems import ProblemError, authentication_required
 from .settings import Settings
+from .state.invalidation import Invalidation
+from .state.rate_limit import RateLimiter
 from .views import Names, Permissions
 
 ResponseKey = tuple[str, str, str, str]
@@ -41,12 +41,7 @@ class Services:
             principal = await authenticator(request)
             if principal is not None:
                 return principal
-        raise ProblemError(
-            401,
-            "authentication-required",
-            "Sign in to continue.",
-            headers={"WWW-Authenticate": 'Bearer realm="flows-bff"'},
-        )
+        raise authentication_required()
 
     async def written(self, tenant_id: str, cluster_id: str) -> None:
         """A write went upstream: no instance may serve cached reads of that cluster now."""

@@ -3,12 +3,22 @@
 A file under ``config/`` is chosen with ``--config`` or ``BFF_CONFIG``. Every key can be overridden
 by an environment variable ``BFF__SECTION__KEY`` (for example ``BFF__UPSTREAM__BASE_URL``), and
 every secret can be read from a file named by the key's ``*_file`` twin (``client_secret_file``),
-so that secrets never have to be written into a config file. Unknown keys and bad values fail at
-start with a message that names the key.
+so that secrets never have to be written into a config file. Bad values fail at start with a
+message that names the key.
+
+Nothing is guessed: an unknown section, key or ``BFF__`` variable is an error naming it and the
+nearest valid name. The same files also hold the tables of other programs, listed in
+:data:`FOREIGN_SECTIONS`, which the BFF skips.
+
+Without ``--config`` or ``BFF_CONFIG`` the embedded default is read, :data:`DEFAULT_CONFIG`: the
+development configuration, shipped inside the package so that an installed wheel starts with no
+file of its own.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.resources
 import ipaddress
 import os
 import tomllib
@@ -20,8 +30,22 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "dev.toml"
+# bff/dev.toml links to config/dev.toml: the repository keeps one file, the wheel gets a copy.
+# Resolved, so that in a checkout messages name config/dev.toml, the file to edit.
+DEFAULT_CONFIG = Path(str(importlib.resources.files("bff") / "dev.toml")).resolve()
 ENV_PREFIX = "BFF__"
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 8000
+"""Where ``bff serve`` and ``bff dev`` listen unless told otherwise."""
+DEV_UPSTREAM_PORT = 8001
+"""The sandbox backend of the development stack (``sandbox.config.DEFAULT_PORT``)."""
+DEV_PROVIDER_PORT = 8002
+"""The development OpenID provider of the development stack."""
+FOREIGN_SECTIONS = ("sandbox", "dev")
+"""Top-level tables of the same TOML files that belong to other programs, skipped by the BFF:
+``[sandbox]`` is the sandbox backend's (``sandbox/config.py``), ``[dev]`` holds the demo users of
+the development identity provider (``bff dev``)."""
 
 
 class ConfigError(Exception):
@@ -33,7 +57,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    public_origin: str = "http://127.0.0.1:8000"
+    public_origin: str = f"http://{LOOPBACK}:{DEFAULT_PORT}"
     """Origin the dashboard is served from; unsafe requests must come from it or allowed_origins."""
     allowed_origins: list[str] = []
     max_body_bytes: int = 64 * 1024
@@ -45,7 +69,7 @@ class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 
 class UpstreamSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    base_url: str = "http://127.0.0.1:8001"
+    base_url: str = f"http://{LOOPBACK}:{DEV_UPSTREAM_PORT}"
     credential: Literal["relay", "internal-jwt"] = "internal-jwt"
     connect_timeout: float = 2.0
     read_timeout: float = 10.0
@@ -69,7 +93,7 @@ class InternalJwtSection(_Section, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    issuer: str = "http://127.0.0.1:8002"
+    issuer: str = f"http://{LOOPBACK}:{DEV_PROVIDER_PORT}"
     client_id: str = "flows-bff-dev"
     client_secret: str = ""
     client_secret_file: str | None = None
@@ -117,7 +141,17 @@ class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
         return urlsplit(self.bff.public_origin).scheme == "https"
 
 
-_SECTIONS = {name for name in Settings.__struct_fields__}
+_SECTIONS: tuple[str, ...] = Settings.__struct_fields__
+_KEYS: dict[str, tuple[str, ...]] = {
+    field.name: typing.cast(type[_Section], field.type).__struct_fields__
+    for field in msgspec.structs.fields(Settings)
+}
+_LIST_KEYS = {
+    (field.name, key.name)
+    for field in msgspec.structs.fields(Settings)
+    for key in msgspec.structs.fields(field.type)
+    if typing.get_origin(key.type) is list
+}
 
 
 def load_settings(
@@ -133,14 +167,43 @@ def load_settings(
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    data = {name: dict(raw.get(name, {})) for name in _SECTIONS}
+    own = {name: table for name, table in raw.items() if name not in FOREIGN_SECTIONS}
+    _check_names(own, source=f" in {path}")
+    data: dict[str, dict[str, Any]] = {name: dict(own.get(name, {})) for name in _SECTIONS}
     _apply_env(data, environ)
     _resolve_files(data, base=path.parent)
-    return settings_from_mapping(data)
+    return _convert(data)
 
 
 def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
     """Validate a plain mapping (sections of keys) into :class:`Settings`."""
+    _check_names(data, source="")
+    return _convert(data)
+
+
+def _check_names(data: Mapping[str, Any], *, source: str) -> None:
+    """Every section must be the BFF's and a table, every key one of its section's."""
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            hint = _nearest(section, _SECTIONS, show="[{}]")
+            raise ConfigError(f"unknown section [{section}]{source}; {hint}")
+        if not isinstance(table, Mapping):
+            kind = type(table).__name__
+            raise ConfigError(f"[{section}]{source}: expected a table, got {kind} {table!r}")
+        for key in table:
+            if key not in _KEYS[section]:
+                hint = _nearest(key, _KEYS[section])
+                raise ConfigError(f"[{section}].{key}: unknown key; {hint}")
+
+
+def _nearest(name: str, valid: tuple[str, ...], *, show: str = "{}") -> str:
+    close = difflib.get_close_matches(name.lower(), valid, n=1)
+    if close:
+        return f"did you mean {show.format(close[0])}?"
+    return "expected one of " + ", ".join(show.format(each) for each in valid)
+
+
+def _convert(data: Mapping[str, Any]) -> Settings:
     try:
         settings = msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -154,20 +217,29 @@ def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> N
         if not name.startswith(ENV_PREFIX):
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section not in _SECTIONS or not key:
-            raise ConfigError(f"{name}: no such setting (expected BFF__SECTION__KEY)")
-        field_type = _field_type(section, key)
-        if field_type is None:
-            raise ConfigError(f"{name}: no key {key!r} in section [{section}]")
-        data[section][key] = value.split(",") if field_type == "list" else value
+        if key not in _KEYS.get(section, ()):
+            raise ConfigError(f"{name}: unknown variable; {_nearest_variable(section, key)}")
+        data[section][key] = value.split(",") if (section, key) in _LIST_KEYS else value
 
 
-def _field_type(section: str, key: str) -> str | None:
-    section_type = next(f.type for f in msgspec.structs.fields(Settings) if f.name == section)
-    for field in msgspec.structs.fields(section_type):
-        if field.name == key:
-            return "list" if typing.get_origin(field.type) is list else "scalar"
-    return None
+def _variable(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section}__{key}".upper()
+
+
+def _nearest_variable(section: str, key: str) -> str:
+    if section not in _SECTIONS:
+        close = difflib.get_close_matches(section, _SECTIONS, n=1)
+        if not close:
+            sections = ", ".join(s.upper() for s in _SECTIONS)
+            return f"expected {ENV_PREFIX}SECTION__KEY with SECTION one of {sections}"
+        section = close[0]
+    keys = _KEYS[section]
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        if not close:
+            return "expected one of " + ", ".join(_variable(section, k) for k in keys)
+        key = close[0]
+    return f"did you mean {_variable(section, key)}?"
 
 
 # Keys naming files: secrets are read into their twin key at load; the others are read when the

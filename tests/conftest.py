@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from tests.redis_server import redis_server
+from tests.support.redis import redis_server
 
 __all__ = ["redis_server"]

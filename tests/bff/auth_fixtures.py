@@ -16,12 +16,9 @@ import asyncio
 import base64
 import hashlib
 import json
-import re
 import secrets
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -38,10 +35,13 @@ from starlette.applications import Starlette
 
 from bff import create_app
 from bff.jwt_validation import BACKCHANNEL_LOGOUT_EVENT
-from bff.sessions import Session
 from bff.settings import Settings
+from bff.state.sessions import Session
 from tests.bff.conftest import API, BFF, make_settings
 from tests.e2e.oidc_login import find_login_form
+from tests.support.clock import FakeClock
+from tests.support.ports import free_port
+from tests.support.processes import serving
 
 ISSUER = "http://idp.test"
 CLIENT_ID = "flows-bff-test"
@@ -82,23 +82,6 @@ USERS = {
         "carol", "Carol Globex", "carol@globex.example", {"ten_globex": [READ, WRITE]}, "key_carol"
     ),
 }
-
-
-START = 1_800_000_000.0
-"""Where the app's clock starts; the fake provider dates its tokens by the same clock."""
-
-
-class FakeClock:
-    """Epoch seconds that move only when the test says so."""
-
-    def __init__(self, now: float | None = None) -> None:
-        self.now = START if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --- JOSE by hand: a test is the attacker too, and libraries refuse to forge -------------------
@@ -423,7 +406,7 @@ class Harness:
 
     @property
     def cookie_name(self) -> str:
-        return self.app.state.auth.cookies.session
+        return self.app.state.signin.cookies.session
 
     def browser(self) -> Browser:
         return Browser(self.client, origin=self.base_url)
@@ -448,7 +431,7 @@ class Harness:
             access_token=demo.api_key,
             **fields,
         )
-        raw_id: str = await self.app.state.auth.sessions.create(session)
+        raw_id: str = await self.app.state.signin.sessions.create(session)
         return raw_id
 
     def browser_with(self, raw_id: str) -> Browser:
@@ -500,48 +483,23 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
 
 @contextmanager
 def start_dev_provider(redirect_uri: str = CALLBACK_URL) -> Iterator[str]:
-    """``python -m bff.devidp`` on a free loopback port; yields its issuer URL."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bff.devidp",
-            "--config",
-            str(CONFIG),
-            "--port",
-            "0",
-            "--redirect-uri",
-            redirect_uri,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"at (http://127\.0\.0\.1:\d+) \(issuer\)", line)
-        assert match, f"development provider did not start: {line!r}"
-        issuer = match.group(1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=2, trust_env=False)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "development provider does not answer"
-                time.sleep(0.05)
+    """``python -m devstack.idp`` on a free loopback port; yields its issuer URL."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "devstack.idp",
+        "--config", str(CONFIG),
+        "--port", str(port),
+        "--redirect-uri", redirect_uri,
+    ]  # fmt: skip
+    with serving(
+        argv,
+        name="the development provider",
+        url=issuer,
+        ready="/.well-known/openid-configuration",
+        stop_signal=signal.SIGINT,
+    ):
         yield issuer
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 async def real_login(

@@ -28,7 +28,6 @@ from tests.bff.auth_fixtures import (
     WHOAMI,
     AuthorizeRequest,
     Browser,
-    FakeClock,
     Harness,
     assert_problem,
     attacker_key,
@@ -43,6 +42,7 @@ from tests.bff.auth_fixtures import (
     unsigned,
 )
 from tests.e2e.oidc_login import find_login_form
+from tests.support.clock import FakeClock
 
 SESSION = "bff_session"
 LOGIN_COOKIE = "bff_login"
@@ -396,7 +396,7 @@ async def test_over_https_a_dead_session_cookie_is_cleared_with_secure(
     settings = auth_settings(bff={"public_origin": origin})
     async with running_app(upstream, settings=settings, base_url=origin) as h:
         raw_id = await h.insert_session("alice")
-        await h.app.state.auth.sessions.delete(raw_id)
+        await h.app.state.signin.sessions.delete(raw_id)
         response = await h.browser_with(raw_id).api("GET", WHOAMI)
     assert_problem(response, 401, "session-expired")
     (cleared,) = set_cookies(response)

@@ -16,7 +16,6 @@ from tests.bff.auth_fixtures import (
     IDLE_TIMEOUT,
     ISSUER,
     LOGOUT,
-    START,
     WHOAMI,
     Browser,
     Harness,
@@ -26,6 +25,7 @@ from tests.bff.auth_fixtures import (
     set_cookies,
 )
 from tests.bff.conftest import FLOWS, UP_FLOWS
+from tests.support.clock import START
 
 SESSION = "bff_session"
 EMPTY_PAGE = {"delivery_flows": [], "next_cursor": None}
@@ -46,7 +46,7 @@ async def assert_signed_out(h: Harness, browser: Browser, raw_id: str) -> None:
     assert "www-authenticate" in response.headers
     assert cleared_session_cookie(response)
     assert_problem(await h.browser_with(raw_id).api("GET", FLOWS), 401, "session-expired")
-    assert await h.app.state.auth.sessions.get(raw_id) is None
+    assert await h.app.state.signin.sessions.get(raw_id) is None
 
 
 # --- who am I ------------------------------------------------------------------------------------

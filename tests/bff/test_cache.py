@@ -32,6 +32,7 @@ from tests.bff.conftest import (
     serving,
     upstream_flow,
 )
+from tests.support.clock import FakeClock
 from upstream_client import BackendClient
 
 # A TTL far longer than any test: entries must leave the cache by invalidation, not by age.
@@ -324,14 +325,6 @@ async def test_clusters_are_cached_per_tenant(upstream: respx.MockRouter) -> Non
 # --- SingleFlightCache --------------------------------------------------------------------------
 
 
-class FakeTimer:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Loader:
     """A load function that counts its calls and finishes when the test says so."""
 
@@ -351,19 +344,19 @@ class Loader:
 
 
 async def test_single_flight_cache_respects_ttl() -> None:
-    timer = FakeTimer()
+    timer = FakeClock()
     cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=2, maxsize=10, timer=timer)
     load = Loader("v1", "v2")
     assert await cache.get("k", load) == "v1"
-    timer.now += 1.9
+    timer.advance(1.9)
     assert await cache.get("k", load) == "v1"
-    timer.now += 0.2
+    timer.advance(0.2)
     assert await cache.get("k", load) == "v2"
     assert load.calls == 2
 
 
 async def test_single_flight_cache_keys_are_independent() -> None:
-    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=2, maxsize=10, timer=FakeTimer())
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=2, maxsize=10, timer=FakeClock())
     a, b = Loader("a"), Loader("b")
     assert [await cache.get("a", a), await cache.get("b", b), await cache.get("a", a)] == [
         "a",
@@ -380,7 +373,7 @@ async def test_ttl_zero_loads_every_time() -> None:
 
 
 async def test_concurrent_misses_share_one_load() -> None:
-    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=2, maxsize=10, timer=FakeTimer())
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=2, maxsize=10, timer=FakeClock())
     load = Loader("v1")
     load.release.clear()
     waiters = [asyncio.ensure_future(cache.get("k", load)) for _ in range(10)]
@@ -391,7 +384,7 @@ async def test_concurrent_misses_share_one_load() -> None:
 
 
 async def test_invalidation_during_a_load_is_not_stored() -> None:
-    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeTimer())
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeClock())
     stale = Loader("before-write")
     stale.release.clear()
     first = asyncio.ensure_future(cache.get("k", stale))
@@ -408,7 +401,7 @@ async def test_invalidation_during_a_load_is_not_stored() -> None:
 
 async def test_invalidation_matches_by_predicate() -> None:
     cache: SingleFlightCache[tuple[str, str], object] = SingleFlightCache(
-        ttl=60, maxsize=10, timer=FakeTimer()
+        ttl=60, maxsize=10, timer=FakeClock()
     )
     await cache.get(("ten_acme", "us"), Loader("us-1"))
     await cache.get(("ten_acme", "eu"), Loader("eu-1"))
@@ -418,7 +411,7 @@ async def test_invalidation_matches_by_predicate() -> None:
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_load() -> None:
-    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeTimer())
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeClock())
     load = Loader("v1")
     load.release.clear()
     leaving = asyncio.ensure_future(cache.get("k", load))
@@ -435,7 +428,7 @@ async def test_a_cancelled_waiter_does_not_cancel_the_shared_load() -> None:
 
 
 async def test_a_load_whose_only_waiter_left_still_completes() -> None:
-    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeTimer())
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeClock())
     load = Loader("v1")
     load.release.clear()
     leaving = asyncio.ensure_future(cache.get("k", load))
@@ -450,7 +443,7 @@ async def test_a_load_whose_only_waiter_left_still_completes() -> None:
 
 
 async def test_an_exception_reaches_every_waiter_and_is_not_cached() -> None:
-    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeTimer())
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=60, maxsize=10, timer=FakeClock())
     failing = Loader(LookupError("upstream down"))
     failing.release.clear()
     waiters = [asyncio.ensure_future(cache.get("k", failing)) for _ in range(5)]

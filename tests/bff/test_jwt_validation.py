@@ -24,28 +24,17 @@ from bff.jwt_validation import (
     JWTValidator,
     LogoutToken,
     LogoutTokenValidator,
-    MemoryReplayCache,
-    RedisReplayCache,
 )
+from bff.state.replay import MemoryReplayCache, RedisReplayCache
 from tests.bff.auth_fixtures import b64, b64json, sign, unsigned
-from tests.redis_server import RedisServer
+from tests.support.clock import FakeClock
+from tests.support.redis import RedisServer
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "flows-bff"
 CLIENT_ID = "flows-bff-client"
 JWKS_URI = "https://idp.example.test/jwks"
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +93,7 @@ class IdP:
 
 
 class World:
-    def __init__(self, idp: IdP, jwks: JWKSCache, clock: Clock, mono: Clock) -> None:
+    def __init__(self, idp: IdP, jwks: JWKSCache, clock: FakeClock, mono: FakeClock) -> None:
         self.idp = idp
         self.jwks = jwks
         self.clock = clock
@@ -121,7 +110,7 @@ class World:
 
 @pytest.fixture
 async def world(rsa_key: RSAKey, ec_key: ECKey) -> AsyncIterator[World]:
-    clock, mono = Clock(NOW), Clock(1000.0)
+    clock, mono = FakeClock(NOW), FakeClock(1000.0)
     with respx.mock(assert_all_called=False) as router:
         idp = IdP(router, [rsa_key, ec_key])
         async with httpx.AsyncClient() as http:
@@ -498,7 +487,7 @@ async def test_logout_token_alg_none_is_rejected(world: World) -> None:
 
 
 async def test_memory_replay_cache_forgets_after_ttl() -> None:
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     cache = MemoryReplayCache(ttl=300, clock=clock)
     assert await cache.remember("a") is True
     assert await cache.remember("a") is False

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
 from bff import Principal, create_app
-from bff.middleware import API_PREFIX
+from bff.paths import API_PREFIX
 from bff.principal import static_authenticator
 from bff.settings import Settings
 from tests.bff.auth_fixtures import running_app

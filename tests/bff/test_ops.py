@@ -6,8 +6,10 @@ import httpx
 import respx
 
 from bff.principal import static_authenticator
-from tests.bff.auth_fixtures import FakeClock, FakeProvider, auth_settings
+from tests.bff.auth_fixtures import FakeProvider, auth_settings
 from tests.bff.conftest import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, running_bff
+from tests.support.clock import FakeClock
+from tests.support.ports import free_port
 
 
 async def test_healthz_answers_without_dependencies(upstream: respx.MockRouter) -> None:
@@ -108,9 +110,8 @@ async def test_an_unreachable_session_store_is_a_503_not_a_500(
     upstream: respx.MockRouter,
 ) -> None:
     from bff import create_app
-    from tests.e2e.dev_stack import free_ports
 
-    (port,) = free_ports(1)  # nothing listens there
+    port = free_port()  # nothing listens there
     settings = make_settings(
         sessions={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0"}
     )

@@ -12,32 +12,25 @@ from starlette.requests import Request
 from bff import Principal
 from bff.principal import static_authenticator
 from tests.bff.conftest import ALICE, BOB, FLOWS, UP_FLOWS, make_settings, serving
-from tests.redis_server import RedisServer
+from tests.support.clock import START, FakeClock
+from tests.support.redis import RedisServer
 
 EMPTY = {"delivery_flows": [], "next_cursor": None}
 LIMITED = make_settings(bff={"rate_limit_per_minute": 3})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_010.0  # 10 s into a minute
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_calls_over_the_limit_are_refused_until_the_next_minute(
     upstream: respx.MockRouter,
 ) -> None:
     listing = upstream.get(UP_FLOWS).respond(json=EMPTY)
-    clock = Clock()
+    clock = FakeClock(START + 10)  # 10 s into a minute
     transport = httpx.MockTransport(upstream.async_handler)
     async with serving(
         transport, authenticators=[static_authenticator(ALICE)], settings=LIMITED, clock=clock
     ) as alice:
         statuses = [(await alice.client.get(FLOWS)).status_code for _ in range(3)]
         refused = await alice.client.get(FLOWS)
-        clock.now += 50  # the next minute
+        clock.advance(50)  # the next minute
         again = await alice.client.get(FLOWS)
     assert statuses == [200, 200, 200]
     assert refused.status_code == 429
@@ -72,8 +65,7 @@ async def test_instances_sharing_redis_share_the_count(
         bff={"rate_limit_per_minute": 3},
         sessions={"backend": "redis", "redis_url": redis_server.url},
     )
-    clock = Clock()
-    clock.now += 7 * 60  # a minute of its own, in case the server is shared
+    clock = FakeClock(START + 10 + 7 * 60)  # a minute of its own, in case the server is shared
     transport = httpx.MockTransport(upstream.async_handler)
     async with AsyncExitStack() as stack:
         first, second = [

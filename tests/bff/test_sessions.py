@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from bff.sessions import (
+from bff.state.sessions import (
     MemorySessionStore,
     RedisSessionStore,
     Session,
@@ -16,25 +16,12 @@ from bff.sessions import (
     hash_session_id,
     new_session_id,
 )
-from tests.redis_server import RedisServer
+from tests.support.clock import START, FakeClock
+from tests.support.redis import RedisServer
 
 IDLE = 600.0
 ABSOLUTE = 3600.0
-START = 1_800_000_000.0
 PREFIX = "test:session:"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_session(sub: str = "alice", sid: str | None = "sid-1", **overrides: object) -> Session:
@@ -56,7 +43,7 @@ def make_session(sub: str = "alice", sid: str | None = "sid-1", **overrides: obj
 class StoreHarness:
     """A store plus a way to look at what it physically holds."""
 
-    def __init__(self, store: SessionStore, clock: Clock, redis: Redis | None) -> None:
+    def __init__(self, store: SessionStore, clock: FakeClock, redis: Redis | None) -> None:
         self.store = store
         self.clock = clock
         self.redis = redis
@@ -101,7 +88,7 @@ def blocking_client(url: str) -> Redis:
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHarness]:
-    clock = Clock()
+    clock = FakeClock()
     if request.param == "memory":
         yield StoreHarness(
             MemorySessionStore(idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock),
@@ -370,7 +357,7 @@ async def test_ping(harness: StoreHarness) -> None:
 
 def test_memory_store_is_bounded_and_evicts_least_recently_used() -> None:
     async def scenario() -> None:
-        clock = Clock()
+        clock = FakeClock()
         store = MemorySessionStore(
             idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, max_size=3
         )
@@ -402,7 +389,7 @@ def test_memory_store_with_hash_key_keys_records_by_hmac() -> None:
 async def test_redis_ttl_is_the_shorter_of_idle_and_absolute_left(
     redis_server: RedisServer,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     client = blocking_client(redis_server.url)
     await client.flushdb()
     store = RedisSessionStore(
@@ -430,7 +417,7 @@ async def test_redis_ttl_is_the_shorter_of_idle_and_absolute_left(
 async def test_redis_store_from_url_is_shared_between_instances_and_closes(
     redis_server: RedisServer,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     one = RedisSessionStore(
         redis_server.url, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, prefix=PREFIX
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bff.cli import main
-from bff.settings import ConfigError, load_settings
+from bff.settings import DEFAULT_CONFIG, ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -34,9 +38,6 @@ def test_environment_overrides_scalars_and_lists(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "environ", "message"),
     [
-        ("[cache]\nttl = 1\n", {}, "[cache]"),
-        ("", {"BFF__CACHE__NOPE": "1"}, "BFF__CACHE__NOPE: no key 'nope' in section [cache]"),
-        ("", {"BFF__NOSECTION__X": "1"}, "BFF__NOSECTION__X: no such setting"),
         ("", {"BFF__CACHE__TTL_SECONDS": "soon"}, "[cache].ttl_seconds: Expected `float`"),
         ('[upstream]\nbase_url = "ftp://x"\n', {}, "[upstream].base_url: expected an http(s) URL"),
         ('[sessions]\nbackend = "redis"\n', {}, "[sessions].redis_url: required"),
@@ -49,6 +50,83 @@ def test_bad_settings_fail_naming_the_key(
     with pytest.raises(ConfigError) as error:
         load_settings(_config(tmp_path, text), environ=environ)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[sesions]\n", "unknown section [sesions] in {path}; did you mean [sessions]?"),
+        ("[OIDC]\n", "unknown section [OIDC] in {path}; did you mean [oidc]?"),
+        (
+            "[logging]\n",
+            "unknown section [logging] in {path}; expected one of [bff], [upstream], "
+            "[internal_jwt], [oidc], [sessions], [cache]",
+        ),
+        ("bff = 3\n", "[bff] in {path}: expected a table, got int 3"),
+        (
+            '[oidc]\nclient_secrte = "x"\n',
+            "[oidc].client_secrte: unknown key; did you mean client_secret?",
+        ),
+        (
+            "[cache]\nttl = 1\n",
+            "[cache].ttl: unknown key; "
+            "expected one of ttl_seconds, lookup_ttl_seconds, max_entries",
+        ),
+    ],
+)
+def test_an_unknown_name_in_the_file_is_an_error_naming_it(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    # A misspelled section used to be skipped: the BFF then ran on defaults without a word.
+    path = _config(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, environ={})
+    assert str(error.value) == message.format(path=path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("BFF__SESIONS__BACKEND", "did you mean BFF__SESSIONS__BACKEND?"),
+        ("BFF__OIDC__CLIENT_SECRTE", "did you mean BFF__OIDC__CLIENT_SECRET?"),
+        ("BFF__CACHE", "expected one of BFF__CACHE__TTL_SECONDS, BFF__CACHE__LOOKUP_TTL_SECONDS"),
+        ("BFF__SANDBOX__PORT", "expected BFF__SECTION__KEY with SECTION one of BFF, UPSTREAM,"),
+    ],
+)
+def test_an_unknown_environment_variable_is_an_error_naming_it(
+    tmp_path: Path, variable: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(_config(tmp_path, ""), environ={variable: "memory"})
+    assert str(error.value).startswith(f"{variable}: unknown variable; {message}")
+
+
+def test_the_tables_of_the_sandbox_and_the_dev_provider_are_left_to_them(tmp_path: Path) -> None:
+    text = '[sandbox]\nport = 8001\n[[dev.users]]\nsub = "alice"\n[cache]\nttl_seconds = 1.0\n'
+    assert load_settings(_config(tmp_path, text), environ={}).cache.ttl_seconds == 1.0
+
+
+def test_without_a_path_the_embedded_default_is_read(tmp_path: Path) -> None:
+    # The package's dev.toml is a link, so config/dev.toml stays the one file to edit; the wheel
+    # gets a copy (tests/test_wheel.py).
+    assert (REPO / "bff" / "dev.toml").readlink() == Path("../config/dev.toml")
+    assert DEFAULT_CONFIG == REPO / "config" / "dev.toml"
+    assert load_settings(environ={}).oidc.client_id == "flows-bff-dev"
+    # --config (the path) wins over BFF_CONFIG, which wins over the embedded default.
+    (tmp_path / "env").mkdir()
+    from_env = _config(tmp_path / "env", '[oidc]\nclient_id = "from-env"\n')
+    given = _config(tmp_path, '[oidc]\nclient_id = "given"\n')
+    assert load_settings(environ={"BFF_CONFIG": str(from_env)}).oidc.client_id == "from-env"
+    assert load_settings(given, environ={"BFF_CONFIG": str(from_env)}).oidc.client_id == "given"
+
+
+def test_importing_the_settings_does_not_import_the_app() -> None:
+    # check-config and the development provider load settings; they need no Starlette app.
+    code = "import sys, bff.settings; print('bff.app' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ import pytest
 import respx
 
 from bff import create_app
-from bff.invalidation import RedisInvalidation
 from bff.principal import static_authenticator
-from tests.bff.auth_fixtures import BACKCHANNEL, FakeClock, FakeProvider, Harness, auth_settings
+from bff.state.invalidation import RedisInvalidation
+from tests.bff.auth_fixtures import BACKCHANNEL, FakeProvider, Harness, auth_settings
 from tests.bff.conftest import (
     ALICE,
     BFF,
@@ -24,7 +24,8 @@ from tests.bff.conftest import (
     serving,
     upstream_flow,
 )
-from tests.redis_server import RedisServer
+from tests.support.clock import FakeClock
+from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -147,7 +148,7 @@ async def test_while_the_provider_is_down_a_still_valid_token_serves_every_insta
     redis_server: RedisServer, upstream: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The instance waiting on another's refresh fares as the one that tried: 200, not 503."""
-    monkeypatch.setattr("bff.auth.REFRESH_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr("bff.authenticators.REFRESH_WAIT_SECONDS", 1.0)
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
     provider = FakeProvider(FakeClock())
     provider.expires_in = 300
@@ -177,7 +178,7 @@ async def test_a_logout_token_replayed_to_another_instance_is_refused(
         token = provider.logout_token(sid="sid-1")
         accepted = await first.client.post(BACKCHANNEL, data={"logout_token": token})
         replayed = await second.client.post(BACKCHANNEL, data={"logout_token": token})
-        assert await second.app.state.auth.sessions.get(raw_id) is None
+        assert await second.app.state.signin.sessions.get(raw_id) is None
     assert accepted.status_code == 200
     assert replayed.status_code == 400
     assert "replayed" in replayed.json()["error_description"]

@@ -17,18 +17,11 @@ from bff.upstream_tokens import (
     UpstreamTokenMinter,
     load_signing_key,
 )
+from tests.support.clock import FakeClock
 
 ISSUER = "http://127.0.0.1:8000/api/bff/v1"
 AUDIENCE = "flows-api"
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,12 +40,12 @@ def verify(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-def minter(clock: Clock) -> UpstreamTokenMinter:
+def minter(clock: FakeClock) -> UpstreamTokenMinter:
     return UpstreamTokenMinter(issuer=ISSUER, audience=AUDIENCE, ttl=300, clock=clock)
 
 
@@ -99,9 +92,9 @@ def test_jwks_holds_only_public_material(minter: UpstreamTokenMinter) -> None:
     json.dumps(document)
 
 
-def test_token_is_reused_while_fresh(minter: UpstreamTokenMinter, clock: Clock) -> None:
+def test_token_is_reused_while_fresh(minter: UpstreamTokenMinter, clock: FakeClock) -> None:
     first = minter.mint("alice", "ten_acme", ["read:delivery-flows", "write:delivery-flows"])
-    clock.now += 239
+    clock.advance(239)
     # Same scopes in another order and with a duplicate: same token.
     again = minter.mint(
         "alice", "ten_acme", ["write:delivery-flows", "read:delivery-flows", "read:delivery-flows"]
@@ -109,9 +102,11 @@ def test_token_is_reused_while_fresh(minter: UpstreamTokenMinter, clock: Clock) 
     assert again == first
 
 
-def test_token_is_renewed_a_minute_before_expiry(minter: UpstreamTokenMinter, clock: Clock) -> None:
+def test_token_is_renewed_a_minute_before_expiry(
+    minter: UpstreamTokenMinter, clock: FakeClock
+) -> None:
     first = minter.mint("alice", "ten_acme", ["read:delivery-flows"])
-    clock.now += 240
+    clock.advance(240)
     second = minter.mint("alice", "ten_acme", ["read:delivery-flows"])
     assert second != first
     _, claims = parts(second)
@@ -120,12 +115,12 @@ def test_token_is_renewed_a_minute_before_expiry(minter: UpstreamTokenMinter, cl
     assert parts(first)[1]["jti"] != claims["jti"]
 
 
-def test_short_lifetimes_renew_at_a_fifth_of_ttl(clock: Clock) -> None:
+def test_short_lifetimes_renew_at_a_fifth_of_ttl(clock: FakeClock) -> None:
     minter = UpstreamTokenMinter(issuer=ISSUER, audience=AUDIENCE, ttl=60, clock=clock)
     first = minter.mint("alice", "ten_acme", ["read:delivery-flows"])
-    clock.now += 47
+    clock.advance(47)
     assert minter.mint("alice", "ten_acme", ["read:delivery-flows"]) == first
-    clock.now += 1
+    clock.advance(1)
     assert minter.mint("alice", "ten_acme", ["read:delivery-flows"]) != first
 
 
@@ -141,7 +136,7 @@ def test_tokens_differ_per_user_tenant_and_scopes(minter: UpstreamTokenMinter) -
     assert parts(minter.mint("alice", "ten_acme", []))[1]["scope"] == ""
 
 
-def test_load_signing_key_from_pem(tmp_path: Path, clock: Clock) -> None:
+def test_load_signing_key_from_pem(tmp_path: Path, clock: FakeClock) -> None:
     key = ECKey.generate_key("P-256")
     pem = tmp_path / "upstream-signing.pem"
     pem.write_bytes(key.as_pem(private=True))

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.dev_stack import DevStack, running_dev_stack
+from tests.e2e.dev_stack import running_dev_stack
+from tests.support.processes import ServerProcess
 
 
 def _browser_required() -> bool:
@@ -72,7 +73,7 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """``python -m bff dev`` on free ports; stopped with SIGINT, which must exit 0."""
     with running_dev_stack(tmp_path_factory.mktemp("bff-dev")) as running:
         yield running
@@ -121,7 +122,7 @@ def page(context: BrowserContext) -> Page:
     return page
 
 
-def _sign_in(page: Page, stack: DevStack, user: str) -> None:
+def _sign_in(page: Page, stack: ServerProcess, user: str) -> None:
     page.goto(stack.url + "/")
     page.get_by_role("link", name="Sign in").click()
     page.locator('input[name="sub"]').fill(user)
@@ -149,7 +150,9 @@ def _csp_violations(page: Page) -> list[str]:
     return violations
 
 
-def test_sign_in_create_edit_delete_sign_out(page: Page, stack: DevStack, tmp_path: Path) -> None:
+def test_sign_in_create_edit_delete_sign_out(
+    page: Page, stack: ServerProcess, tmp_path: Path
+) -> None:
     response = page.goto(stack.url + "/")
     assert response is not None and response.status == 200
     assert response.headers["content-security-policy"] == CONSOLE_CSP
@@ -230,7 +233,7 @@ def test_sign_in_create_edit_delete_sign_out(page: Page, stack: DevStack, tmp_pa
 
 
 def test_create_without_a_name_shows_the_error_next_to_the_name(
-    page: Page, stack: DevStack
+    page: Page, stack: ServerProcess
 ) -> None:
     _sign_in(page, stack, "alice")
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
@@ -255,7 +258,7 @@ def test_create_without_a_name_shows_the_error_next_to_the_name(
     assert page.page_errors == []  # type: ignore[attr-defined]
 
 
-def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: DevStack) -> None:
+def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: ServerProcess) -> None:
     _sign_in(page, stack, "bob")
     expect(page.locator("#user-name")).to_have_text("Bob Reader")
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
@@ -270,7 +273,7 @@ def test_a_reader_sees_flows_but_cannot_change_them(page: Page, stack: DevStack)
 
 
 def test_saving_a_stale_edit_is_refused_with_the_reason(
-    page: Page, stack: DevStack, tmp_path: Path
+    page: Page, stack: ServerProcess, tmp_path: Path
 ) -> None:
     _sign_in(page, stack, "alice")
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
@@ -310,7 +313,7 @@ def test_saving_a_stale_edit_is_refused_with_the_reason(
     expect(page.locator("#flow-rows .flow-name", has_text="my-edit")).to_have_count(0)
 
 
-def test_next_page_follows_the_cursor(page: Page, stack: DevStack) -> None:
+def test_next_page_follows_the_cursor(page: Page, stack: ServerProcess) -> None:
     _sign_in(page, stack, "alice")
     created = page.evaluate(
         """async (path) => {

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.dev_stack import DevStack, running_dev_stack
+from tests.e2e.dev_stack import running_dev_stack
 from tests.e2e.oidc_login import browser_login
+from tests.support.processes import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,7 @@ GLOBEX_FLOWS = "/api/bff/v1/tenants/ten_globex/clusters/plane_globex_main/delive
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[DevStack]:
+def stack(tmp_path: Path) -> Iterator[ServerProcess]:
     with running_dev_stack(tmp_path) as running:
         yield running
 
@@ -34,7 +35,7 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
 class Dashboard:
     """What the dashboard's script does in one signed-in browser."""
 
-    def __init__(self, stack: DevStack, client: httpx.Client) -> None:
+    def __init__(self, stack: ServerProcess, client: httpx.Client) -> None:
         self.stack = stack
         self.client = client
 
@@ -51,7 +52,7 @@ def browser() -> Iterator[httpx.Client]:
         yield client
 
 
-def sign_in(stack: DevStack, client: httpx.Client, user: str) -> Dashboard:
+def sign_in(stack: ServerProcess, client: httpx.Client, user: str) -> Dashboard:
     final = browser_login(client, stack.url, user, return_to="/")
     assert str(final.url) == f"{stack.url}/", stack.output()
     assert client.cookies.get("bff_session"), "the callback set no session cookie"
@@ -66,7 +67,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     return body
 
 
-def test_alice_manages_a_flow_and_signs_out(stack: DevStack, browser: httpx.Client) -> None:
+def test_alice_manages_a_flow_and_signs_out(stack: ServerProcess, browser: httpx.Client) -> None:
     alice = sign_in(stack, browser, "alice")
     session_cookie = browser.cookies["bff_session"]
     me = alice.call("GET", "/api/bff/v1/auth/session")
@@ -135,7 +136,7 @@ def test_alice_manages_a_flow_and_signs_out(stack: DevStack, browser: httpx.Clie
     assert stack.stop() == 0, stack.output()
 
 
-def test_bob_reads_and_carol_stays_in_her_tenant(stack: DevStack) -> None:
+def test_bob_reads_and_carol_stays_in_her_tenant(stack: ServerProcess) -> None:
     with httpx.Client(trust_env=False, timeout=10.0) as client:
         bob = sign_in(stack, client, "bob")
         assert bob.call("GET", ACME_FLOWS).status_code == 200

@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bff.devstack import run_dev_stack
-from tests.e2e.dev_stack import CONFIG, free_ports
+from devstack.stack import run_dev_stack
+from tests.e2e.dev_stack import CONFIG
 from tests.e2e.oidc_login import browser_login
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,7 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 
 LAUNCHER = """
 import json, sys
-from bff.devstack import run_dev_stack
+from devstack.stack import run_dev_stack
 args = json.loads(sys.argv[1])
 sys.exit(run_dev_stack(args.pop("config"), **args))
 """

@@ -15,6 +15,7 @@ from joserfc.jwk import ECKey
 
 import sandbox
 from sandbox.config import SandboxSettings, TrustedIssuer
+from tests.support.clock import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_CONFIG = REPO / "config" / "dev.toml"
@@ -38,19 +39,6 @@ def public_jwks(*keys: ECKey) -> dict[str, Any]:
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class FakeClock:
-    """Unix time that tests move by hand."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def mint(
@@ -115,7 +103,7 @@ AppFactory = Callable[..., Any]
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(time.time())  # mint() dates tokens by the real clock unless told
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from tests.sandbox.conftest import (
     TEST_AUDIENCE,
     TEST_ISSUER,
     TEST_KID,
-    FakeClock,
     b64,
     bearer,
     create_flow,
@@ -31,6 +30,7 @@ from tests.sandbox.conftest import (
     problem,
     public_jwks,
 )
+from tests.support.clock import FakeClock
 
 ACME_FLOW_ID = "flow_01JD0000000000000000000000"
 

@@ -10,11 +10,11 @@ from tests.sandbox.conftest import (
     ACME_RW,
     FLOWS,
     GLOBEX_RW,
-    FakeClock,
     create_flow,
     flow_body,
     problem,
 )
+from tests.support.clock import FakeClock
 
 FLOW_ID = re.compile(r"flow_[0-9A-HJKMNP-TV-Z]{26}")
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")

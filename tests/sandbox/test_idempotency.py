@@ -13,7 +13,6 @@ from tests.sandbox.conftest import (
     ACME_RW,
     FLOWS,
     GLOBEX_RW,
-    FakeClock,
     bearer,
     create_flow,
     dev_settings,
@@ -21,6 +20,7 @@ from tests.sandbox.conftest import (
     mint,
     problem,
 )
+from tests.support.clock import FakeClock
 
 
 def keyed(key: str, headers: dict[str, str] = ACME_RW) -> dict[str, str]:

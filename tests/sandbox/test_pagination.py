@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.sandbox.conftest import ACME_RW, FLOWS, GLOBEX_RW, FakeClock, create_flow, problem
+from tests.sandbox.conftest import ACME_RW, FLOWS, GLOBEX_RW, create_flow, problem
+from tests.support.clock import FakeClock
 
 
 async def walk(client: httpx.AsyncClient, url: str, key: str, **params: Any) -> list[list[str]]:

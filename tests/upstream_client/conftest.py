@@ -1,33 +1,22 @@
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from aiohttp import web
 
+from tests.support.clock import FakeClock
 from upstream_client import BackendClient, RetryConfig
 
 BASE = "http://backend.test"
 TENANT = "ten_acme"
 CLUSTER = "plane_dev_us_east_1"
 FLOWS_PATH = f"/v1/tenants/{TENANT}/delivery-flows"
-
-
-class FakeTime:
-    """A clock that only moves when the client sleeps, so retries never wait."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def flow_json(flow_id: str = "flow_1", version: int = 1, **overrides: Any) -> dict[str, Any]:
@@ -59,9 +48,26 @@ def problem(status: int, slug: str, **extra: Any) -> httpx.Response:
     return httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json"})
 
 
+@asynccontextmanager
+async def serving_on_loopback(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """``app`` served in this process on a free loopback port for the block; yields the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
+def fake_time() -> FakeClock:
+    """The clients' clock: it moves only when a client sleeps, so retries never wait."""
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
@@ -73,13 +79,13 @@ MakeClient = Callable[..., BackendClient]
 
 
 @pytest.fixture
-async def make_client(router: respx.Router, fake_time: FakeTime) -> AsyncIterator[MakeClient]:
+async def make_client(router: respx.Router, fake_time: FakeClock) -> AsyncIterator[MakeClient]:
     clients: list[BackendClient] = []
 
     def make(**kwargs: Any) -> BackendClient:
         kwargs.setdefault("transport", httpx.MockTransport(router.async_handler))
         kwargs.setdefault("sleep", fake_time.sleep)
-        kwargs.setdefault("clock", fake_time.clock)
+        kwargs.setdefault("clock", fake_time)
         kwargs.setdefault("retries", RetryConfig(jitter=0.0))
         client = BackendClient(BASE, **kwargs)
         clients.append(client)

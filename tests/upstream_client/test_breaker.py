@@ -7,7 +7,8 @@ import httpx
 import pytest
 import respx
 
-from tests.upstream_client.conftest import FLOWS_PATH, TENANT, FakeTime, MakeClient, flow_json
+from tests.support.clock import FakeClock
+from tests.upstream_client.conftest import FLOWS_PATH, TENANT, MakeClient, flow_json
 from upstream_client import (
     APIConnectionError,
     BreakerConfig,
@@ -103,17 +104,17 @@ async def test_retries_count_towards_opening(upstream: Upstream, make_client: Ma
 
 
 async def test_half_open_probe_closes_on_success(
-    upstream: Upstream, make_client: MakeClient, fake_time: FakeTime
+    upstream: Upstream, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     client = make_client(retries=ONE_ATTEMPT, breaker=BREAKER)
     upstream.answer = httpx.Response(503)
     for _ in range(3):
         with pytest.raises(InternalServerError):
             await get(client)
-    fake_time.now += 29
+    fake_time.advance(29)
     with pytest.raises(CircuitOpenError):
         await get(client)
-    fake_time.now += 1
+    fake_time.advance(1)
     assert client.breaker.state is BreakerState.HALF_OPEN
     upstream.answer = httpx.Response(200, json=flow_json())
     await get(client)
@@ -123,14 +124,14 @@ async def test_half_open_probe_closes_on_success(
 
 
 async def test_half_open_probe_failure_reopens(
-    upstream: Upstream, make_client: MakeClient, fake_time: FakeTime
+    upstream: Upstream, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     client = make_client(retries=ONE_ATTEMPT, breaker=BREAKER)
     upstream.answer = httpx.Response(503)
     for _ in range(3):
         with pytest.raises(InternalServerError):
             await get(client)
-    fake_time.now += 30
+    fake_time.advance(30)
     with pytest.raises(InternalServerError):
         await get(client)
     assert client.breaker.state is BreakerState.OPEN
@@ -140,14 +141,14 @@ async def test_half_open_probe_failure_reopens(
 
 
 async def test_half_open_lets_a_single_probe_through(
-    upstream: Upstream, make_client: MakeClient, fake_time: FakeTime
+    upstream: Upstream, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     client = make_client(retries=ONE_ATTEMPT, breaker=BREAKER)
     upstream.answer = httpx.ConnectError("refused")
     for _ in range(3):
         with pytest.raises(APIConnectionError):
             await get(client)
-    fake_time.now += 30
+    fake_time.advance(30)
     upstream.answer = httpx.Response(200, json=flow_json())
     upstream.gate = asyncio.Event()
     probe = asyncio.create_task(get(client))
@@ -163,14 +164,14 @@ async def test_half_open_lets_a_single_probe_through(
 
 
 async def test_a_cancelled_probe_frees_the_half_open_slot(
-    upstream: Upstream, make_client: MakeClient, fake_time: FakeTime
+    upstream: Upstream, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     client = make_client(retries=ONE_ATTEMPT, breaker=BREAKER)
     upstream.answer = httpx.ConnectError("refused")
     for _ in range(3):
         with pytest.raises(APIConnectionError):
             await get(client)
-    fake_time.now += 30
+    fake_time.advance(30)
     upstream.answer = httpx.Response(200, json=flow_json())
     upstream.gate = asyncio.Event()
     probe = asyncio.create_task(get(client))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
-from tests.upstream_client.conftest import TENANT, flow_json
+from tests.support.ports import free_port
+from tests.upstream_client.conftest import TENANT, flow_json, serving_on_loopback
 from upstream_client import (
     APIConnectionError,
     APIStatusError,
@@ -42,15 +42,8 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request]]]:
     app.router.add_get("/v1/tenants/{tid}/delivery-flows/moved", moved)
     app.router.add_get("/v1/tenants/{tid}/delivery-flows/big", big)
     app.router.add_get("/v1/tenants/{tid}/delivery-flows/{fid}", flow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving_on_loopback(app) as port:
         yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
 
 
 async def test_cookies_never_travel_between_calls(server: tuple[str, list[web.Request]]) -> None:
@@ -94,10 +87,7 @@ async def test_body_size_cap_applies(server: tuple[str, list[web.Request]]) -> N
 
 
 async def test_refused_connection_is_a_connection_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # Nothing listens on the port any more.
+    port = free_port()  # nothing listens there
     async with BackendClient(f"http://127.0.0.1:{port}", retries=ONE_ATTEMPT) as client:
         with pytest.raises(APIConnectionError) as caught:
             await client.get_flow(TENANT, "flow_1", token="t")

@@ -4,11 +4,11 @@ import httpx
 import pytest
 import respx
 
+from tests.support.clock import FakeClock
 from tests.upstream_client.conftest import (
     CLUSTER,
     FLOWS_PATH,
     TENANT,
-    FakeTime,
     MakeClient,
     flow_json,
     problem,
@@ -180,7 +180,7 @@ async def test_retried_post_resends_the_same_body(
 
 
 async def test_backoff_is_exponential_and_capped(
-    router: respx.Router, make_client: MakeClient, fake_time: FakeTime
+    router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     retries = RetryConfig(max_attempts=6, backoff_base=0.5, backoff_max=3.0, jitter=0.0)
     recorder = Recorder(*[problem(503, "x")] * 5, success=ok_flow())
@@ -190,7 +190,7 @@ async def test_backoff_is_exponential_and_capped(
 
 
 async def test_jitter_only_shortens_the_backoff(
-    router: respx.Router, make_client: MakeClient, fake_time: FakeTime
+    router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     retries = RetryConfig(max_attempts=30, backoff_base=1.0, backoff_max=1.0, jitter=0.5)
     recorder = Recorder(*[problem(503, "x")] * 29, success=ok_flow())
@@ -201,7 +201,7 @@ async def test_jitter_only_shortens_the_backoff(
 
 
 async def test_retry_after_replaces_the_backoff(
-    router: respx.Router, client: BackendClient, fake_time: FakeTime
+    router: respx.Router, client: BackendClient, fake_time: FakeClock
 ) -> None:
     limited = problem(429, "rate-limited")
     limited.headers["Retry-After"] = "2"
@@ -213,7 +213,7 @@ async def test_retry_after_replaces_the_backoff(
 
 
 async def test_retry_after_beyond_the_cap_stops_retrying(
-    router: respx.Router, make_client: MakeClient, fake_time: FakeTime
+    router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     limited = problem(429, "rate-limited")
     limited.headers["Retry-After"] = "120"
@@ -228,7 +228,7 @@ async def test_retry_after_beyond_the_cap_stops_retrying(
 
 
 async def test_no_retry_when_the_wait_would_pass_the_deadline(
-    router: respx.Router, make_client: MakeClient, fake_time: FakeTime
+    router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     unavailable = problem(503, "upstream-unavailable")
     unavailable.headers["Retry-After"] = "4"
@@ -245,7 +245,7 @@ async def test_no_retry_when_the_wait_would_pass_the_deadline(
 
 
 async def test_backoffs_of_one_call_share_its_deadline(
-    router: respx.Router, make_client: MakeClient, fake_time: FakeTime
+    router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     retries = RetryConfig(max_attempts=10, backoff_base=1.0, backoff_max=1.0, jitter=0.0)
     recorder = Recorder(*[httpx.ConnectError("refused")] * 10, success=ok_flow())

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.upstream_client.conftest import TENANT, flow_json
+from tests.upstream_client.conftest import TENANT, flow_json, serving_on_loopback
 from upstream_client import APIConnectionError, BackendClient, RetryConfig, TLSConfig
 
 ONE_ATTEMPT = RetryConfig(max_attempts=1)
@@ -109,15 +109,8 @@ async def mtls_server(pki: Pki) -> AsyncIterator[tuple[str, list[str]]]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_file))
     context.load_cert_chain(pki.server_cert, pki.server_key)
     context.verify_mode = ssl.CERT_REQUIRED
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving_on_loopback(app, context) as port:
         yield f"https://127.0.0.1:{port}", peers
-    finally:
-        await runner.cleanup()
 
 
 async def test_client_certificate_is_presented(

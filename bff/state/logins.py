@@ -15,7 +15,7 @@ import msgspec
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
-from .oidc import LoginRequest
+from ..oidc import LoginRequest
 
 LOGIN_TTL = 600.0
 

@@ -17,7 +17,7 @@ import werkzeug
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from bff.devidp import create_idp_app, load_dev_users, main
+from devstack.idp import create_idp_app, load_dev_users, main
 from tests.e2e.oidc_login import browser_login, find_login_form
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "dev.toml"

@@ -28,9 +28,12 @@ from typing import IO
 
 import httpx
 
+from bff.paths import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH
+from bff.settings import DEFAULT_PORT, DEV_PROVIDER_PORT, DEV_UPSTREAM_PORT, LOOPBACK
+
 __all__ = ["DevStackError", "run_dev_stack"]
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 READY_TIMEOUT_SECONDS = 30.0
 """How long a child may take to answer its readiness URL."""
 POLL_INTERVAL_SECONDS = 0.1
@@ -38,9 +41,6 @@ STOP_GRACE_SECONDS = 5.0
 """How long children get to exit after SIGTERM before they are killed."""
 LAST_LINES = 30
 """Output lines kept per child, shown when it exits unexpectedly."""
-
-CALLBACK_PATH = "/api/bff/v1/auth/callback"
-BFF_JWKS_PATH = "/api/bff/v1/.well-known/jwks.json"
 
 
 class DevStackError(Exception):
@@ -81,9 +81,9 @@ class _Child:
 def run_dev_stack(
     config_path: str,
     *,
-    port: int = 8000,
-    sandbox_port: int = 8001,
-    idp_port: int = 8002,
+    port: int = DEFAULT_PORT,
+    sandbox_port: int = DEV_UPSTREAM_PORT,
+    idp_port: int = DEV_PROVIDER_PORT,
     data_dir: str = ".data",
     bff_command: Sequence[str] | None = None,
     stdout: IO[str] | None = None,
@@ -141,7 +141,7 @@ def _plan(
             "--db",
             str(Path(data_dir) / "sandbox.db"),
             "--trusted-issuer",
-            f"{bff_origin}={bff_origin}{BFF_JWKS_PATH}",
+            f"{bff_origin}={bff_origin}{JWKS_PATH}",
             # The provider's access tokens are JWTs too: credential mode "relay" works in dev.
             "--trusted-issuer",
             f"{idp_origin}={idp_origin}/jwks",
@@ -152,7 +152,7 @@ def _plan(
         name="idp",
         argv=[
             *python,
-            "bff.devidp",
+            "devstack.idp",
             "--config",
             config_path,
             "--host",
@@ -360,7 +360,7 @@ def _banner(out: _Output, config_path: str, port: int, sandbox_port: int, idp_po
         "Flows BFF development stack is running (Ctrl-C stops all three).",
         "",
         f"  BFF:                {bff}",
-        f"  Sign in:            {bff}/api/bff/v1/auth/login?returnTo=/",
+        f"  Sign in:            {bff}{LOGIN_PATH}?returnTo=/",
         f"  Dev console:        {bff}/",
         f"  Sandbox backend:    http://{HOST}:{sandbox_port}",
         f"  Identity provider:  http://{HOST}:{idp_port}",

@@ -31,7 +31,7 @@ class RefreshLock(Protocol):
     async def release(self, session_key: str, token: str) -> None: ...
 
 
-class LocalRefreshLock:
+class MemoryRefreshLock:
     """One process: in-process single-flight already serialises refreshes."""
 
     async def acquire(self, session_key: str) -> str | None:

@@ -1,6 +1,6 @@
 """Development OpenID provider for ``bff dev``: oidc-provider-mock, configured and hardened.
 
-Run it with ``python -m bff.devidp --config config/dev.toml [--port 8002]``. It serves on loopback
+Run it with ``python -m devstack.idp --config config/dev.toml [--port 8002]``. It serves on loopback
 only (``--allow-non-loopback`` exists for the development container of ``docker-compose.yml``,
 whose port is published on the host's loopback only), with the demo users of ``[[dev.users]]``
 and the one confidential client of ``[oidc]``.
@@ -62,13 +62,15 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from bff.paths import CALLBACK_PATH
+from bff.settings import DEFAULT_CONFIG, DEV_PROVIDER_PORT, LOOPBACK, ConfigError, load_settings
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
     "ACCESS_TOKEN_AUDIENCE",
     "ACCESS_TOKEN_LIFETIME",
-    "CALLBACK_PATH",
     "CODE_LIFETIME_SECONDS",
     "DevUser",
     "create_idp_app",
@@ -77,9 +79,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-CALLBACK_PATH = "/api/bff/v1/auth/callback"
-"""Where the BFF receives the authorization response, below its public origin."""
 
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 """Lifetime of access and ID tokens (the mock uses one value for both)."""
@@ -148,7 +147,7 @@ def create_idp_app(
     client_id: str,
     client_secret: str,
     redirect_uris: Sequence[str],
-    issuer: str = "http://127.0.0.1:8002",
+    issuer: str = f"http://{LOOPBACK}:{DEV_PROVIDER_PORT}",
     clock: Callable[[], float] = time.monotonic,
 ) -> flask.Flask:
     """Build the development provider as a Flask (WSGI) app; no server is started.
@@ -530,12 +529,12 @@ def _issuer_url(url: str) -> str:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bff.devidp",
+        prog="python -m devstack.idp",
         description="Development OpenID provider with the demo users of the config file.",
     )
     parser.add_argument("--config", default=os.environ.get("BFF_CONFIG"), help="TOML config")
-    parser.add_argument("--host", type=_ip_address, default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002, help="0 picks a free port")
+    parser.add_argument("--host", type=_ip_address, default=LOOPBACK)
+    parser.add_argument("--port", type=int, default=DEV_PROVIDER_PORT, help="0 picks a free port")
     parser.add_argument(
         "--issuer",
         type=_issuer_url,
@@ -575,15 +574,13 @@ def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the development provider until interrupted."""
-    from bff.settings import DEFAULT_CONFIG, ConfigError, load_settings
-
     args = _parse_args(argv)
     config_path = args.config or str(DEFAULT_CONFIG)
     try:
         settings = load_settings(config_path)
         users = load_dev_users(config_path)
     except (ConfigError, ValueError) as exc:
-        sys.stderr.write(f"bff.devidp: {exc}\n")
+        sys.stderr.write(f"devstack.idp: {exc}\n")
         return 2
     redirect_uris = args.redirect_uris or [settings.bff.public_origin.rstrip("/") + CALLBACK_PATH]
 

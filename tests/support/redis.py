@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+from tests.support.processes import ServerDidNotStart, serving
+
 _START_TIMEOUT = 10.0
+_START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -38,13 +42,6 @@ def _redis_required() -> bool:
     return os.environ.get("REQUIRE_REDIS") == "1" or os.environ.get("CI") == "true"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _answers_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
@@ -54,33 +51,37 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def _start(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = _free_port()
-    log = workdir / f"redis-{port}.log"
-    process = subprocess.Popen(
-        [
+def _start(binary: str, workdir: Path, running: ExitStack) -> RedisServer:
+    failure: ServerDidNotStart | None = None
+    # A free port can be taken between choosing and binding it; try a few.
+    for _attempt in range(_START_ATTEMPTS):
+        port = free_port()
+        argv = [
             binary,
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
             "--dir", str(workdir),
-            "--logfile", str(log),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    return process, port, log
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
+        ]  # fmt: skip
+        server = RedisServer("127.0.0.1", port)
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+            running.enter_context(
+                serving(
+                    argv,
+                    name=f"redis-server on 127.0.0.1:{port}",
+                    url=server.url,
+                    ready=partial(_answers_ping, port),
+                    log=workdir / f"redis-{port}.log",
+                    start_timeout=_START_TIMEOUT,
+                    grace=5.0,
+                )
+            )
+        except ServerDidNotStart as exc:
+            failure = exc
+            continue
+        return server
+    pytest.fail(str(failure))
 
 
 @pytest.fixture(scope="session")
@@ -93,23 +94,5 @@ def redis_server() -> Iterator[RedisServer]:
             pytest.fail(f"{reason}; REQUIRE_REDIS=1 or CI=true forbids skipping")
         pytest.skip(reason)
 
-    with tempfile.TemporaryDirectory(prefix="bff-redis-") as tmp:
-        workdir = Path(tmp)
-        # A free port can be taken between probing and binding; try a few.
-        for _attempt in range(3):
-            process, port, log = _start(binary, workdir)
-            deadline = time.monotonic() + _START_TIMEOUT
-            while time.monotonic() < deadline and process.poll() is None:
-                if _answers_ping(port):
-                    break
-                time.sleep(0.02)
-            if process.poll() is None and _answers_ping(port):
-                break
-            _stop(process)
-        else:
-            detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            pytest.fail(f"redis-server did not answer PING on 127.0.0.1:{port}\n{detail}")
-        try:
-            yield RedisServer("127.0.0.1", port)
-        finally:
-            _stop(process)
+    with tempfile.TemporaryDirectory(prefix="bff-redis-") as tmp, ExitStack() as running:
+        yield _start(binary, Path(tmp), running)

@@ -1,7 +1,7 @@
 """Telling every BFF instance that a write changed a tenant's cluster, so no micro-cache serves
 what the write replaced.
 
-Alone, an instance only drops its own entries (:class:`LocalInvalidation`). Instances that share
+Alone, an instance only drops its own entries (:class:`MemoryInvalidation`). Instances that share
 Redis also publish each write on a channel that all of them listen to
 (:class:`RedisInvalidation`); a lost connection is retried, and meanwhile the short TTL of the
 micro-cache bounds how stale another instance can be.
@@ -32,7 +32,7 @@ class Invalidation(Protocol):
         ...
 
 
-class LocalInvalidation:
+class MemoryInvalidation:
     def __init__(self, forget: Forget) -> None:
         self._forget = forget
 

@@ -1,25 +1,19 @@
-"""The shipped configuration files, the container image and the compose stack.
+"""The container image and the compose stack: Dockerfile, .dockerignore, docker-compose.yml.
 
 There is no Docker engine in the test environment, so these tests check what can be checked
-without one: every config file loads, the compose file and the Dockerfile name commands,
-modules, files and settings that exist, and the image's health check works against a real
-``bff serve``.
+without one: the compose file and the Dockerfile name commands, modules, files and settings that
+exist, the build context holds what the image needs and nothing else, and the image's health
+check works against a real ``bff serve``.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -29,278 +23,31 @@ import httpx
 import msgspec
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from joserfc.jwk import ECKey
 
 import sandbox.config
-from bff import ConfigError, Settings, create_app, load_settings
+from bff import Settings, load_settings
 from bff.cli import parser as bff_parser
+from tests.support.ports import free_ports
+from tests.support.processes import BFF_SCRIPT, clean_environ, serving
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "config"
-CONFIG_FILES = sorted(CONFIG_DIR.glob("*.toml"))
-PRODUCTION_EXAMPLE = CONFIG_DIR / "production.example.toml"
 COMPOSE_TOML = CONFIG_DIR / "compose.toml"
+PYPROJECT = REPO / "pyproject.toml"
 IMAGE_CONFIG_DIR = "/etc/flows-bff"
 OUR_IMAGES = {"flows-bff:local", "flows-bff-demo:local"}
 STARTUP_SECONDS = 20.0
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
-
-
-def _sections() -> dict[str, type[msgspec.Struct]]:
-    return {field.name: field.type for field in msgspec.structs.fields(Settings)}
-
-
-def _setting_default(section: str, key: str) -> Any:
-    for field in msgspec.structs.fields(_sections()[section]):
-        if field.name == key:
-            if field.default is not msgspec.NODEFAULT:
-                return field.default
-            return field.default_factory()  # type: ignore[misc]
-    raise KeyError(f"[{section}].{key}")
 
 
 def _env_setting(name: str) -> tuple[str, str]:
     """(section, key) named by ``BFF__SECTION__KEY``; fails the test when there is none."""
     assert name.startswith("BFF__"), name
     section, _, key = name.removeprefix("BFF__").lower().partition("__")
-    sections = _sections()
+    sections = {field.name: field.type for field in msgspec.structs.fields(Settings)}
     assert section in sections, f"{name}: no section [{section}]"
     keys = {field.name for field in msgspec.structs.fields(sections[section])}
     assert key in keys, f"{name}: no key {key!r} in [{section}]"
     return section, key
-
-
-def _pem_signing_key() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _stand_in_files(path: Path, tmp_path: Path) -> dict[str, str]:
-    """``BFF__…`` overrides pointing every ``*_file`` key whose file is absent at a temp file."""
-    environ: dict[str, str] = {}
-    for section, values in _toml(path).items():
-        if section not in _sections() or not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            if not key.endswith("_file") or (path.parent / value).exists():
-                continue
-            stand_in = tmp_path / f"{section}-{key}"
-            if key == "signing_key_file":
-                stand_in.write_bytes(_pem_signing_key())
-            else:
-                stand_in.write_text(f"stand-in for [{section}].{key}\n")
-            environ[f"BFF__{section.upper()}__{key.upper()}"] = str(stand_in)
-    return environ
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports nothing listens on (all distinct: the probes are held open together)."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def _clean_environ(**overrides: str) -> dict[str, str]:
-    """The test process's environment without any BFF setting, plus ``overrides``."""
-    environ = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("BFF__") and name != "BFF_CONFIG"
-    }
-    environ.update(overrides)
-    return environ
-
-
-def _bff_script() -> Path:
-    return Path(sys.executable).parent / "bff"
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration files
-# ---------------------------------------------------------------------------------------------
-
-
-def test_the_config_directory_holds_the_documented_files() -> None:
-    assert {path.name for path in CONFIG_FILES} >= {
-        "dev.toml",
-        "compose.toml",
-        "production.example.toml",
-    }
-
-
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda path: path.name)
-def test_every_config_file_loads(path: Path, tmp_path: Path) -> None:
-    settings = load_settings(path, environ=_stand_in_files(path, tmp_path))
-    assert isinstance(settings, Settings)
-    if "sandbox" in _toml(path):
-        seeded = sandbox.config.load_settings(path)
-        assert seeded.tenants, f"{path.name}: the sandbox has no tenants"
-
-
-def test_the_production_example_loads_with_its_files_in_place(tmp_path: Path) -> None:
-    environ = _stand_in_files(PRODUCTION_EXAMPLE, tmp_path)
-    assert set(environ) == {
-        "BFF__OIDC__CLIENT_SECRET_FILE",
-        "BFF__INTERNAL_JWT__SIGNING_KEY_FILE",
-        "BFF__UPSTREAM__CA_FILE",
-        "BFF__UPSTREAM__CERT_FILE",
-        "BFF__UPSTREAM__KEY_FILE",
-    }
-    settings = load_settings(PRODUCTION_EXAMPLE, environ=environ)
-
-    assert settings.oidc.client_secret == "stand-in for [oidc].client_secret_file"
-    assert settings.secure_cookies, "an https public origin gives __Host- cookies"
-    assert settings.upstream.credential == "internal-jwt"
-    assert settings.internal_jwt.signing_key_file == environ["BFF__INTERNAL_JWT__SIGNING_KEY_FILE"]
-    assert settings.sessions.backend == "redis"
-    assert urlsplit(settings.upstream.base_url).scheme == "https"
-    assert urlsplit(settings.oidc.issuer).scheme == "https"
-
-
-def _certificate(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, ec.EllipticCurvePrivateKey]
-) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer[0])]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=subject == issuer[0], path_length=None), True)
-        .sign(issuer[1], hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-async def test_the_production_example_starts_with_real_key_and_tls_files(tmp_path: Path) -> None:
-    ca_key, client_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    files = {
-        "ca.pem": _certificate("upstream CA", ca_key, ("upstream CA", ca_key)),
-        "client.pem": _certificate("flows-bff", client_key, ("upstream CA", ca_key)),
-        "client.key": client_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        "signing-key.pem": _pem_signing_key(),
-        "client-secret": b"s3cret\n",
-    }
-    for name, content in files.items():
-        (tmp_path / name).write_bytes(content)
-    settings = load_settings(
-        PRODUCTION_EXAMPLE,
-        environ={
-            "BFF__UPSTREAM__CA_FILE": str(tmp_path / "ca.pem"),
-            "BFF__UPSTREAM__CERT_FILE": str(tmp_path / "client.pem"),
-            "BFF__UPSTREAM__KEY_FILE": str(tmp_path / "client.key"),
-            "BFF__INTERNAL_JWT__SIGNING_KEY_FILE": str(tmp_path / "signing-key.pem"),
-            "BFF__OIDC__CLIENT_SECRET_FILE": str(tmp_path / "client-secret"),
-        },
-    )
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url=settings.bff.public_origin
-        ) as client,
-    ):
-        assert (await client.get("/healthz")).status_code == 200
-        jwks = (await client.get("/api/bff/v1/.well-known/jwks.json")).json()
-    # Every worker and instance publishes the configured key, not one of its own.
-    expected = ECKey.import_key(files["signing-key.pem"]).thumbprint()
-    assert [key["kid"] for key in jwks["keys"]] == [expected]
-
-
-def test_the_production_example_without_its_secret_file_names_the_key() -> None:
-    with pytest.raises(ConfigError) as error:
-        load_settings(PRODUCTION_EXAMPLE, environ={})
-    assert str(error.value) == (
-        "[oidc].client_secret_file: cannot read /run/secrets/flows-bff/oidc-client-secret: "
-        "No such file or directory"
-    )
-
-
-def test_a_missing_key_or_tls_file_fails_at_load_naming_the_key(tmp_path: Path) -> None:
-    secret = tmp_path / "client-secret"
-    secret.write_text("s3cret")
-    with pytest.raises(ConfigError) as error:
-        load_settings(PRODUCTION_EXAMPLE, environ={"BFF__OIDC__CLIENT_SECRET_FILE": str(secret)})
-    assert str(error.value) == (
-        "[upstream].ca_file: cannot read /etc/flows-bff/tls/upstream-ca.pem: "
-        "No such file or directory"
-    )
-
-
-def test_the_production_example_holds_no_secret_value() -> None:
-    raw = _toml(PRODUCTION_EXAMPLE)
-    assert "client_secret" not in raw["oidc"]
-    assert "@" not in raw["sessions"]["redis_url"], "a Redis password belongs in the environment"
-
-
-def _documented_keys(path: Path) -> dict[str, dict[str, str]]:
-    """Per section, every key set or shown commented out (``# key = value``), with its value."""
-    documented: dict[str, dict[str, str]] = {}
-    section = ""
-    for line in path.read_text().splitlines():
-        if match := re.fullmatch(r"\[(\w+)\]", line):
-            section = match[1]
-            documented[section] = {}
-        elif match := re.fullmatch(r"#? ?(\w+) = (.+)", line):
-            documented[section][match[1]] = match[2]
-    return documented
-
-
-def test_the_production_example_documents_every_setting_with_its_default() -> None:
-    documented = _documented_keys(PRODUCTION_EXAMPLE)
-    for section, section_type in _sections().items():
-        keys = {field.name for field in msgspec.structs.fields(section_type)}
-        assert section in documented, f"[{section}] is missing"
-        assert set(documented[section]) == keys, f"[{section}]: keys differ from the settings"
-    commented = re.findall(r"^# (\w+) = (.+)$", PRODUCTION_EXAMPLE.read_text(), re.MULTILINE)
-    defaults_shown = 0
-    for section, keys in documented.items():
-        for key, value in keys.items():
-            default = _setting_default(section, key)
-            if (key, value) not in commented or default is None:
-                continue  # a value to set, or an example where the default is derived
-            shown = tomllib.loads(f"v = {value}")["v"]
-            assert shown == default, f"[{section}].{key}: shows {shown!r}, default is {default!r}"
-            defaults_shown += 1
-    assert defaults_shown >= 20
-
-
-def test_the_compose_config_seeds_the_sandbox_and_users_like_dev() -> None:
-    dev, compose = _toml(CONFIG_DIR / "dev.toml"), _toml(COMPOSE_TOML)
-    for table in ("tenants", "clusters", "ingesters", "destinations", "api_keys"):
-        assert compose["sandbox"][table] == dev["sandbox"][table], f"sandbox.{table} differs"
-    assert compose["dev"]["users"] == dev["dev"]["users"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +169,7 @@ def test_published_ports_are_on_loopback_only(compose: dict[str, Any]) -> None:
 def test_every_command_runs_an_existing_program(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
-    scripts = _toml(REPO / "pyproject.toml")["project"]["scripts"]
+    scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
     for name, service in _our_services(compose).items():
         argv = _command_line(service, dockerfile)
         if argv[:2] == ["python", "-m"]:
@@ -432,7 +179,7 @@ def test_every_command_runs_an_existing_program(
                 assert find_spec(f"{module}.__main__") is not None, f"{name}: {module} not runnable"
         else:
             assert argv[0] in scripts, f"{name}: {argv[0]} is not a console script of the package"
-            assert _bff_script().exists()
+            assert BFF_SCRIPT.exists()
 
 
 def test_the_bff_and_sandbox_commands_parse(
@@ -457,7 +204,7 @@ def test_the_bff_and_sandbox_commands_parse(
 def test_the_provider_command_parses(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
-    from bff.devidp import _parse_args
+    from devstack.idp import _parse_args
 
     args = _parse_args(_command_line(compose["services"]["idp"], dockerfile)[3:])
     assert (args.host, args.port, args.issuer) == ("0.0.0.0", 8002, "http://idp.localhost:8002")
@@ -502,7 +249,7 @@ def test_every_environment_variable_names_a_setting_and_loads(
 
 
 def test_the_compose_environment_agrees_with_compose_toml(compose: dict[str, Any]) -> None:
-    raw = _toml(COMPOSE_TOML)
+    raw = tomllib.loads(COMPOSE_TOML.read_text())
     compared = 0
     for service in _our_services(compose).values():
         for variable, value in _service_environ(service).items():
@@ -583,7 +330,7 @@ def test_the_image_installs_the_wheel_without_the_dev_extra(
 def test_the_demo_image_adds_the_provider_dependency_of_the_dev_extra(
     dockerfile: list[tuple[str, str]],
 ) -> None:
-    dev_extra = _toml(REPO / "pyproject.toml")["project"]["optional-dependencies"]["dev"]
+    dev_extra = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]["dev"]
     requirement = next(item for item in dev_extra if item.startswith("oidc-provider-mock"))
     runs = [args for word, args in dockerfile if word == "RUN"]
     assert any(f'"{requirement}"' in run for run in runs), requirement
@@ -648,7 +395,7 @@ def test_the_build_context_is_what_the_image_needs(dockerfile: list[tuple[str, s
         ".venv/bin/python",
         ".data/sandbox.db",
         ".git/HEAD",
-        "tests/test_packaging.py",
+        "tests/test_container_files.py",
         "bff/__pycache__/app.cpython-311.pyc",
         "Dockerfile",
     ]:
@@ -670,78 +417,38 @@ def _healthcheck_snippet(dockerfile: list[tuple[str, str]], port: int) -> list[s
     return [sys.executable, "-c", argv[2].replace("127.0.0.1:8000", f"127.0.0.1:{port}")]
 
 
-@contextmanager
-def _serving(argv: list[str], environ: Mapping[str, str], port: int) -> Iterator[None]:
-    process = subprocess.Popen(
-        argv, cwd=REPO, env=dict(environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
-            while True:
-                if process.poll() is not None:
-                    output = process.communicate()[0].decode(errors="replace")
-                    pytest.fail(f"bff serve exited early:\n{output}")
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("bff serve did not start")
-                time.sleep(0.05)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate(timeout=10)
-
-
 @pytest.mark.e2e
 def test_the_image_health_check_passes_on_a_live_bff_whose_dependencies_are_down(
     dockerfile: list[tuple[str, str]],
 ) -> None:
-    port, upstream, provider, redis = _free_ports(4)
+    port, upstream, provider, redis = free_ports(4)
     snippet = _healthcheck_snippet(dockerfile, port)
     refused = subprocess.run(snippet, capture_output=True, timeout=30)
     assert refused.returncode != 0, "the health check passes with nothing listening"
 
-    environ = _clean_environ(
+    environ = clean_environ(
         BFF__UPSTREAM__BASE_URL=f"http://127.0.0.1:{upstream}",
         BFF__OIDC__ISSUER=f"http://127.0.0.1:{provider}",
         BFF__SESSIONS__REDIS_URL=f"redis://127.0.0.1:{redis}/0",
     )
-    argv = [str(_bff_script()), *_image_cmd(dockerfile)]
+    argv = [str(BFF_SCRIPT), *_image_cmd(dockerfile)]
     argv[argv.index("--config") + 1] = str(COMPOSE_TOML)
     argv[argv.index("--host") + 1] = "127.0.0.1"
     argv[argv.index("--port") + 1] = str(port)
-    with _serving(argv, environ, port):
+    with serving(
+        argv,
+        name="bff serve",
+        url=f"http://127.0.0.1:{port}",
+        env=environ,
+        cwd=REPO,
+        start_timeout=STARTUP_SECONDS,
+    ) as bff:
         healthy = subprocess.run(snippet, capture_output=True, timeout=30)
         assert healthy.returncode == 0, healthy.stderr.decode()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+        with httpx.Client(base_url=bff.url, timeout=10.0) as client:
             assert client.get("/healthz").json() == {"status": "ok"}
             ready = client.get("/readyz")
     assert ready.status_code == 503
     checks = ready.json()["checks"]
     assert set(checks) == {"upstream", "identityProvider", "sessions"}
     assert all(value.startswith("failing") for value in checks.values()), checks
-
-
-@pytest.mark.e2e
-def test_serving_the_production_example_without_its_secret_file_exits_2_naming_the_key() -> None:
-    result = subprocess.run(
-        [str(_bff_script()), "serve", "--config", str(PRODUCTION_EXAMPLE), "--port", "0"],
-        cwd=REPO,
-        env=_clean_environ(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr == (
-        "bff: configuration error: [oidc].client_secret_file: cannot read "
-        "/run/secrets/flows-bff/oidc-client-secret: No such file or directory\n"
-    )

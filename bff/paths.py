@@ -1,0 +1,18 @@
+"""The URL paths the gateway serves, written once.
+
+Routes are mounted under :data:`API_PREFIX`; the sign-in callback and the key set of the minted
+upstream tokens are also named outside the app (the provider's registered redirect URI, the
+backend's trusted issuers), so their full paths live here too.
+"""
+
+from __future__ import annotations
+
+API_PREFIX = "/api/bff/v1"
+CALLBACK_PATH = API_PREFIX + "/auth/callback"
+LOGIN_PATH = API_PREFIX + "/auth/login"
+JWKS_PATH = API_PREFIX + "/.well-known/jwks.json"
+
+
+def flow_path(tenant_id: str, cluster_id: str, flow_id: str) -> str:
+    """Where the dashboard reads one flow (the ``Location`` of a create)."""
+    return f"{API_PREFIX}/tenants/{tenant_id}/clusters/{cluster_id}/delivery-flows/{flow_id}"

@@ -1,0 +1,310 @@
+"""Signing dashboard users in and out: the ``/auth/…`` routes.
+
+Under :data:`bff.paths.API_PREFIX`: ``GET /auth/login`` → the provider (authorization code, PKCE,
+nonce); ``GET /auth/callback`` → a fresh server-side session and an HttpOnly cookie;
+``GET /auth/session`` (who am I); ``POST /auth/logout``; ``POST /auth/backchannel-logout``
+(OpenID Connect Back-Channel Logout 1.0); ``GET /.well-known/jwks.json`` (the public keys of the
+upstream tokens this gateway mints).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from .authenticators import SessionAuthenticator, session_principal, tenants_from_claims
+from .csrf import check_csrf
+from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
+from .oidc import LoginError, OIDCClient, ProviderUnavailable, TokenSet
+from .paths import CALLBACK_PATH
+from .principal import permissions
+from .problems import (
+    FieldError,
+    ProblemError,
+    authentication_required,
+    signin_unavailable,
+    validation_error,
+)
+from .return_to import safe_return_to
+from .settings import Settings
+from .state.logins import LOGIN_TTL, LoginStore
+from .state.replay import ReplayCache
+from .state.sessions import Session, SessionStore
+from .upstream_tokens import UpstreamTokenMinter
+
+logger = logging.getLogger("bff.auth")
+
+_OAUTH_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+_BACKCHANNEL_MAX_BYTES = 32 * 1024
+
+
+class SessionView(msgspec.Struct, rename="camel"):
+    user: dict[str, str | None]
+    tenants: list[dict[str, Any]]
+    expires_at: str
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class SignIn:
+    """The sign-in routes of one app, and what they share: the provider, the stores, cookies."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        oidc: OIDCClient,
+        sessions: SessionStore,
+        logins: LoginStore,
+        session_auth: SessionAuthenticator,
+        replay_cache: ReplayCache | None = None,
+        minter: UpstreamTokenMinter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.oidc = oidc
+        self.sessions = sessions
+        self.logins = logins
+        self.session_auth = session_auth
+        self.cookies = session_auth.cookies
+        self.minter = minter
+        self._replay_cache = replay_cache
+        self._clock = clock
+        self._logout_validator: LogoutTokenValidator | None = None
+        self._allowed_origins = settings.allowed_origins
+        self._redirect_uri = settings.bff.public_origin.rstrip("/") + CALLBACK_PATH
+
+    async def login(self, request: Request) -> Response:
+        unknown = set(request.query_params) - {"returnTo"}
+        if unknown:
+            raise validation_error(
+                [FieldError(k, "Unknown query parameter.", "unknown_parameter") for k in unknown]
+            )
+        return_to = safe_return_to(request.query_params.get("returnTo"))
+        try:
+            url, login = await self.oidc.start_login(self._redirect_uri, return_to)
+        except ProviderUnavailable as exc:
+            logger.error("cannot start sign-in: %s", exc)
+            raise signin_unavailable() from None
+        handle = secrets.token_urlsafe(32)
+        await self.logins.put(handle, login)
+        response = RedirectResponse(url, status_code=302)
+        # Lax, not Strict: the provider's redirect back to the callback is a cross-site
+        # top-level navigation, and it must carry this cookie.
+        response.set_cookie(
+            self.cookies.login,
+            handle,
+            max_age=int(LOGIN_TTL),
+            path="/",
+            secure=self.settings.secure_cookies,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    async def callback(self, request: Request) -> Response:
+        handle = request.cookies.get(self.cookies.login)
+        login = await self.logins.take(handle) if handle else None
+        if login is None:
+            raise _login_failed("This sign-in has expired or was already used; start again.")
+        if "error" in request.query_params:
+            # Only a well-formed OAuth error code is repeated back, never arbitrary text.
+            code = request.query_params["error"]
+            reason = f" ({code})" if _OAUTH_ERROR_CODE.fullmatch(code) else ""
+            raise _login_failed(f"The identity provider refused the sign-in{reason}.")
+        state = request.query_params.get("state", "")
+        code = request.query_params.get("code", "")
+        if not secrets.compare_digest(state.encode(), login.state.encode()) or not code:
+            raise _login_failed("The sign-in response does not match this browser's request.")
+        try:
+            tokens, claims = await self.oidc.finish_login(login, code, self._redirect_uri)
+            if self.settings.oidc.tenants_claim not in claims and tokens.access_token:
+                userinfo = await self.oidc.userinfo(tokens.access_token)
+                # OpenID Connect Core 5.3.2: an answer about another subject must not be used.
+                if userinfo.get("sub") == claims["sub"]:
+                    claims = {**userinfo, **claims}
+        except LoginError as exc:
+            logger.warning("sign-in failed: %s", exc)
+            raise _login_failed("The sign-in could not be completed; start again.") from None
+        except ProviderUnavailable as exc:
+            logger.error("sign-in failed, provider unavailable: %s", exc)
+            raise signin_unavailable() from None
+        # A fresh id for every sign-in: an id planted before it (fixation) is worthless.
+        previous = request.cookies.get(self.cookies.session)
+        if previous:
+            await self.sessions.delete(previous)
+        raw_id = await self.sessions.create(self._new_session(tokens, claims))
+        response = RedirectResponse(login.return_to, status_code=302)
+        response.set_cookie(
+            self.cookies.session,
+            raw_id,
+            max_age=int(self.settings.sessions.absolute_timeout_seconds),
+            path="/",
+            secure=self.settings.secure_cookies,
+            httponly=True,
+            samesite="strict",
+        )
+        response.delete_cookie(
+            self.cookies.login, path="/", secure=self.settings.secure_cookies, httponly=True
+        )
+        return response
+
+    def _new_session(self, tokens: TokenSet, claims: dict[str, Any]) -> Session:
+        tenants = tenants_from_claims(claims, self.settings.oidc.tenants_claim)
+        return Session(
+            sub=claims["sub"],
+            name=claims.get("name"),
+            email=claims.get("email"),
+            tenants={tenant: sorted(scopes) for tenant, scopes in tenants.items()},
+            id_token=tokens.id_token,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            access_expires_at=tokens.expires_at,
+            sid=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
+        )
+
+    async def whoami(self, request: Request) -> Response:
+        current = await self.session_auth.current(request)
+        if current is None:
+            raise authentication_required()
+        session = current[1]
+        principal = session_principal(session)
+        view = SessionView(
+            user={"sub": session.sub, "name": session.name, "email": session.email},
+            tenants=[
+                {
+                    "id": tenant,
+                    "scopes": sorted(scopes),
+                    "permissions": msgspec.to_builtins(permissions(principal, tenant)),
+                }
+                for tenant, scopes in sorted(principal.tenants.items())
+            ],
+            expires_at=_iso(self.sessions.expires_at(session)),
+        )
+        return Response(msgspec.json.encode(view), media_type="application/json")
+
+    async def logout(self, request: Request) -> Response:
+        raw_id = request.cookies.get(self.cookies.session)
+        end_session_url = None
+        if raw_id:
+            check_csrf(request, self._allowed_origins)
+            session = await self.sessions.get(raw_id)
+            await self.sessions.delete(raw_id)
+            if session is not None:
+                if session.refresh_token:
+                    await self.oidc.revoke(session.refresh_token)
+                end_session_url = await self.oidc.end_session_url(
+                    session.id_token, self.settings.bff.public_origin.rstrip("/") + "/"
+                )
+        response = Response(
+            msgspec.json.encode({"endSessionUrl": end_session_url}),
+            media_type="application/json",
+        )
+        response.delete_cookie(
+            self.cookies.session,
+            path="/",
+            secure=self.settings.secure_cookies,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def backchannel_logout(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return _backchannel_error("send logout_token as application/x-www-form-urlencoded")
+        # Parsed here rather than with request.form(), which needs python-multipart even for
+        # urlencoded bodies; a logout token is small, so the body is bounded too.
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _BACKCHANNEL_MAX_BYTES:
+                return _backchannel_error("the request body is too large")
+        try:
+            fields = parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=4)
+        except (UnicodeDecodeError, ValueError):
+            return _backchannel_error("the request body is not a valid form")
+        values = fields.get("logout_token", [])
+        token = values[0] if len(values) == 1 else None
+        if not token:
+            return _backchannel_error("logout_token is required")
+        try:
+            validator = await self._logout_tokens()
+            logout = await validator.validate_logout_token(token)
+        except InvalidToken as exc:
+            logger.info("back-channel logout token rejected: %s", exc.reason)
+            return _backchannel_error(f"invalid logout token ({exc.reason})")
+        except (JWKSUnavailable, ProviderUnavailable) as exc:
+            logger.warning("back-channel logout cannot validate tokens: %s", exc)
+            return Response(status_code=503, headers={"Cache-Control": "no-store"})
+        ended = 0
+        if logout.sid:
+            ended += await self.sessions.delete_by_sid(logout.sid)
+        elif logout.sub:
+            ended += await self.sessions.delete_by_sub(logout.sub)
+        logger.info("back-channel logout ended %d session(s)", ended)
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
+
+    async def _logout_tokens(self) -> LogoutTokenValidator:
+        if self._logout_validator is None:
+            self._logout_validator = LogoutTokenValidator(
+                issuer=self.oidc.issuer,
+                audience=self.settings.oidc.client_id,
+                jwks=await self.oidc.jwks(),
+                replay_cache=self._replay_cache,
+                clock=self._clock,
+            )
+        return self._logout_validator
+
+    async def jwks(self, request: Request) -> Response:
+        keys = self.minter.jwks() if self.minter else {"keys": []}
+        return Response(
+            msgspec.json.encode(keys),
+            media_type="application/json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+
+def _endpoint(
+    method: Callable[[SignIn, Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await method(request.app.state.signin, request)
+
+    return endpoint
+
+
+def _login_failed(detail: str) -> ProblemError:
+    return ProblemError(400, "login-failed", detail)
+
+
+def _backchannel_error(description: str) -> Response:
+    return Response(
+        msgspec.json.encode({"error": "invalid_request", "error_description": description}),
+        status_code=400,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+routes = [
+    Route("/auth/login", _endpoint(SignIn.login), methods=["GET"]),
+    Route("/auth/callback", _endpoint(SignIn.callback), methods=["GET"]),
+    Route("/auth/session", _endpoint(SignIn.whoami), methods=["GET"]),
+    Route("/auth/logout", _endpoint(SignIn.logout), methods=["POST"]),
+    Route("/auth/backchannel-logout", _endpoint(SignIn.backchannel_logout), methods=["POST"]),
+    Route("/.well-known/jwks.json", _endpoint(SignIn.jwks), methods=["GET"]),
+]
