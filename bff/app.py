@@ -31,7 +31,6 @@ import upstream_client as uc
 
 from . import console, flows, signin
 from .authenticators import BearerAuthenticator, SessionAuthenticator
-from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
 from .middleware import RequestContextMiddleware, request_id_of
@@ -40,7 +39,7 @@ from .oidc import OIDCClient
 from .paths import API_PREFIX
 from .principal import Authenticator
 from .problems import DEFAULT_RETRY_AFTER, ProblemError, not_found, problem_from_upstream
-from .services import ResponseKey, Services
+from .services import MicroCache, Services
 from .settings import Settings
 from .signin import SignIn
 from .state import open_stores
@@ -70,13 +69,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        responses: SingleFlightCache[ResponseKey, object] = SingleFlightCache(
-            ttl=settings.cache.ttl_seconds, maxsize=settings.cache.max_entries
-        )
-
-        def forget(tenant_id: str, cluster_id: str) -> None:
-            responses.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
-
+        responses = MicroCache.for_settings(settings)
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(_backend_client(settings, upstream_transport))
             http = await stack.enter_async_context(
@@ -88,7 +81,7 @@ def create_app(
                 )
             )
             stores = await stack.enter_async_context(
-                open_stores(settings, forget=forget, clock=clock)
+                open_stores(settings, forget=responses.forget, clock=clock)
             )
             oidc = OIDCClient(
                 issuer=settings.oidc.issuer,

@@ -158,9 +158,7 @@ class OIDCClient:
                     "Content-Type": "application/x-www-form-urlencoded",
                     "Accept": "application/json",
                 },
-                auth=httpx.BasicAuth(
-                    quote(self.client_id, safe=""), quote(self._client_secret, safe="")
-                ),
+                auth=self._client_auth(),
             )
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from exc
@@ -273,9 +271,7 @@ class OIDCClient:
             response = await self._http.post(
                 metadata.revocation_endpoint,
                 data={"token": refresh_token, "token_type_hint": "refresh_token"},
-                auth=httpx.BasicAuth(
-                    quote(self.client_id, safe=""), quote(self._client_secret, safe="")
-                ),
+                auth=self._client_auth(),
             )
             if response.status_code != 200:
                 logger.warning("refresh token revocation answered %s", response.status_code)

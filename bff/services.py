@@ -21,8 +21,33 @@ from .state.invalidation import Invalidation
 from .state.rate_limit import RateLimiter
 from .views import Names, Permissions
 
-ResponseKey = tuple[str, str, str, str]
-"""(tenant, cluster, path, query) — the micro-cache key."""
+PageKey = tuple[str, str, int, str]
+"""(tenant, cluster, limit, cursor): one page of a cluster's flows."""
+FlowKey = tuple[str, str, str]
+"""(tenant, cluster, flow id): one flow."""
+
+
+@dataclass(frozen=True)
+class MicroCache:
+    """Upstream answers to GETs, kept for ``[cache].ttl_seconds`` per tenant and cluster.
+
+    Concurrent misses share one upstream call; a write to a cluster drops all of its entries.
+    """
+
+    pages: SingleFlightCache[PageKey, uc.FlowPage]
+    flows: SingleFlightCache[FlowKey, uc.Flow]
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> MicroCache:
+        ttl, maxsize = settings.cache.ttl_seconds, settings.cache.max_entries
+        return cls(
+            pages=SingleFlightCache(ttl=ttl, maxsize=maxsize),
+            flows=SingleFlightCache(ttl=ttl, maxsize=maxsize),
+        )
+
+    def forget(self, tenant_id: str, cluster_id: str) -> None:
+        self.pages.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
+        self.flows.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
 
 
 @dataclass(frozen=True)
@@ -30,7 +55,7 @@ class Services:
     settings: Settings
     client: uc.BackendClient
     catalog: Catalog
-    responses: SingleFlightCache[ResponseKey, object]
+    responses: MicroCache
     invalidation: Invalidation
     credentials: UpstreamCredentials
     rate_limiter: RateLimiter | None

@@ -1,25 +1,7 @@
 """Exceptions raised by the backend client, and the one place transport errors are translated.
 
-::
-
-    UpstreamError
-    ├── APIConnectionError            the upstream could not be reached or stopped answering
-    │   ├── APITimeoutError           a step of an attempt, or the call's deadline, ran out
-    │   └── CircuitOpenError          the circuit breaker fails fast without any network I/O
-    ├── APIStatusError                a non-2xx answer (status_code, problem, request_id, …)
-    │   ├── BadRequestError           400
-    │   ├── AuthenticationError       401
-    │   ├── PermissionDeniedError     403 (required_scope)
-    │   ├── NotFoundError             404
-    │   ├── ConflictError             409
-    │   ├── PreconditionFailedError   412
-    │   ├── UnprocessableEntityError  422
-    │   ├── RateLimitError            429 (retry_after)
-    │   └── InternalServerError       every 5xx
-    └── ResponseValidationError       a 2xx body that does not match the contract
-        └── ResponseTooLargeError     a body larger than ``Limits.max_response_bytes``
-
-Other statuses (other 4xx, an unfollowed 3xx) raise ``APIStatusError`` itself.
+The tree is drawn once, in the package docstring (``upstream_client.__doc__``); a test keeps
+it equal to the classes below.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ async def test_identical_concurrent_misses_share_one_upstream_call(
 
     upstream.get(UP_FLOWS).mock(side_effect=slow_page)
     async with running(upstream) as bff:
-        cache = bff.app.state.services.responses
+        cache = bff.app.state.services.responses.pages
         waiting = 0
         original_get = cache.get
 
