@@ -67,4 +67,3 @@ def test_the_running_gateway_loads_nothing_of_the_development_stack() -> None:
     )
     # Building the command line loads devstack.cli (the `dev` entry point) and nothing more.
     assert result.stdout.strip() == "['devstack', 'devstack.cli']"
-

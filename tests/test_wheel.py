@@ -65,6 +65,20 @@ def test_an_installed_wheel_checks_and_serves_with_no_config(wheel: Path, tmp_pa
     checked = _run(venv / "bin" / "bff", "check-config", cwd=tmp_path, env=environ)
     assert checked.startswith("ok: upstream http://127.0.0.1:8001")
 
+    # The development stack is in the wheel, but without the dev extra it says what it needs.
+    dev = subprocess.run(
+        [str(venv / "bin" / "bff"), "dev"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+        check=False,
+    )
+    assert dev.returncode == 2
+    assert "needs the development extra" in dev.stderr
+    assert "Traceback" not in dev.stderr
+
     port = free_port()
     argv = [str(venv / "bin" / "bff"), "serve", "--port", str(port)]
     with serving(
