@@ -47,6 +47,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 # The browser sign-in of the end-to-end tests is reused as is.
 sys.path.insert(0, str(REPO))
+from bff.paths import API_PREFIX, CALLBACK_PATH, JWKS_PATH  # noqa: E402
 from tests.e2e.oidc_login import browser_login  # noqa: E402
 
 CONFIG = REPO / "config" / "dev.toml"
@@ -58,9 +59,7 @@ SOURCE_ID = "ing_stripe_prod"
 DESTINATION_ID = "dest_orders_api"
 USER = "alice"
 SESSION_COOKIE = "bff_session"
-CALLBACK_PATH = "/api/bff/v1/auth/callback"
-BFF_JWKS_PATH = "/api/bff/v1/.well-known/jwks.json"
-BFF_FLOWS = f"/api/bff/v1/tenants/{TENANT}/clusters/{CLUSTER}/delivery-flows"
+BFF_FLOWS = f"{API_PREFIX}/tenants/{TENANT}/clusters/{CLUSTER}/delivery-flows"
 PAGE_LIMIT = 20
 SANDBOX_FLOWS = f"/v1/tenants/{TENANT}/delivery-flows?cluster_id={CLUSTER}&limit={PAGE_LIMIT}"
 
@@ -213,8 +212,8 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
             *python, "sandbox", "serve", "--config", str(CONFIG),
             "--host", HOST, "--port", str(sandbox_port), "--db", str(work_dir / "sandbox.db"),
             # Both BFFs mint their own upstream tokens (credential mode internal-jwt).
-            "--trusted-issuer", f"{cached_origin}={cached_origin}{BFF_JWKS_PATH}",
-            "--trusted-issuer", f"{uncached_origin}={uncached_origin}{BFF_JWKS_PATH}",
+            "--trusted-issuer", f"{cached_origin}={cached_origin}{JWKS_PATH}",
+            "--trusted-issuer", f"{uncached_origin}={uncached_origin}{JWKS_PATH}",
         ],
         sandbox_origin,
         "/healthz",
