@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 import upstream_client as uc
 
 from . import console, flows, signin
+from .audit import AuditLog, FileSink, Sink, StdoutSink
 from .authenticators import BearerAuthenticator, SessionAuthenticator
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
@@ -98,6 +99,8 @@ def create_app(
                 refresh_lock=stores.refresh_lock,
                 clock=clock,
             )
+            audit = AuditLog(_audit_sink(settings))
+            stack.callback(audit.close)
             minter = _minter(settings, clock)
             app.state.signin = SignIn(
                 settings,
@@ -122,6 +125,7 @@ def create_app(
                 rate_limiter=stores.rate_limiter,
                 credentials=credentials
                 or UpstreamCredentials(settings.upstream.credential, minter),
+                audit=audit,
                 authenticators=(
                     [BearerAuthenticator(settings, oidc), session_auth]
                     if authenticators is None
@@ -178,6 +182,12 @@ def _backend_client(
         tls=_tls(settings),
         transport=transport,
     )
+
+
+def _audit_sink(settings: Settings) -> Sink:
+    if settings.audit.sink == "file" and settings.audit.path:
+        return FileSink(settings.audit.path, fsync=settings.audit.fsync)
+    return StdoutSink()
 
 
 def _minter(settings: Settings, clock: Callable[[], float]) -> UpstreamTokenMinter | None:

@@ -91,6 +91,21 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def audit_verify(args: argparse.Namespace) -> int:
+    from .audit import verify
+
+    try:
+        checked, broken = verify(args.files)
+    except OSError as exc:
+        sys.stderr.write(f"bff audit verify: {exc.filename}: {exc.strerror}\n")
+        return 2
+    if broken is not None:
+        say(f"broken: {broken} ({checked} event(s) before it held)")
+        return 1
+    say(f"ok: {checked} event(s), every chain whole")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="bff", description="The delivery-flows gateway of the dashboard."
@@ -108,6 +123,14 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("--config", help="TOML file (default: $BFF_CONFIG or the embedded dev.toml)")
     check.set_defaults(handler=check_config)
+
+    audit = commands.add_parser("audit", help="work with the audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chains of audit files; exit 1 at the first break"
+    )
+    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.set_defaults(handler=audit_verify)
 
     # Commands other packages add (``bff dev`` comes from the development stack, ``devstack``):
     # the gateway does not import them, they register themselves under this entry-point group.

@@ -23,6 +23,7 @@ from .problems import not_found
 from .services import Call
 from .views import (
     ID_PATTERN,
+    changed_fields,
     cluster_list_view,
     flow_list_view,
     flow_view,
@@ -109,12 +110,19 @@ async def create_flow(request: Request) -> Response:
     await call.require_cluster()
     services = call.services
     try:
-        flow = await services.client.create_flow(
-            call.tenant_id,
-            upstream_body(write, call.cluster_id, uc.FlowCreate),
+        flow = await call.audited(
+            request,
+            "delivery_flow.create",
+            lambda: services.client.create_flow(
+                call.tenant_id,
+                upstream_body(write, call.cluster_id, uc.FlowCreate),
+                idempotency_key=idempotency_key,
+                token=call.token,
+                request_id=call.request_id,
+            ),
             idempotency_key=idempotency_key,
-            token=call.token,
-            request_id=call.request_id,
+            status=201,
+            flow_id_of=lambda created: created.id,
         )
     finally:
         # Even a failed or timed-out write may have landed upstream.
@@ -127,12 +135,13 @@ async def create_flow(request: Request) -> Response:
     return await _flow_response(call, flow, status_code=201, headers=headers)
 
 
-async def _require_flow_in_cluster(call: Call, flow_id: str) -> None:
+async def _require_flow_in_cluster(call: Call, flow_id: str) -> uc.Flow:
     current = await call.services.client.get_flow(
         call.tenant_id, flow_id, token=call.token, request_id=call.request_id
     )
     if current.cluster_id != call.cluster_id:
         raise not_found()
+    return current
 
 
 async def update_flow(request: Request) -> Response:
@@ -143,17 +152,24 @@ async def update_flow(request: Request) -> Response:
     idempotency_key = inputs.idempotency_key(request)
     flow_id = request.path_params["fid"]
     await call.require_cluster()
-    await _require_flow_in_cluster(call, flow_id)
+    current = await _require_flow_in_cluster(call, flow_id)
     services = call.services
     try:
-        flow = await services.client.update_flow(
-            call.tenant_id,
-            flow_id,
-            upstream_body(write, call.cluster_id, uc.FlowUpdate),
-            if_match=if_match,
+        flow = await call.audited(
+            request,
+            "delivery_flow.update",
+            lambda: services.client.update_flow(
+                call.tenant_id,
+                flow_id,
+                upstream_body(write, call.cluster_id, uc.FlowUpdate),
+                if_match=if_match,
+                idempotency_key=idempotency_key,
+                token=call.token,
+                request_id=call.request_id,
+            ),
+            flow_id=flow_id,
             idempotency_key=idempotency_key,
-            token=call.token,
-            request_id=call.request_id,
+            changes=changed_fields(current, write),
         )
     finally:
         await call.written()
@@ -169,13 +185,20 @@ async def delete_flow(request: Request) -> Response:
     await call.require_cluster()
     await _require_flow_in_cluster(call, flow_id)
     try:
-        await call.services.client.delete_flow(
-            call.tenant_id,
-            flow_id,
-            if_match=if_match,
+        await call.audited(
+            request,
+            "delivery_flow.delete",
+            lambda: call.services.client.delete_flow(
+                call.tenant_id,
+                flow_id,
+                if_match=if_match,
+                idempotency_key=idempotency_key,
+                token=call.token,
+                request_id=call.request_id,
+            ),
+            flow_id=flow_id,
             idempotency_key=idempotency_key,
-            token=call.token,
-            request_id=call.request_id,
+            status=204,
         )
     finally:
         await call.written()

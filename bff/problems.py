@@ -44,6 +44,7 @@ TITLES: dict[str, str] = {
     "idempotency-key-reused": "Idempotency Key Reused",
     "rate-limited": "Rate Limited",
     "internal-error": "Internal Server Error",
+    "audit-unavailable": "Audit Unavailable",
     "bad-gateway": "Bad Gateway",
     "upstream-unavailable": "Upstream Unavailable",
     "upstream-timeout": "Upstream Timeout",

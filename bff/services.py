@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+import msgspec
 from starlette.requests import Request
 
 import upstream_client as uc
 
+from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
 from .cache import SingleFlightCache
 from .catalog import Catalog
 from .credentials import UpstreamCredentials
 from .middleware import new_request_id
 from .principal import Action, Authenticator, Principal, authorize, permissions
-from .problems import ProblemError, authentication_required
+from .problems import (
+    DEFAULT_RETRY_AFTER,
+    ProblemError,
+    authentication_required,
+    problem_from_upstream,
+)
 from .settings import Settings
 from .state.invalidation import Invalidation
 from .state.rate_limit import RateLimiter
 from .views import Names, Permissions
+
+logger = logging.getLogger("bff.audit")
+T = TypeVar("T")
 
 PageKey = tuple[str, str, int, str]
 """(tenant, cluster, limit, cursor): one page of a cluster's flows."""
@@ -60,6 +72,7 @@ class Services:
     credentials: UpstreamCredentials
     rate_limiter: RateLimiter | None
     authenticators: Sequence[Authenticator]
+    audit: AuditLog
 
     async def authenticate(self, request: Request) -> Principal:
         for authenticator in self.authenticators:
@@ -119,6 +132,79 @@ class Call:
 
     async def written(self) -> None:
         await self.services.written(self.tenant_id, self.cluster_id)
+
+    async def audited(
+        self,
+        request: Request,
+        event: str,
+        forward: Callable[[], Awaitable[T]],
+        *,
+        flow_id: str | None = None,
+        idempotency_key: str | None = None,
+        status: int = 200,
+        changes: list[str] | None = None,
+        flow_id_of: Callable[[T], str] | None = None,
+    ) -> T:
+        """Run ``forward`` (the upstream write) between an ``attempted`` and an outcome event.
+
+        The attempted event is written first; if it cannot be, nothing is forwarded and the
+        caller gets 503 ``audit-unavailable``. The outcome (``succeeded`` with ``status``, or
+        ``failed`` with the problem the caller sees) follows with the same ``audit_id``.
+        """
+        audit = self.services.audit
+        base = AuditEvent(
+            event=event,
+            outcome="attempted",
+            audit_id=new_audit_id(),
+            actor=Actor(
+                iss=None if self.principal.via == "static" else self.services.settings.oidc.issuer,
+                sub=self.principal.subject,
+                auth=self.principal.via,
+            ),
+            tenant_id=self.tenant_id,
+            cluster_id=self.cluster_id or None,
+            flow_id=flow_id,
+            request_id=self.request_id,
+            idempotency_key=idempotency_key,
+            user_agent=request.headers.get("user-agent"),
+            changes=changes,
+        )
+        try:
+            await audit.record(base)
+        except AuditUnavailable as exc:
+            logger.error("write refused, audit trail unavailable: %s", exc)
+            raise ProblemError(
+                503,
+                "audit-unavailable",
+                "Changes are paused because they cannot be recorded; try again shortly.",
+                headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
+            ) from None
+        try:
+            result = await forward()
+        except (uc.UpstreamError, ProblemError) as exc:
+            problem = exc if isinstance(exc, ProblemError) else problem_from_upstream(exc)
+            await self._outcome(base, "failed", problem.status, problem.slug, flow_id)
+            raise
+        done_id = flow_id_of(result) if flow_id_of is not None else flow_id
+        await self._outcome(base, "succeeded", status, None, done_id)
+        return result
+
+    async def _outcome(
+        self,
+        base: AuditEvent,
+        outcome: Outcome,
+        status: int,
+        reason: str | None,
+        flow_id: str | None,
+    ) -> None:
+        event = msgspec.structs.replace(
+            base, outcome=outcome, status=status, reason=reason, flow_id=flow_id
+        )
+        try:
+            await self.services.audit.record(event)
+        except AuditUnavailable as exc:
+            # The write already happened: its attempted event stands without an outcome.
+            logger.error("cannot record the outcome of audit %s: %s", base.audit_id, exc)
 
     async def require_cluster(self) -> None:
         await self.services.catalog.require_cluster(

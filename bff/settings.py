@@ -122,6 +122,15 @@ class CacheSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_entries: int = 10_000
 
 
+class AuditSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    sink: Literal["stdout", "file"] = "stdout"
+    """Where audit events go: standard output (marked ``"log": "audit"``) or an append-only file."""
+    path: str | None = None
+    """The audit file, for ``sink = "file"``."""
+    fsync: bool = True
+    """With a file sink, each event is on disk before the write it describes goes upstream."""
+
+
 class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything the BFF needs to start. Build with :func:`load_settings` or directly in tests."""
 
@@ -131,6 +140,7 @@ class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     oidc: OidcSection = OidcSection()
     sessions: SessionsSection = SessionsSection()
     cache: CacheSection = CacheSection()
+    audit: AuditSection = AuditSection()
 
     @property
     def allowed_origins(self) -> frozenset[str]:
@@ -314,6 +324,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("[bff].public_origin: use https; plain http is for loopback only")
     if settings.sessions.backend == "redis" and not settings.sessions.redis_url:
         raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
+    if settings.audit.sink == "file" and not settings.audit.path:
+        raise ConfigError("[audit].path: required when [audit].sink = 'file'")
     if settings.cache.ttl_seconds < 0:
         raise ConfigError("[cache].ttl_seconds: must be >= 0")
     if settings.bff.log_level not in _LOG_LEVELS:

@@ -197,6 +197,26 @@ def upstream_body(write: FlowWrite, cluster_id: str, model: type[UpstreamBody]) 
     )
 
 
+def changed_fields(current: uc.Flow, write: FlowWrite) -> list[str]:
+    """The UI names of the fields ``write`` changes on ``current`` (for the audit trail)."""
+    policy = current.config.retry_policy
+    before = {
+        "name": current.name,
+        "sourceId": current.source_id,
+        "destinationId": current.destination_id,
+        "retryPolicy.maxAttempts": policy.max_attempts,
+        "retryPolicy.backoffSeconds": policy.backoff_seconds,
+    }
+    after = {
+        "name": write.name,
+        "sourceId": write.source_id,
+        "destinationId": write.destination_id,
+        "retryPolicy.maxAttempts": write.max_attempts,
+        "retryPolicy.backoffSeconds": write.backoff_seconds,
+    }
+    return [field for field, value in after.items() if before[field] != value]
+
+
 # --- reading the UI's write body ---------------------------------------------------------------
 
 _WRITE_FIELDS = {"name", "sourceId", "destinationId", "retryPolicy"}

@@ -60,7 +60,7 @@ def test_bad_settings_fail_naming_the_key(
         (
             "[logging]\n",
             "unknown section [logging] in {path}; expected one of [bff], [upstream], "
-            "[internal_jwt], [oidc], [sessions], [cache]",
+            "[internal_jwt], [oidc], [sessions], [cache], [audit]",
         ),
         ("bff = 3\n", "[bff] in {path}: expected a table, got int 3"),
         (
