@@ -20,7 +20,7 @@ from . import inputs
 from .paths import flow_path
 from .principal import Action
 from .problems import not_found
-from .services import Call
+from .services import Call, audited_write
 from .views import (
     ID_PATTERN,
     changed_fields,
@@ -102,6 +102,7 @@ async def get_flow(request: Request) -> Response:
     return await _flow_response(call, flow, headers=headers)
 
 
+@audited_write("delivery_flow.create")
 async def create_flow(request: Request) -> Response:
     call = await Call.begin(request, Action.WRITE)
     inputs.no_query(request)
@@ -144,6 +145,7 @@ async def _require_flow_in_cluster(call: Call, flow_id: str) -> uc.Flow:
     return current
 
 
+@audited_write("delivery_flow.update")
 async def update_flow(request: Request) -> Response:
     call = await Call.begin(request, Action.WRITE)
     inputs.no_query(request)
@@ -176,6 +178,7 @@ async def update_flow(request: Request) -> Response:
     return await _flow_response(call, flow, headers=_etag_headers(flow))
 
 
+@audited_write("delivery_flow.delete")
 async def delete_flow(request: Request) -> Response:
     call = await Call.begin(request, Action.WRITE)
     inputs.no_query(request)

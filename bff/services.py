@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
+from starlette.responses import Response
 
 import upstream_client as uc
 
@@ -102,6 +103,7 @@ class Call:
         """Authenticate and authorize; nothing reaches the upstream before this returns."""
         services: Services = request.app.state.services
         principal = await services.authenticate(request)
+        request.state.principal = principal
         if services.rate_limiter is not None:
             retry_after = await services.rate_limiter.hit(principal.subject)
             if retry_after is not None:
@@ -152,15 +154,12 @@ class Call:
         ``failed`` with the problem the caller sees) follows with the same ``audit_id``.
         """
         audit = self.services.audit
+        request.state.audited = True
         base = AuditEvent(
             event=event,
             outcome="attempted",
             audit_id=new_audit_id(),
-            actor=Actor(
-                iss=None if self.principal.via == "static" else self.services.settings.oidc.issuer,
-                sub=self.principal.subject,
-                auth=self.principal.via,
-            ),
+            actor=_actor(self.services.settings, self.principal),
             tenant_id=self.tenant_id,
             cluster_id=self.cluster_id or None,
             flow_id=flow_id,
@@ -210,3 +209,59 @@ class Call:
         await self.services.catalog.require_cluster(
             self.tenant_id, self.cluster_id, token=self.token, request_id=self.request_id
         )
+
+
+def _actor(settings: Settings, principal: Principal | None) -> Actor:
+    if principal is None:
+        return Actor(iss=None, sub=None, auth=None)
+    issuer = None if principal.via == "static" else settings.oidc.issuer
+    return Actor(iss=issuer, sub=principal.subject, auth=principal.via)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def audited_write(event: str) -> Callable[[Handler], Handler]:
+    """Wrap a write handler so that a refusal before its upstream call is audited ``denied``.
+
+    Refusals are the problems raised before :meth:`Call.audited` (CSRF or origin, rate limit,
+    tenant, scope, validation, an unknown cluster or flow). A 401 is not audited: nobody was
+    authenticated to name.
+    """
+
+    def wrap(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ProblemError as problem:
+                if problem.status != 401 and not getattr(request.state, "audited", False):
+                    await _record_denied(request, event, problem)
+                raise
+
+        return endpoint
+
+    return wrap
+
+
+async def _record_denied(request: Request, event: str, problem: ProblemError) -> None:
+    services: Services = request.app.state.services
+    params = request.path_params
+    denied = AuditEvent(
+        event=event,
+        outcome="denied",
+        audit_id=new_audit_id(),
+        actor=_actor(services.settings, getattr(request.state, "principal", None)),
+        status=problem.status,
+        reason=problem.slug,
+        tenant_id=params.get("tid"),
+        cluster_id=params.get("cid"),
+        flow_id=params.get("fid"),
+        request_id=getattr(request.state, "request_id", None),
+        idempotency_key=request.headers.get("idempotency-key"),
+        user_agent=request.headers.get("user-agent"),
+    )
+    try:
+        await services.audit.record(denied)
+    except AuditUnavailable as exc:
+        # The write is refused anyway; the refusal itself could not be recorded.
+        logger.error("cannot record a denied write: %s", exc)

@@ -13,8 +13,12 @@ import respx
 from bff.audit import Actor as AuditActor
 from bff.audit import AuditEvent, AuditLog, FileSink, verify
 from bff.cli import main
+from bff.principal import Principal
+from tests.bff.auth_fixtures import auth_settings, running_app
 from tests.bff.conftest import (
     ALICE,
+    BOB,
+    CAROL,
     FLOWS,
     UP_FLOWS,
     BffFactory,
@@ -141,6 +145,69 @@ async def test_no_audit_no_write_an_unwritable_sink_refuses_before_the_upstream(
     assert body["type"].endswith("/audit-unavailable")
     assert "Traceback" not in response.text
     assert route.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("principal", "url", "body", "reason"),
+    [
+        (BOB, FLOWS, WRITE, "insufficient-scope"),
+        (CAROL, FLOWS, WRITE, "tenant-forbidden"),
+        (ALICE, FLOWS, {"name": ""}, "validation-error"),
+    ],
+    ids=["scope", "tenant", "validation"],
+)
+async def test_a_refused_write_is_audited_as_denied_and_never_forwarded(
+    bff: BffFactory,
+    upstream: respx.MockRouter,
+    audit_file: Path,
+    principal: Principal,
+    url: str,
+    body: dict[str, Any],
+    reason: str,
+) -> None:
+    route = upstream.post(UP_FLOWS).respond(201, json=upstream_flow("flow_new"))
+    async with bff(principal=principal, settings=_settings(audit_file)) as client:
+        response = await client.post(url, json=body)
+    assert response.json()["type"].endswith(reason)
+    (denied,) = _events(audit_file)
+    assert (denied["event"], denied["outcome"], denied["reason"]) == (
+        "delivery_flow.create",
+        "denied",
+        reason,
+    )
+    assert denied["status"] == response.status_code
+    assert denied["actor"]["sub"] == principal.subject
+    assert route.call_count == 0
+
+
+async def test_a_cross_origin_write_with_a_session_cookie_is_audited_as_denied(
+    upstream: respx.MockRouter, audit_file: Path
+) -> None:
+    route = upstream.delete(f"{UP_FLOWS}/flow_1").respond(204)
+    settings = auth_settings(audit={"sink": "file", "path": str(audit_file)})
+    async with running_app(upstream, settings=settings) as harness:
+        browser = harness.browser()
+        await harness.login(browser)
+        response = await browser.api(
+            "DELETE", f"{FLOWS}/flow_1", headers={"Origin": "https://evil.example"}
+        )
+    assert response.status_code == 403
+    (denied,) = [e for e in _events(audit_file) if e["event"].startswith("delivery_flow.")]
+    assert (denied["outcome"], denied["reason"], denied["flow_id"]) == (
+        "denied",
+        "csrf-check-failed",
+        "flow_1",
+    )
+    assert route.call_count == 0
+
+
+async def test_an_unauthenticated_write_is_not_audited(
+    bff: BffFactory, upstream: respx.MockRouter, audit_file: Path
+) -> None:
+    async with bff(principal=None, settings=_settings(audit_file)) as client:
+        response = await client.post(FLOWS, json=WRITE)
+    assert response.status_code == 401
+    assert not audit_file.exists()
 
 
 # --- the chain and `bff audit verify` -----------------------------------------------------------
