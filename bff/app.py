@@ -110,6 +110,7 @@ def create_app(
                 session_auth=session_auth,
                 replay_cache=stores.replay_cache,
                 minter=minter,
+                audit=audit,
                 clock=clock,
             )
             app.state.services = Services(

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
 from .authenticators import SessionAuthenticator, session_principal, tenants_from_claims
 from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
@@ -72,9 +73,11 @@ class SignIn:
         session_auth: SessionAuthenticator,
         replay_cache: ReplayCache | None = None,
         minter: UpstreamTokenMinter | None = None,
+        audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.oidc = oidc
         self.sessions = sessions
         self.logins = logins
@@ -116,6 +119,15 @@ class SignIn:
         return response
 
     async def callback(self, request: Request) -> Response:
+        try:
+            response, sub = await self._callback(request)
+        except ProblemError as problem:
+            await self._audit(request, "session.sign_in", "failed", problem.status, problem.slug)
+            raise
+        await self._audit(request, "session.sign_in", "succeeded", response.status_code, sub=sub)
+        return response
+
+    async def _callback(self, request: Request) -> tuple[Response, str]:
         handle = request.cookies.get(self.cookies.login)
         login = await self.logins.take(handle) if handle else None
         if login is None:
@@ -160,7 +172,7 @@ class SignIn:
         response.delete_cookie(
             self.cookies.login, path="/", secure=self.settings.secure_cookies, httponly=True
         )
-        return response
+        return response, str(claims["sub"])
 
     def _new_session(self, tokens: TokenSet, claims: dict[str, Any]) -> Session:
         tenants = tenants_from_claims(claims, self.settings.oidc.tenants_claim)
@@ -204,6 +216,7 @@ class SignIn:
             session = await self.sessions.get(raw_id)
             await self.sessions.delete(raw_id)
             if session is not None:
+                await self._audit(request, "session.sign_out", "succeeded", 200, sub=session.sub)
                 if session.refresh_token:
                     await self.oidc.revoke(session.refresh_token)
                 end_session_url = await self.oidc.end_session_url(
@@ -256,7 +269,36 @@ class SignIn:
         elif logout.sub:
             ended += await self.sessions.delete_by_sub(logout.sub)
         logger.info("back-channel logout ended %d session(s)", ended)
+        await self._audit(request, "session.backchannel_logout", "succeeded", 200, sub=logout.sub)
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
+
+    async def _audit(
+        self,
+        request: Request,
+        event: str,
+        outcome: Outcome,
+        status: int,
+        reason: str | None = None,
+        *,
+        sub: str | None = None,
+    ) -> None:
+        """Record a sign-in event; these are not write-ahead, so a failure is only logged."""
+        if self.audit is None:
+            return
+        record = AuditEvent(
+            event=event,
+            outcome=outcome,
+            audit_id=new_audit_id(),
+            actor=Actor(iss=self.oidc.issuer, sub=sub, auth="session"),
+            status=status,
+            reason=reason,
+            request_id=getattr(request.state, "request_id", None),
+            user_agent=request.headers.get("user-agent"),
+        )
+        try:
+            await self.audit.record(record)
+        except AuditUnavailable as exc:
+            logger.error("cannot record %s: %s", event, exc)
 
     async def _logout_tokens(self) -> LogoutTokenValidator:
         if self._logout_validator is None:

@@ -14,7 +14,15 @@ from bff.audit import Actor as AuditActor
 from bff.audit import AuditEvent, AuditLog, FileSink, verify
 from bff.cli import main
 from bff.principal import Principal
-from tests.bff.auth_fixtures import auth_settings, running_app
+from tests.bff.auth_fixtures import (
+    CALLBACK,
+    CLIENT_SECRET,
+    ISSUER,
+    LOGOUT,
+    USERS,
+    auth_settings,
+    running_app,
+)
 from tests.bff.conftest import (
     ALICE,
     BOB,
@@ -208,6 +216,28 @@ async def test_an_unauthenticated_write_is_not_audited(
         response = await client.post(FLOWS, json=WRITE)
     assert response.status_code == 401
     assert not audit_file.exists()
+
+
+async def test_sign_in_sign_out_and_a_failed_sign_in_are_audited_without_secrets(
+    upstream: respx.MockRouter, audit_file: Path
+) -> None:
+    settings = auth_settings(audit={"sink": "file", "path": str(audit_file)})
+    async with running_app(upstream, settings=settings) as harness:
+        browser = harness.browser()
+        raw_id = await harness.login(browser)
+        assert (await browser.api("POST", LOGOUT)).status_code == 200
+        stale = await browser.get(CALLBACK, params={"code": "x", "state": "y"})
+        assert stale.status_code == 400
+    events = _events(audit_file)
+    assert [(e["event"], e["outcome"], e["status"], e["reason"]) for e in events] == [
+        ("session.sign_in", "succeeded", 302, None),
+        ("session.sign_out", "succeeded", 200, None),
+        ("session.sign_in", "failed", 400, "login-failed"),
+    ]
+    assert events[0]["actor"] == {"iss": ISSUER, "sub": "alice", "auth": "session"}
+    text = audit_file.read_text()
+    for secret in (raw_id, CLIENT_SECRET, USERS["alice"].api_key):
+        assert secret not in text
 
 
 # --- the chain and `bff audit verify` -----------------------------------------------------------
