@@ -66,18 +66,9 @@ def test_an_installed_wheel_checks_and_serves_with_no_config(wheel: Path, tmp_pa
     assert checked.startswith("ok: upstream http://127.0.0.1:8001")
 
     # The development stack is in the wheel, but without the dev extra it says what it needs.
-    dev = subprocess.run(
-        [str(venv / "bin" / "bff"), "dev"],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=PIP_TIMEOUT,
-        check=False,
-    )
-    assert dev.returncode == 2
-    assert "needs the development extra" in dev.stderr
-    assert "Traceback" not in dev.stderr
+    refused = _run(venv / "bin" / "bff", "dev", cwd=tmp_path, env=environ, expect=2)
+    assert "needs the development extra" in refused
+    assert "Traceback" not in refused
 
     port = free_port()
     argv = [str(venv / "bin" / "bff"), "serve", "--port", str(port)]
@@ -87,7 +78,10 @@ def test_an_installed_wheel_checks_and_serves_with_no_config(wheel: Path, tmp_pa
         assert httpx.get(f"{server.url}/healthz", trust_env=False).status_code == 200
 
 
-def _run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+def _run(
+    *argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, expect: int = 0
+) -> str:
+    """Run ``argv``; its exit status must be ``expect``. Returns stdout (stderr if it failed)."""
     result = subprocess.run(
         [str(arg) for arg in argv],
         cwd=cwd,
@@ -97,5 +91,7 @@ def _run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None 
         timeout=PIP_TIMEOUT,
         check=False,
     )
-    assert result.returncode == 0, f"{argv} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    assert result.returncode == expect, (
+        f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
+    return result.stdout if expect == 0 else result.stderr
