@@ -99,7 +99,7 @@ def create_app(
                 refresh_lock=stores.refresh_lock,
                 clock=clock,
             )
-            audit = AuditLog(_audit_sink(settings))
+            audit = AuditLog(_audit_sink(settings), observe=metrics.audit_observed)
             stack.callback(audit.close)
             minter = _minter(settings, clock)
             app.state.signin = SignIn(

@@ -22,7 +22,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +91,10 @@ def canonical_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
+Observer = Callable[[str, str, str | None, bool], None]
+"""Told (event, outcome, reason, written) of every event: metrics."""
+
+
 class Sink(Protocol):
     def write(self, line: bytes) -> None:
         """Write one line (with its newline) durably, or raise OSError."""
@@ -148,8 +152,15 @@ def _now_rfc3339() -> str:
 class AuditLog:
     """Stamps events with this instance's chain fields and writes them, one at a time."""
 
-    def __init__(self, sink: Sink, *, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        instance: str | None = None,
+        observe: Observer | None = None,
+    ) -> None:
         self._sink = sink
+        self._observe = observe
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._seq = 0
         self._prev_hash = GENESIS_HASH
@@ -179,12 +190,16 @@ class AuditLog:
                 await asyncio.to_thread(self._sink.write, line)
             except OSError as exc:
                 self.failures += 1
+                if self._observe is not None:
+                    self._observe(event.event, event.outcome, event.reason, False)
                 raise AuditUnavailable(
                     f"cannot write the audit event: {exc.strerror or exc}"
                 ) from exc
             self._seq += 1
             self._prev_hash = record["hash"]
             self.written += 1
+            if self._observe is not None:
+                self._observe(event.event, event.outcome, event.reason, True)
 
     def close(self) -> None:
         self._sink.close()

@@ -43,6 +43,26 @@ class Metrics:
             "bff_http_requests_in_flight", "Requests being answered.", registry=self.registry
         )
 
+        self.audit_events = Counter(
+            "bff_audit_events",
+            "Audit events written, by event, outcome and reason (the problem slug, if any).",
+            ["event", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "bff_audit_failures",
+            "Audit events that could not be written, by event (a write among them was refused).",
+            ["event"],
+            registry=self.registry,
+        )
+
+    def audit_observed(self, event: str, outcome: str, reason: str | None, written: bool) -> None:
+        """:class:`bff.audit.AuditLog` reports every event it wrote or failed to write here."""
+        if written:
+            self.audit_events.labels(event, outcome, reason or "").inc()
+        else:
+            self.audit_failures.labels(event).inc()
+
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -68,6 +68,11 @@ async def test_create_update_delete_each_write_an_attempt_then_its_outcome(
         )
         deleted = await client.delete(f"{FLOWS}/flow_1")
         await client.get(FLOWS.rsplit("/", 1)[0] + "/delivery-flow-options")
+        metrics = (await client.get("/metrics")).text
+    written = 'bff_audit_events_total{event="delivery_flow.%s",outcome="%s",reason=""} 1.0'
+    for event in ("create", "update", "delete"):
+        for outcome in ("attempted", "succeeded"):
+            assert written % (event, outcome) in metrics
     assert [created.status_code, updated.status_code, deleted.status_code] == [201, 200, 204]
 
     events = _events(audit_file)
@@ -147,6 +152,8 @@ async def test_no_audit_no_write_an_unwritable_sink_refuses_before_the_upstream(
     settings = make_settings(audit={"sink": "file", "path": str(blocked / "audit.jsonl")})
     async with bff(settings=settings) as client:
         response = await client.post(FLOWS, json=WRITE)
+        metrics = (await client.get("/metrics")).text
+    assert 'bff_audit_failures_total{event="delivery_flow.create"} 1.0' in metrics
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
