@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from redis.exceptions import RedisError
@@ -33,9 +33,10 @@ from . import console, flows, signin
 from .audit import AuditLog, FileSink, Sink, StdoutSink
 from .authenticators import BearerAuthenticator, SessionAuthenticator
 from .catalog import Catalog
+from .context import CallObserver, ObservedTransport
 from .credentials import UpstreamCredentials
-from .middleware import RequestContextMiddleware, request_id_of
-from .observability import Metrics, MetricsMiddleware
+from .middleware import EdgeMiddleware, request_id_of, trace_id_of
+from .observability import Metrics
 from .oidc import OIDCClient
 from .paths import API_PREFIX
 from .principal import Authenticator
@@ -45,6 +46,9 @@ from .settings import Settings
 from .signin import SignIn
 from .state import open_stores
 from .upstream_tokens import UpstreamTokenMinter, load_signing_key
+
+if TYPE_CHECKING:
+    from .otel import OtelSpans
 
 logger = logging.getLogger("bff.app")
 
@@ -67,15 +71,22 @@ def create_app(
     ``clock`` (epoch seconds) drives session timeouts and token expiry, so tests can move time.
     """
     metrics = Metrics()
+    spans = _spans(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         responses = MicroCache.for_settings(settings)
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(_backend_client(settings, upstream_transport))
+            if spans is not None:
+                stack.callback(spans.shutdown)
+            client = await stack.enter_async_context(
+                _backend_client(settings, upstream_transport, CallObserver("upstream", spans))
+            )
             http = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    transport=idp_transport,
+                    transport=ObservedTransport(
+                        idp_transport or httpx.AsyncHTTPTransport(), CallObserver("provider", spans)
+                    ),
                     timeout=httpx.Timeout(10.0, connect=3.0),
                     trust_env=False,
                     follow_redirects=False,
@@ -149,9 +160,7 @@ def create_app(
             *(console.routes if settings.bff.console else []),
         ],
         middleware=[
-            # Outermost, so that requests refused by the path guard are counted too.
-            Middleware(MetricsMiddleware, metrics=metrics),
-            Middleware(RequestContextMiddleware, hsts=settings.secure_cookies),
+            Middleware(EdgeMiddleware, metrics=metrics, hsts=settings.secure_cookies, spans=spans)
         ],
         exception_handlers={
             ProblemError: _problem_handler,
@@ -163,8 +172,18 @@ def create_app(
     )
 
 
+def _spans(settings: Settings) -> OtelSpans | None:
+    if settings.tracing.otlp_endpoint is None:
+        return None  # nothing of OpenTelemetry is imported
+    from .otel import OtelSpans
+
+    return OtelSpans(settings.tracing)
+
+
 def _backend_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    observer: uc.AttemptObserver,
 ) -> uc.BackendClient:
     upstream = settings.upstream
     return uc.BackendClient(
@@ -182,6 +201,7 @@ def _backend_client(
         limits=uc.Limits(max_connections=upstream.max_connections),
         tls=_tls(settings),
         transport=transport,
+        observer=observer,
     )
 
 
@@ -256,13 +276,13 @@ async def openapi_document(request: Request) -> Response:
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
-    return exc.response(request_id_of(request.scope))
+    return exc.response(*_ids(request))
 
 
 async def _upstream_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, uc.UpstreamError)
     relayed = request.app.state.services.credentials.relays_caller_token
-    return problem_from_upstream(exc, relayed=relayed).response(request_id_of(request.scope))
+    return problem_from_upstream(exc, relayed=relayed).response(*_ids(request))
 
 
 async def _store_unavailable_handler(request: Request, exc: Exception) -> Response:
@@ -273,12 +293,12 @@ async def _store_unavailable_handler(request: Request, exc: Exception) -> Respon
         "Sessions are temporarily unavailable; try again shortly.",
         headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
     )
-    return problem.response(request_id_of(request.scope))
+    return problem.response(*_ids(request))
 
 
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    request_id = request_id_of(request.scope)
+    ids = _ids(request)
     if exc.status_code == 405:
         problem = ProblemError(
             405,
@@ -286,8 +306,13 @@ async def _http_exception_handler(request: Request, exc: Exception) -> Response:
             f"{request.method} is not allowed here.",
             headers=exc.headers,
         )
-        return problem.response(request_id)
+        return problem.response(*ids)
     if exc.status_code == 404:
-        return not_found().response(request_id)
+        return not_found().response(*ids)
     logger.warning("unexpected HTTP exception %s: %s", exc.status_code, exc.detail)
-    return ProblemError(400, "validation-error", str(exc.detail)).response(request_id)
+    return ProblemError(400, "validation-error", str(exc.detail)).response(*ids)
+
+
+def _ids(request: Request) -> tuple[str | None, str | None]:
+    """The request id and trace id that a problem+json answer names."""
+    return request_id_of(request.scope), trace_id_of(request.scope)

@@ -11,10 +11,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from cachetools import TTLCache
 
+CacheOutcome = Literal["hit", "miss", "bypass"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -22,25 +23,42 @@ V = TypeVar("V")
 class SingleFlightCache(Generic[K, V]):
     """``get(key, load)``: a fresh cached value, or the result of one shared ``load()``.
 
-    ``ttl=0`` disables the cache entirely: every call loads on its own.
+    ``ttl=0`` disables the cache entirely: every call loads on its own. ``report`` is told how
+    each ``get`` was answered: ``hit`` (cached), ``miss`` (loaded, or joined a load under way) or
+    ``bypass`` (no cache).
     """
 
     def __init__(
-        self, *, ttl: float, maxsize: int, timer: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl: float,
+        maxsize: int,
+        timer: Callable[[], float] = time.monotonic,
+        report: Callable[[CacheOutcome], None] | None = None,
     ) -> None:
         self._cache: TTLCache[K, V] | None = (
             TTLCache(maxsize=maxsize, ttl=ttl, timer=timer) if ttl > 0 else None
         )
         self._inflight: dict[K, asyncio.Task[V]] = {}
         self._generation = 0
+        self._report = report
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        report = self._report
         if self._cache is None:
+            if report is not None:
+                report("bypass")
             return await load()
         try:
-            return self._cache[key]
+            value = self._cache[key]
         except KeyError:
             pass
+        else:
+            if report is not None:
+                report("hit")
+            return value
+        if report is not None:
+            report("miss")
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(load())

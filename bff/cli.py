@@ -7,7 +7,6 @@ Output meant for the person at the terminal goes through :func:`say`; everything
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,12 +15,12 @@ from importlib.metadata import entry_points
 import uvicorn
 from starlette.applications import Starlette
 
+from . import logs
 from .app import create_app
 from .settings import DEFAULT_PORT, LOOPBACK, ConfigError, Settings, load_settings
 
 COMMANDS_GROUP = "bff.commands"
 """Entry points of this group are called with the subcommand parsers to add their own."""
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def say(text: str) -> None:
@@ -31,7 +30,14 @@ def say(text: str) -> None:
 
 def app_from_environment() -> Starlette:
     """uvicorn factory for worker processes: the config path travels in ``BFF_CONFIG``."""
-    return create_app(load_settings())
+    settings = load_settings()
+    # Worker processes start afresh: their logging is configured here, as in the parent.
+    _configure_logging(settings)
+    return create_app(settings)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log.format, settings.log.level, access=settings.log.access)
 
 
 def _load(path: str | None) -> Settings:
@@ -49,9 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if args.config:
         os.environ["BFF_CONFIG"] = os.path.abspath(args.config)
-    logging.basicConfig(level=settings.bff.log_level.upper(), format=LOG_FORMAT)
-    # httpx logs every request at INFO; the BFF's own metrics and logs already cover them.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _configure_logging(settings)
     say(f"bff: serving on http://{args.host}:{args.port} (upstream {settings.upstream.base_url})")
     uvicorn.run(
         "bff.cli:app_from_environment",
@@ -59,11 +63,14 @@ def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=settings.bff.log_level,
+        log_level=settings.log.level,
+        # Logging is ours (bff.logs): uvicorn's records go through it; its access log is off,
+        # the gateway writes its own access line.
+        log_config=None,
         server_header=False,
         date_header=False,
         proxy_headers=False,
-        access_log=args.access_log,
+        access_log=False,
         lifespan="on",
     )
     return 0
@@ -117,7 +124,6 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default=LOOPBACK)
     run.add_argument("--port", type=int, default=DEFAULT_PORT)
     run.add_argument("--workers", type=int, default=1)
-    run.add_argument("--access-log", action="store_true", help="log every request")
     run.set_defaults(handler=serve)
 
     check = commands.add_parser("check-config", help="validate a configuration and exit")

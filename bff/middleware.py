@@ -1,8 +1,16 @@
-"""Pure ASGI middleware wrapped around every request.
+"""The edge: one pure ASGI middleware wrapped around every request.
 
-:class:`RequestContextMiddleware` gives each request its id (``X-Request-ID``: the caller's when
-sane, else ``req_…``), refuses raw paths a URL layer could reinterpret before any routing happens,
-adds the security headers, and turns anything unhandled into a 500 problem without internals.
+:class:`EdgeMiddleware`, in order of what it does for a request:
+
+- gives it its id (``X-Request-ID``: the caller's when sane, else ``req_…``) and its trace
+  (the caller's W3C ``traceparent`` when valid, else a new one; :mod:`bff.tracecontext`), in a
+  :class:`bff.context.RequestContext` that the rest of the code reaches with
+  :func:`bff.context.current`; with OpenTelemetry on, a server span (:mod:`bff.otel`);
+- refuses raw paths a URL layer could reinterpret, before any routing happens (404);
+- on the way out adds the security headers and, on API responses, ``Server-Timing``
+  (``app``, ``upstream``, ``idp`` durations and ``cache;desc=hit|miss|bypass``);
+- turns anything unhandled into a 500 problem without internals;
+- at the end counts the request in the metrics and writes its access line (:mod:`bff.logs`).
 """
 
 from __future__ import annotations
@@ -10,10 +18,15 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
+from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import context, logs, tracecontext
+from .context import RequestContext, Spans
+from .observability import Metrics, route_template
 from .paths import API_PREFIX
 from .problems import ProblemError, not_found
 
@@ -43,6 +56,12 @@ def request_id_of(scope: Scope) -> str | None:
     return state.get("request_id") if state else None
 
 
+def trace_id_of(scope: Scope) -> str | None:
+    state = scope.get("state")
+    request = state.get("context") if state else None
+    return request.trace_id if request is not None else None
+
+
 def is_plain_api_path(raw_path: bytes) -> bool:
     """No percent-encoding, dot segments, empty segments, trailing slash or odd characters; ids
     well-formed."""
@@ -62,46 +81,134 @@ def is_plain_api_path(raw_path: bytes) -> bool:
 
 
 HSTS = "max-age=31536000; includeSubDomains"
+_REMOVED = ("server", "set-cookie2", "x-powered-by")
 
 
-class RequestContextMiddleware:
-    """``hsts``: the app is served over https, so browsers may be told to never use http."""
+class EdgeMiddleware:
+    """``hsts``: the app is served over https, so browsers may be told to never use http.
+    ``spans``: record OpenTelemetry spans (``None``: ids are propagated, nothing recorded)."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        hsts: bool = False,
+        spans: Spans | None = None,
+    ) -> None:
         self.app = app
-        self.headers = {**SECURITY_HEADERS, **({"strict-transport-security": HSTS} if hsts else {})}
+        self.metrics = metrics
+        self.spans = spans
+        self.headers = [
+            (name.encode(), value.encode())
+            for name, value in {
+                **SECURITY_HEADERS,
+                **({"strict-transport-security": HSTS} if hsts else {}),
+            }.items()
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        offered = headers.get("x-request-id", "")
-        request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        offered = traceparent = tracestate = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                offered = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
+            elif name == b"tracestate":
+                tracestate = value.decode("latin-1")
+        request_id = (
+            offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
+        )
+        parent = tracecontext.parse(traceparent, tracestate)
+        span = self.spans.server(scope, parent) if self.spans is not None else None
+        request = RequestContext(request_id, parent, span)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["context"] = request
+        is_api = scope["path"].startswith(API_PREFIX)
+        status = 500
         started = False
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
+        async def send_at_edge(message: Message) -> None:
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 started = True
-                response_headers = MutableHeaders(scope=message)
-                response_headers["x-request-id"] = request_id
-                for name, value in self.headers.items():
-                    response_headers.setdefault(name, value)
-                for name in ("server", "set-cookie2", "x-powered-by"):
-                    del response_headers[name]
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name in _REMOVED:
+                    if name in headers:
+                        del headers[name]
+                raw = headers.raw
+                present = {name for name, _ in raw}
+                raw.append((b"x-request-id", request_id.encode()))
+                raw.extend(item for item in self.headers if item[0] not in present)
+                if is_api:
+                    raw.append((b"server-timing", _server_timing(request).encode()))
             await send(message)
 
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        if scope["path"].startswith(API_PREFIX) and not is_plain_api_path(raw_path):
-            await not_found().response(request_id)(scope, receive, send_with_headers)
-            return
+        token = context.enter(request)
+        self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_headers)
-        except Exception:
-            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if started:
+            raw_path = scope.get("raw_path") or scope["path"].encode()
+            if is_api and not is_plain_api_path(raw_path):
+                await not_found().response(request_id, request.trace_id)(
+                    scope, receive, send_at_edge
+                )
                 return
-            problem = ProblemError(500, "internal-error", "Something went wrong on our side.")
-            await problem.response(request_id)(scope, receive, send_with_headers)
+            try:
+                await self.app(scope, receive, send_at_edge)
+            except Exception:
+                logger.exception("unhandled error in %s %s", scope["method"], route_template(scope))
+                if started:
+                    return
+                problem = ProblemError(500, "internal-error", "Something went wrong on our side.")
+                await problem.response(request_id, request.trace_id)(scope, receive, send_at_edge)
+        finally:
+            self.metrics.in_flight.dec()
+            self._finish(scope, request, status)
+            context.leave(token)
+
+    def _finish(self, scope: Scope, request: RequestContext, status: int) -> None:
+        seconds = time.perf_counter() - request.started
+        route = route_template(scope)
+        self.metrics.observe(route, scope["method"], status, seconds)
+        if request.span is not None:
+            request.span.end(scope, status, route)
+        if not logs.access_enabled():
+            return
+        params: dict[str, Any] = scope.get("path_params") or {}
+        principal = scope["state"].get("principal")
+        logs.access(
+            {
+                "request_id": request.request_id,
+                "trace_id": request.trace_id,
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "upstream_ms": round(request.upstream_seconds * 1000, 2),
+                "upstream_calls": request.upstream_calls,
+                "retries": request.retries,
+                "provider_ms": round(request.provider_seconds * 1000, 2),
+                "cache": request.cache,
+                "tenant_id": params.get("tid"),
+                "cluster_id": params.get("cid"),
+                "sub": principal.subject if principal is not None else None,
+            }
+        )
+
+
+def _server_timing(request: RequestContext) -> str:
+    elapsed = time.perf_counter() - request.started
+    upstream = request.upstream_seconds
+    provider = request.provider_seconds
+    value = (
+        f"app;dur={(elapsed - upstream - provider) * 1000:.2f}, "
+        f"upstream;dur={upstream * 1000:.2f}, cache;desc={request.cache}"
+    )
+    if request.provider_calls:
+        value += f", idp;dur={provider * 1000:.2f}"
+    return value

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,7 +12,7 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Clients may send any token as a method; only these become label values, the rest "other".
@@ -63,6 +61,12 @@ class Metrics:
         else:
             self.audit_failures.labels(event).inc()
 
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request answered (:class:`bff.middleware.EdgeMiddleware` calls this)."""
+        method = method if method in _KNOWN_METHODS else "other"
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -73,32 +77,3 @@ def route_template(scope: Scope) -> str:
     if path is None:
         return "unmatched"
     return f"{scope.get('root_path', '')}{path}" if path.startswith("/") else path
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            self.metrics.in_flight.dec()
-            route = route_template(scope)
-            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)

@@ -63,6 +63,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     status: int
     detail: str
     instance: str | None = None
+    trace_id: str | None = msgspec.field(default=None, name="traceId")
     required_scope: str | None = None
     errors: list[FieldError] | None = None
 
@@ -88,13 +89,15 @@ class ProblemError(Exception):
         self.required_scope = required_scope
         self.errors = list(errors) if errors else None
 
-    def response(self, request_id: str | None) -> Response:
+    def response(self, request_id: str | None, trace_id: str | None = None) -> Response:
+        """The problem+json answer; ``instance`` is the request id, ``traceId`` the W3C trace."""
         problem = Problem(
             type=TYPE_BASE + self.slug,
             title=TITLES[self.slug],
             status=self.status,
             detail=self.detail,
             instance=request_id,
+            trace_id=trace_id,
             required_scope=self.required_scope,
             errors=self.errors,
         )

@@ -17,6 +17,7 @@ import upstream_client as uc
 from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
 from .cache import SingleFlightCache
 from .catalog import Catalog
+from .context import note_cache
 from .credentials import UpstreamCredentials
 from .middleware import new_request_id
 from .principal import Action, Authenticator, Principal, authorize, permissions
@@ -54,8 +55,8 @@ class MicroCache:
     def for_settings(cls, settings: Settings) -> MicroCache:
         ttl, maxsize = settings.cache.ttl_seconds, settings.cache.max_entries
         return cls(
-            pages=SingleFlightCache(ttl=ttl, maxsize=maxsize),
-            flows=SingleFlightCache(ttl=ttl, maxsize=maxsize),
+            pages=SingleFlightCache(ttl=ttl, maxsize=maxsize, report=note_cache),
+            flows=SingleFlightCache(ttl=ttl, maxsize=maxsize, report=note_cache),
         )
 
     def forget(self, tenant_id: str, cluster_id: str) -> None:

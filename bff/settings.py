@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import importlib.util
 import ipaddress
 import os
 import tomllib
@@ -65,7 +66,9 @@ class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     """API calls one caller (subject) may make per minute, across instances; 0 turns it off."""
     console: bool = False
     """Serve the development console (a static page driving this API) at ``/``."""
-    log_level: str = "info"
+    trusted_proxies: list[str] = []
+    """Addresses or networks (CIDR) of the reverse proxies in front of the gateway: only from
+    them is ``X-Forwarded-For`` believed when naming a caller's address (audit ``client_ip``)."""
 
 
 class UpstreamSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -131,6 +134,21 @@ class AuditSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """With a file sink, each event is on disk before the write it describes goes upstream."""
 
 
+class LogSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    format: Literal["json", "text"] = "json"
+    """One JSON object per line (``bff serve``), or text for a terminal (``bff dev`` sets it)."""
+    level: str = "info"
+    access: bool = True
+    """One access line per request."""
+
+
+class TracingSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP traces URL (``http://collector:4318/v1/traces``); needs the ``otel`` extra.
+    Without it trace ids are still propagated and logged, and no span is recorded."""
+    service_name: str = "flows-bff"
+
+
 class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Everything the BFF needs to start. Build with :func:`load_settings` or directly in tests."""
 
@@ -141,6 +159,8 @@ class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     sessions: SessionsSection = SessionsSection()
     cache: CacheSection = CacheSection()
     audit: AuditSection = AuditSection()
+    log: LogSection = LogSection()
+    tracing: TracingSection = TracingSection()
 
     @property
     def allowed_origins(self) -> frozenset[str]:
@@ -328,8 +348,23 @@ def _check(settings: Settings) -> None:
         raise ConfigError("[audit].path: required when [audit].sink = 'file'")
     if settings.cache.ttl_seconds < 0:
         raise ConfigError("[cache].ttl_seconds: must be >= 0")
-    if settings.bff.log_level not in _LOG_LEVELS:
-        raise ConfigError(f"[bff].log_level: must be one of {', '.join(_LOG_LEVELS)}")
+    if settings.log.level not in _LOG_LEVELS:
+        raise ConfigError(f"[log].level: must be one of {', '.join(_LOG_LEVELS)}")
+    for proxy in settings.bff.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"[bff].trusted_proxies: {proxy!r} is not an IP address or network"
+            ) from None
+    endpoint = settings.tracing.otlp_endpoint
+    if endpoint is not None:
+        if urlsplit(endpoint).scheme not in {"http", "https"}:
+            raise ConfigError(f"[tracing].otlp_endpoint: expected an http(s) URL, got {endpoint!r}")
+        if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+            raise ConfigError(
+                "[tracing].otlp_endpoint: needs the otel extra (pip install 'flows-bff[otel]')"
+            )
     # What the upstream client, the session stores and the token minter refuse at start.
     upstream, sessions = settings.upstream, settings.sessions
     for key, value, low in (

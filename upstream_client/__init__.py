@@ -25,7 +25,9 @@ Usage::
 One client serves every user: the credential (``token=``, a bearer JWT or an API key
 ``zen_key_…``) travels with each call. Retries, idempotency keys, the per-call deadline
 (``Timeout.total``), the circuit breaker and the response size cap are built in; ids are
-validated before any I/O (:class:`InvalidIdError`, a ``ValueError``).
+validated before any I/O (:class:`InvalidIdError`, a ``ValueError``). An
+:class:`AttemptObserver` passed as ``observer=`` sees every attempt (to add trace headers, to time
+it).
 
 Exceptions::
 
@@ -96,6 +98,7 @@ from upstream_client._models import (
     ProblemFieldError,
     RetryPolicy,
 )
+from upstream_client._observer import AttemptObserver
 from upstream_client._urls import InvalidIdError
 
 __all__ = [
@@ -106,6 +109,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AttemptObserver",
     "AuthenticationError",
     "BackendClient",
     "BadRequestError",

@@ -48,6 +48,7 @@ from upstream_client._models import (
     IngesterPage,
     Problem,
 )
+from upstream_client._observer import AttemptObserver
 from upstream_client._retry import backoff_delay, parse_retry_after
 from upstream_client._transport import default_transport
 from upstream_client._urls import build_url, check_header_value, check_id, normalise_base_url
@@ -97,6 +98,9 @@ class BackendClient:
     ``list_clusters``/``list_ingesters``/``list_destinations`` helpers is one call). The circuit
     breaker (``breaker``) belongs to the client, that is to its one base URL.
 
+    ``observer`` (an :class:`AttemptObserver`) is told of every attempt before it is sent, and
+    may add headers to it, and of its status once answered: the caller's tracing and timing.
+
     ``transport`` replaces the default aiohttp-backed transport with any
     ``httpx.AsyncBaseTransport`` (``httpx.ASGITransport(app)``, ``respx.MockTransport(...)``);
     the client closes it on :meth:`aclose`. ``sleep`` and ``clock`` are injectable so tests
@@ -117,6 +121,7 @@ class BackendClient:
         breaker: BreakerConfig = DEFAULT_BREAKER,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        observer: AttemptObserver | None = None,
     ) -> None:
         self._base_url, self._base_path = normalise_base_url(base_url)
         self._timeout = timeout
@@ -133,6 +138,7 @@ class BackendClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = random.Random()
+        self._observer = observer
         self._closed = False
 
     @property
@@ -494,7 +500,7 @@ class BackendClient:
                 raise CircuitOpenError(f"circuit open for {self._base_url}; nothing sent")
             retry_after: float | None = None
             try:
-                answer = await self._attempt(method, url, headers, content)
+                answer = await self._attempt(method, url, headers, content, attempt)
             except APIConnectionError as exc:
                 self._breaker.failure(permit)
                 error = exc
@@ -530,7 +536,12 @@ class BackendClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
-        self, method: str, url: httpx.URL, headers: dict[str, str], content: bytes | None
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+        attempt: int = 1,
     ) -> _Answer:
         request = httpx.Request(
             method,
@@ -539,12 +550,20 @@ class BackendClient:
             content=content,
             extensions={"timeout": self._timeout_extension},
         )
-        with translate_transport_errors():
-            response = await self._transport.handle_async_request(request)
-            try:
-                body = await self._read_capped(response)
-            finally:
-                await response.aclose()
+        observer = self._observer
+        started = observer.attempt_started(request, attempt) if observer is not None else None
+        status: int | None = None
+        try:
+            with translate_transport_errors():
+                response = await self._transport.handle_async_request(request)
+                try:
+                    body = await self._read_capped(response)
+                finally:
+                    await response.aclose()
+            status = response.status_code
+        finally:
+            if observer is not None:
+                observer.attempt_ended(started, status)
         return _Answer(response.status_code, response.headers, body)
 
     async def _read_capped(self, response: httpx.Response) -> bytes | None:

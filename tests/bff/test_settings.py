@@ -58,10 +58,11 @@ def test_bad_settings_fail_naming_the_key(
         ("[sesions]\n", "unknown section [sesions] in {path}; did you mean [sessions]?"),
         ("[OIDC]\n", "unknown section [OIDC] in {path}; did you mean [oidc]?"),
         (
-            "[logging]\n",
-            "unknown section [logging] in {path}; expected one of [bff], [upstream], "
-            "[internal_jwt], [oidc], [sessions], [cache], [audit]",
+            "[metrics]\n",
+            "unknown section [metrics] in {path}; expected one of [bff], [upstream], "
+            "[internal_jwt], [oidc], [sessions], [cache], [audit], [log], [tracing]",
         ),
+        ("[logging]\n", "unknown section [logging] in {path}; did you mean [log]?"),
         ("bff = 3\n", "[bff] in {path}: expected a table, got int 3"),
         (
             '[oidc]\nclient_secrte = "x"\n',
@@ -156,10 +157,10 @@ def test_values_the_app_cannot_start_with_fail_at_load_naming_the_key(
 @pytest.mark.parametrize("level", ["verbose", "INFO", "trace"])
 def test_a_log_level_serve_cannot_use_fails_at_load(tmp_path: Path, level: str) -> None:
     # serve hands it to logging and to uvicorn, which know only these five, in lower case.
-    with pytest.raises(ConfigError, match=r"^\[bff\]\.log_level: "):
-        load_settings(_config(tmp_path, f'[bff]\nlog_level = "{level}"\n'), environ={})
-    settings = load_settings(_config(tmp_path, '[bff]\nlog_level = "debug"\n'), environ={})
-    assert settings.bff.log_level == "debug"
+    with pytest.raises(ConfigError, match=r"^\[log\]\.level: "):
+        load_settings(_config(tmp_path, f'[log]\nlevel = "{level}"\n'), environ={})
+    settings = load_settings(_config(tmp_path, '[log]\nlevel = "debug"\n'), environ={})
+    assert settings.log.level == "debug"
 
 
 def test_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ DOCUMENTED = {
     "DEFAULT_BREAKER",
     "DEFAULT_LIMITS",
     "BreakerState",
+    "AttemptObserver",
     # models
     "Flow",
     "FlowCreate",
