@@ -108,8 +108,10 @@ def create_app(
                 oidc=oidc,
                 sessions=stores.sessions,
                 refresh_lock=stores.refresh_lock,
+                metrics=metrics,
                 clock=clock,
             )
+            metrics.sessions = stores.sessions
             audit = AuditLog(_audit_sink(settings), observe=metrics.audit_observed)
             stack.callback(audit.close)
             minter = _minter(settings, clock)
@@ -122,6 +124,7 @@ def create_app(
                 replay_cache=stores.replay_cache,
                 minter=minter,
                 audit=audit,
+                metrics=metrics,
                 clock=clock,
             )
             app.state.services = Services(

@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable
+from .observability import Metrics
 from .oidc import OIDCClient, ProviderUnavailable, RefreshRejected
 from .principal import Principal, tenants_from_claim, tenants_from_scope
 from .problems import (
@@ -128,9 +129,11 @@ class SessionAuthenticator:
         oidc: OIDCClient,
         sessions: SessionStore,
         refresh_lock: RefreshLock,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cookies = CookieNames.for_settings(settings)
+        self._refreshes = (metrics or Metrics()).token_refreshes
         self._oidc = oidc
         self._sessions = sessions
         self._refresh_lock = refresh_lock
@@ -213,11 +216,13 @@ class SessionAuthenticator:
         try:
             tokens = await self._oidc.refresh(session.refresh_token)
         except RefreshRejected:
+            self._refreshes.labels("failed", "rejected").inc()
             await self._sessions.delete(raw_id)
             raise session_expired(
                 "Your sign-in has expired; sign in again.", clear_cookie=self.cookies.session
             ) from None
         except ProviderUnavailable as exc:
+            self._refreshes.labels("failed", "unavailable").inc()
             logger.warning("token refresh failed: %s", exc)
             expires = session.access_expires_at
             if expires is not None and expires > self._clock():
@@ -234,6 +239,7 @@ class SessionAuthenticator:
             id_token=tokens.id_token or session.id_token,
             access_expires_at=tokens.expires_at,
         )
+        self._refreshes.labels("succeeded", "").inc()
         if not await self._sessions.save(raw_id, session):
             raise self.ended()
         return session

@@ -14,9 +14,12 @@ and the provider's client (:class:`ObservedTransport`).
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Any, Literal, Protocol
+from functools import cache
+from typing import Any, Literal, Protocol, TypedDict
 
 import httpx
 
@@ -24,6 +27,7 @@ from .cache import CacheOutcome
 from .tracecontext import Parent, new_span_id, new_trace_id, traceparent
 
 Peer = Literal["upstream", "provider"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ServerSpan(Protocol):
@@ -183,3 +187,66 @@ class ObservedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class RequestFacts(TypedDict):
+    """Who sent a request, as the audit trail names it."""
+
+    request_id: str | None
+    trace_id: str | None
+    client_ip: str | None
+    user_agent: str | None
+
+
+def request_facts(scope: Any, trusted_proxies: Sequence[str]) -> RequestFacts:
+    state = scope.get("state") or {}
+    request: RequestContext | None = state.get("context")
+    user_agent = None
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+            break
+    return RequestFacts(
+        request_id=state.get("request_id"),
+        trace_id=request.trace_id if request is not None else None,
+        client_ip=client_ip(scope, trusted_proxies),
+        user_agent=user_agent,
+    )
+
+
+@cache
+def _networks(proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _trusted(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_ip(scope: Any, trusted_proxies: Sequence[str]) -> str | None:
+    """The caller's address: the peer's, or, when the peer is a trusted proxy, the rightmost
+    address in ``X-Forwarded-For`` that is not one (``None`` when that entry is not an address).
+    """
+    peer = scope.get("client")
+    if not peer:
+        return None
+    networks = _networks(tuple(trusted_proxies))
+    if not networks or not _trusted(peer[0], networks):
+        return str(peer[0])
+    hops = [
+        hop.strip()
+        for name, value in scope["headers"]
+        if name == b"x-forwarded-for"
+        for hop in value.decode("latin-1").split(",")
+    ]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return None
+    return hops[0] if hops else str(peer[0])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Protocol
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -13,6 +17,13 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
+
+logger = logging.getLogger("bff.metrics")
+
+
+class SessionCounter(Protocol):
+    async def count(self) -> int: ...
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Clients may send any token as a method; only these become label values, the rest "other".
@@ -54,6 +65,33 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.sign_ins = Counter(
+            "bff_sign_ins",
+            "Sign-ins by outcome (started, succeeded, failed) and reason (the problem slug).",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.token_refreshes = Counter(
+            "bff_token_refreshes",
+            "Access-token refreshes by outcome (succeeded, failed) and reason "
+            "(rejected: the provider refused the refresh token; unavailable: no answer).",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.sign_outs = Counter(
+            "bff_sign_outs",
+            "Sessions ended, by kind: user (signed out) or backchannel (the provider said so).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.sessions_active = Gauge(
+            "bff_sessions_active",
+            "Live sessions in the session store, counted when metrics are scraped.",
+            registry=self.registry,
+        )
+        self.sessions: SessionCounter | None = None
+        """Set once the session store is open; counted at each scrape."""
+
     def audit_observed(self, event: str, outcome: str, reason: str | None, written: bool) -> None:
         """:class:`bff.audit.AuditLog` reports every event it wrote or failed to write here."""
         if written:
@@ -68,6 +106,12 @@ class Metrics:
         self.latency.labels(route, method).observe(seconds)
 
     async def endpoint(self, request: Request) -> Response:
+        if self.sessions is not None:
+            try:
+                async with asyncio.timeout(1.0):
+                    self.sessions_active.set(await self.sessions.count())
+            except Exception as exc:  # a slow or absent store must not fail the scrape
+                logger.warning("cannot count sessions for metrics: %s", type(exc).__name__)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 

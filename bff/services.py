@@ -17,7 +17,7 @@ import upstream_client as uc
 from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
 from .cache import SingleFlightCache
 from .catalog import Catalog
-from .context import note_cache
+from .context import note_cache, request_facts
 from .credentials import UpstreamCredentials
 from .middleware import new_request_id
 from .principal import Action, Authenticator, Principal, authorize, permissions
@@ -164,10 +164,9 @@ class Call:
             tenant_id=self.tenant_id,
             cluster_id=self.cluster_id or None,
             flow_id=flow_id,
-            request_id=self.request_id,
             idempotency_key=idempotency_key,
-            user_agent=request.headers.get("user-agent"),
             changes=changes,
+            **request_facts(request.scope, self.services.settings.bff.trusted_proxies),
         )
         try:
             await audit.record(base)
@@ -263,9 +262,8 @@ async def _record_denied(request: Request, event: str, problem: ProblemError) ->
         tenant_id=params.get("tid"),
         cluster_id=params.get("cid"),
         flow_id=params.get("fid"),
-        request_id=getattr(request.state, "request_id", None),
         idempotency_key=request.headers.get("idempotency-key"),
-        user_agent=request.headers.get("user-agent"),
+        **request_facts(request.scope, services.settings.bff.trusted_proxies),
     )
     try:
         await services.audit.record(denied)

@@ -25,8 +25,10 @@ from starlette.routing import Route
 
 from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
 from .authenticators import SessionAuthenticator, session_principal, tenants_from_claims
+from .context import request_facts
 from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
+from .observability import Metrics
 from .oidc import LoginError, OIDCClient, ProviderUnavailable, TokenSet
 from .paths import CALLBACK_PATH
 from .principal import permissions
@@ -74,10 +76,12 @@ class SignIn:
         replay_cache: ReplayCache | None = None,
         minter: UpstreamTokenMinter | None = None,
         audit: AuditLog | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.audit = audit
+        self.metrics = metrics or Metrics()
         self.oidc = oidc
         self.sessions = sessions
         self.logins = logins
@@ -104,6 +108,7 @@ class SignIn:
             raise signin_unavailable() from None
         handle = secrets.token_urlsafe(32)
         await self.logins.put(handle, login)
+        self.metrics.sign_ins.labels("started", "").inc()
         response = RedirectResponse(url, status_code=302)
         # Lax, not Strict: the provider's redirect back to the callback is a cross-site
         # top-level navigation, and it must carry this cookie.
@@ -122,8 +127,10 @@ class SignIn:
         try:
             response, sub = await self._callback(request)
         except ProblemError as problem:
+            self.metrics.sign_ins.labels("failed", problem.slug).inc()
             await self._audit(request, "session.sign_in", "failed", problem.status, problem.slug)
             raise
+        self.metrics.sign_ins.labels("succeeded", "").inc()
         await self._audit(request, "session.sign_in", "succeeded", response.status_code, sub=sub)
         return response
 
@@ -216,6 +223,7 @@ class SignIn:
             session = await self.sessions.get(raw_id)
             await self.sessions.delete(raw_id)
             if session is not None:
+                self.metrics.sign_outs.labels("user").inc()
                 await self._audit(request, "session.sign_out", "succeeded", 200, sub=session.sub)
                 if session.refresh_token:
                     await self.oidc.revoke(session.refresh_token)
@@ -269,6 +277,7 @@ class SignIn:
         elif logout.sub:
             ended += await self.sessions.delete_by_sub(logout.sub)
         logger.info("back-channel logout ended %d session(s)", ended)
+        self.metrics.sign_outs.labels("backchannel").inc(ended)
         await self._audit(request, "session.backchannel_logout", "succeeded", 200, sub=logout.sub)
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
@@ -292,8 +301,7 @@ class SignIn:
             actor=Actor(iss=self.oidc.issuer, sub=sub, auth="session"),
             status=status,
             reason=reason,
-            request_id=getattr(request.state, "request_id", None),
-            user_agent=request.headers.get("user-agent"),
+            **request_facts(request.scope, self.settings.bff.trusted_proxies),
         )
         try:
             await self.audit.record(record)

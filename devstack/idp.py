@@ -587,7 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _raise_system_exit)
     # The port is known only once bound (``--port 0``), and the issuer names it.
-    server = werkzeug.serving.make_server(args.host, args.port, _not_ready, threaded=True)
+    server = werkzeug.serving.make_server(
+        args.host, args.port, _not_ready, threaded=True, request_handler=_PlainRequestLog
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
     issuer = args.issuer or f"http://{host}:{server.server_port}"
     server.app = create_idp_app(
@@ -606,6 +608,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+class _PlainRequestLog(werkzeug.serving.WSGIRequestHandler):
+    """werkzeug's request line without its colour codes, with the ``traceparent`` received."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        line = getattr(self, "requestline", "")
+        traceparent = self.headers.get("traceparent", "-") if hasattr(self, "headers") else "-"
+        _logger.info(
+            "%s %s traceparent=%s",
+            line.translate(self._control_char_table),
+            code,
+            str(traceparent).translate(self._control_char_table),
+        )
 
 
 def _not_ready(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

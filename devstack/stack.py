@@ -184,6 +184,8 @@ def _plan(
             "BFF__BFF__PUBLIC_ORIGIN": bff_origin,
             "BFF__UPSTREAM__BASE_URL": sandbox_origin,
             "BFF__OIDC__ISSUER": idp_origin,
+            # Logs for a person at a terminal, unless the caller asked for another format.
+            "BFF__LOG__FORMAT": os.environ.get("BFF__LOG__FORMAT", "text"),
         },
     )
     return [sandbox, idp, bff]

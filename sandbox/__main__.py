@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import sys
@@ -58,8 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings)
+    # One line per request (with the traceparent received) on stdout; uvicorn says only problems.
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
     )
     server = _AnnouncingServer(config, db=settings.db)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to whatever

@@ -15,13 +15,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sandbox.problems import Problem, not_found
 
 logger = logging.getLogger("sandbox")
+request_log = logging.getLogger("sandbox.requests")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "DELETE")
 
 
 class RequestContextMiddleware:
-    """Assigns the request id, echoes it as ``X-Request-ID``, and turns crashes into a 500.
+    """Assigns the request id, echoes it as ``X-Request-ID``, turns crashes into a 500, and logs
+    one line per request with the ``traceparent`` it came with (logger ``sandbox.requests``), so
+    that a trace id can be followed from the gateway's log into this one.
 
     A caller's ``X-Request-ID`` is kept when it is 1 to 128 characters of letters, digits, ``.``,
     ``_`` and ``-`` starting with a letter or digit; otherwise a ``req_…`` id is generated.
@@ -37,11 +40,13 @@ class RequestContextMiddleware:
         request_id = _request_id_from(scope)
         scope["state"] = {**scope.get("state", {}), "request_id": request_id}
         started = False
+        status = 500
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
             await send(message)
@@ -54,6 +59,24 @@ class RequestContextMiddleware:
                 return
             problem = Problem(500, "internal-error", "The server could not complete the request.")
             await problem.response(request_id)(scope, receive, send_with_id)
+        finally:
+            if request_log.isEnabledFor(logging.INFO):
+                request_log.info(
+                    "%s %r %d request_id=%s traceparent=%s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    request_id,
+                    _header(scope, b"traceparent") or "-",
+                )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            # Shown as received, but never able to start a line of its own.
+            return repr(bytes(value).decode("latin-1"))[1:-1]
+    return None
 
 
 def _request_id_from(scope: Scope) -> str:

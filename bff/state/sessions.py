@@ -145,6 +145,10 @@ class SessionStore(Protocol):
         """When the session ends without further activity (the earlier of both timeouts)."""
         ...
 
+    async def count(self) -> int:
+        """How many sessions are live (the ``bff_sessions_active`` gauge)."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store is reachable (for `/readyz`)."""
         ...
@@ -307,6 +311,18 @@ class MemorySessionStore(_Timeouts):
     async def delete_by_sub(self, sub: str) -> int:
         """Delete every session of one user; return how many were deleted."""
         return sum(self._remove(key) for key in list(self._by_sub.get(sub, ())))
+
+    async def count(self) -> int:
+        """Live sessions; timed-out records found on the way are dropped."""
+        now = self._clock()
+        expired = [
+            key
+            for key, data in self._records.items()
+            if self._is_expired(_decoder.decode(data), now)
+        ]
+        for key in expired:
+            self._remove(key)
+        return len(self._records)
 
     async def ping(self) -> bool:
         """Always True: memory is always reachable."""
@@ -510,6 +526,13 @@ class RedisSessionStore(_Timeouts):
     async def delete_by_sub(self, sub: str) -> int:
         """Delete every session of one user; return how many were deleted."""
         return await self._delete_indexed(f"{self.prefix}sub:{sub}")
+
+    async def count(self) -> int:
+        """Live session records (Redis expires the others), counted with SCAN."""
+        total = 0
+        async for _ in self._redis.scan_iter(match=f"{self.prefix}*", count=1000, _type="HASH"):
+            total += 1
+        return total
 
     async def ping(self) -> bool:
         """True when Redis answers PING."""
