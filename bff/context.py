@@ -56,6 +56,8 @@ class Spans(Protocol):
 
 class RequestContext:
     __slots__ = (
+        "_busy_since",
+        "_outgoing",
         "cache",
         "flags",
         "provider_calls",
@@ -69,6 +71,7 @@ class RequestContext:
         "tracestate",
         "upstream_calls",
         "upstream_seconds",
+        "waited",
     )
 
     def __init__(
@@ -91,6 +94,20 @@ class RequestContext:
         self.provider_seconds = 0.0
         self.provider_calls = 0
         self.cache: CacheOutcome = "bypass"
+        self.waited = 0.0
+        """Wall time with at least one outgoing call in flight (concurrent calls count once)."""
+        self._outgoing = 0
+        self._busy_since = 0.0
+
+    def call_started(self, now: float) -> None:
+        if self._outgoing == 0:
+            self._busy_since = now
+        self._outgoing += 1
+
+    def call_ended(self, now: float) -> None:
+        self._outgoing -= 1
+        if self._outgoing == 0:
+            self.waited += now - self._busy_since
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("bff_request", default=None)
@@ -151,13 +168,17 @@ class CallObserver:
             headers["tracestate"] = context.tracestate
         if attempt > 1:
             context.retries += 1
-        return _Attempt(context, self.peer, span, time.perf_counter())
+        now = time.perf_counter()
+        context.call_started(now)
+        return _Attempt(context, self.peer, span, now)
 
     def attempt_ended(self, started: object, status: int | None) -> None:
         if not isinstance(started, _Attempt):
             return
-        seconds = time.perf_counter() - started.started
+        now = time.perf_counter()
+        seconds = now - started.started
         context = started.context
+        context.call_ended(now)
         if started.peer == "upstream":
             context.upstream_seconds += seconds
             context.upstream_calls += 1

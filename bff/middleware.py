@@ -202,13 +202,13 @@ class EdgeMiddleware:
 
 
 def _server_timing(request: RequestContext) -> str:
+    """``app``: the gateway's own time, that is with no upstream or provider call in flight
+    (calls made side by side count once); ``upstream`` and ``idp``: the sum of their calls."""
     elapsed = time.perf_counter() - request.started
-    upstream = request.upstream_seconds
-    provider = request.provider_seconds
     value = (
-        f"app;dur={(elapsed - upstream - provider) * 1000:.2f}, "
-        f"upstream;dur={upstream * 1000:.2f}, cache;desc={request.cache}"
+        f"app;dur={(elapsed - request.waited) * 1000:.2f}, "
+        f"upstream;dur={request.upstream_seconds * 1000:.2f}, cache;desc={request.cache}"
     )
     if request.provider_calls:
-        value += f", idp;dur={provider * 1000:.2f}"
+        value += f", idp;dur={request.provider_seconds * 1000:.2f}"
     return value

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,10 +18,13 @@ STOP_TIMEOUT = 15.0
 
 
 @contextmanager
-def running_dev_stack(work_dir: Path) -> Iterator[ServerProcess]:
+def running_dev_stack(
+    work_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
     """The whole local stack, healthy; whatever the test did, nothing of it outlives the block.
 
     ``stop()`` sends Ctrl-C (SIGINT), as a developer would, and returns the launcher's status.
+    ``env`` adds variables (``BFF__…`` settings) to the launcher's environment.
     """
     bff_port, sandbox_port, idp_port = free_ports(3)
     argv = [
@@ -35,6 +39,7 @@ def running_dev_stack(work_dir: Path) -> Iterator[ServerProcess]:
         name="the BFF",
         url=f"http://127.0.0.1:{bff_port}",
         log=work_dir / "bff-dev.log",
+        env=None if env is None else {**os.environ, **env},
         start_timeout=START_TIMEOUT,
         stop_signal=signal.SIGINT,
         grace=STOP_TIMEOUT,
