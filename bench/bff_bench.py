@@ -2,8 +2,10 @@
 
 Starts the real processes on free 127.0.0.1 ports, one uvicorn worker each: the sandbox
 (``python -m sandbox serve``, a temporary SQLite file), the development OpenID provider
-(``python -m devstack.idp``) and two BFFs (``python -m bff serve``), one with the default
-micro-cache (2 s) and one with it off (``BFF__CACHE__TTL_SECONDS=0``). It signs in as alice
+(``python -m devstack.idp``) and three BFFs (``python -m bff serve``, JSON logs, the access
+line on, as ``bff serve`` runs by default): one with the default micro-cache (2 s), one with it
+off (``BFF__CACHE__TTL_SECONDS=0``), and one with it off and the access line off too
+(``BFF__LOG__ACCESS=false``), to price the access log. It signs in as alice
 over HTTP, as a browser does, creates ``--flows`` flows through the BFF, and then drives each
 variant with ``--concurrency`` concurrent requests from one aiohttp session:
 
@@ -11,7 +13,8 @@ variant with ``--concurrency`` concurrent requests from one aiohttp session:
 - ``(b)`` the BFF's flow list with the session cookie and ``X-CSRF: 1``, micro-cache on;
 - ``(c)`` the same, micro-cache off: every request reaches the sandbox;
 - ``(d)`` the BFF's GET of one flow with ``If-None-Match`` (a 304), micro-cache on;
-- ``(e)`` the same 304, micro-cache off.
+- ``(e)`` the same 304, micro-cache off;
+- ``(f)`` ``(c)`` without the access line: ``(c)/(f)`` is what the access log costs.
 
 Variants run in short interleaved slices (``--slice``), so outside load on the machine falls
 on all of them alike. Every response's status is checked; an unexpected one (or a connection
@@ -191,20 +194,26 @@ class Stack:
     idp: Child
     bff_cached: Child
     bff_uncached: Child
+    bff_quiet: Child
+
+    @property
+    def bffs(self) -> list[Child]:
+        return [self.bff_cached, self.bff_uncached, self.bff_quiet]
 
     @property
     def children(self) -> list[Child]:
-        return [self.sandbox, self.idp, self.bff_cached, self.bff_uncached]
+        return [self.sandbox, self.idp, *self.bffs]
 
 
 @contextlib.contextmanager
 def running_stack(work_dir: Path) -> Iterator[Stack]:
     """Sandbox, provider and both BFFs, ready; none of them outlives the block."""
-    sandbox_port, idp_port, cached_port, uncached_port = free_ports(4)
+    sandbox_port, idp_port, cached_port, uncached_port, quiet_port = free_ports(5)
     sandbox_origin = f"http://{HOST}:{sandbox_port}"
     idp_origin = f"http://{HOST}:{idp_port}"
     cached_origin = f"http://{HOST}:{cached_port}"
     uncached_origin = f"http://{HOST}:{uncached_port}"
+    quiet_origin = f"http://{HOST}:{quiet_port}"
     python = [sys.executable, "-m"]
     sandbox = Child(
         "sandbox",
@@ -214,6 +223,7 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
             # Both BFFs mint their own upstream tokens (credential mode internal-jwt).
             "--trusted-issuer", f"{cached_origin}={cached_origin}{JWKS_PATH}",
             "--trusted-issuer", f"{uncached_origin}={uncached_origin}{JWKS_PATH}",
+            "--trusted-issuer", f"{quiet_origin}={quiet_origin}{JWKS_PATH}",
         ],
         sandbox_origin,
         "/healthz",
@@ -226,6 +236,7 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
             "--port", str(idp_port),
             "--redirect-uri", f"{cached_origin}{CALLBACK_PATH}",
             "--redirect-uri", f"{uncached_origin}{CALLBACK_PATH}",
+            "--redirect-uri", f"{quiet_origin}{CALLBACK_PATH}",
         ],
         idp_origin,
         "/.well-known/openid-configuration",
@@ -245,6 +256,7 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
                 "BFF__BFF__RATE_LIMIT_PER_MINUTE": "0",
                 "BFF__UPSTREAM__BASE_URL": sandbox_origin,
                 "BFF__OIDC__ISSUER": idp_origin,
+                "BFF__LOG__FORMAT": "json",
                 **env,
             },
         )
@@ -256,12 +268,19 @@ def running_stack(work_dir: Path) -> Iterator[Stack]:
         bff_uncached=bff(
             "BFF cache off", uncached_origin, uncached_port, BFF__CACHE__TTL_SECONDS="0"
         ),
+        bff_quiet=bff(
+            "BFF cache off no access log",
+            quiet_origin,
+            quiet_port,
+            BFF__CACHE__TTL_SECONDS="0",
+            BFF__LOG__ACCESS="false",
+        ),
     )
     try:
         for child in (sandbox, idp):
             child.start()
         wait_ready([sandbox, idp])
-        for child in (stack.bff_cached, stack.bff_uncached):
+        for child in stack.bffs:
             child.start()
         wait_ready(stack.children)
         yield stack
@@ -443,11 +462,24 @@ def report(variants: list[Variant], concurrency: int, slice_seconds: float) -> N
         "\n  server CPU: the process answering (the sandbox for (a), a BFF otherwise);"
         "\n  sandbox CPU: what the sandbox spent on the BFF's upstream calls."
     )
+    by_key = {v.key: v for v in variants}
+    logged, quiet = by_key.get("c"), by_key.get("f")
+    if logged and quiet and logged.latencies and quiet.latencies:
+        rate_ratio = (len(logged.latencies) / logged.elapsed) / (
+            len(quiet.latencies) / quiet.elapsed
+        )
+        cpu_ratio = (logged.server_cpu / len(logged.latencies)) / (
+            quiet.server_cpu / len(quiet.latencies)
+        )
+        print(
+            f"\n  the access log: (c)/(f) = {rate_ratio:.3f} in requests/s, "
+            f"{cpu_ratio:.3f} in BFF CPU per request"
+        )
 
 
 def variants_for(stack: Stack, cookies: dict[str, str], flow: tuple[str, str]) -> list[Variant]:
     flow_id, etag = flow
-    cached, uncached = stack.bff_cached, stack.bff_uncached
+    cached, uncached, quiet = stack.bff_cached, stack.bff_uncached, stack.bff_quiet
     api_key = {"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"}
 
     def conditional(bff: Child) -> dict[str, str]:
@@ -465,6 +497,8 @@ def variants_for(stack: Stack, cookies: dict[str, str], flow: tuple[str, str]) -
         Variant("e", "BFF get flow, 304, micro-cache off",
                 f"{uncached.origin}{BFF_FLOWS}/{flow_id}", conditional(uncached), 304, uncached,
                 stack.sandbox),
+        Variant("f", "BFF list, cache off, no access log", quiet.origin + BFF_FLOWS,
+                bff_headers(cookies[quiet.name]), 200, quiet, stack.sandbox),
     ]  # fmt: skip
 
 
@@ -495,10 +529,10 @@ def run(args: argparse.Namespace) -> None:
         print(
             f"sandbox {stack.sandbox.origin}, provider {stack.idp.origin}, "
             f"BFF {stack.bff_cached.origin} (micro-cache on), "
-            f"{stack.bff_uncached.origin} (off)",
+            f"{stack.bff_uncached.origin} (off), {stack.bff_quiet.origin} (off, no access log)",
             flush=True,
         )
-        cookies = {bff.name: sign_in(bff.origin) for bff in (stack.bff_cached, stack.bff_uncached)}
+        cookies = {bff.name: sign_in(bff.origin) for bff in stack.bffs}
         flow = seed_flows(stack.bff_cached.origin, cookies[stack.bff_cached.name], args.flows)
         variants = variants_for(stack, cookies, flow)
         check_pages(variants, args.flows)

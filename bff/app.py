@@ -1,9 +1,9 @@
 """``create_app(settings)``: the BFF as an ASGI application.
 
-Follow one request: :mod:`bff.observability` (metrics) → :mod:`bff.middleware` (request id,
-raw-path guard, security headers) → the route in :mod:`bff.flows` → :class:`bff.services.Call`
-(authenticate, authorize) → ``upstream_client`` → :mod:`bff.views` (reshape) → JSON. Errors on
-any step become problem+json in :mod:`bff.problems`.
+Follow one request: :mod:`bff.middleware` (the edge: request id, trace context, raw-path guard,
+security headers, Server-Timing, metrics, the access line) → the route in :mod:`bff.flows` →
+:class:`bff.services.Call` (authenticate, authorize) → ``upstream_client`` → :mod:`bff.views`
+(reshape) → JSON. Errors on any step become problem+json in :mod:`bff.problems`.
 """
 
 from __future__ import annotations

@@ -184,8 +184,13 @@ def _plan(
             "BFF__BFF__PUBLIC_ORIGIN": bff_origin,
             "BFF__UPSTREAM__BASE_URL": sandbox_origin,
             "BFF__OIDC__ISSUER": idp_origin,
-            # Logs for a person at a terminal, unless the caller asked for another format.
+            # Logs for a person at a terminal, and the audit trail in the data directory (kept
+            # across restarts), unless the caller asked otherwise.
             "BFF__LOG__FORMAT": os.environ.get("BFF__LOG__FORMAT", "text"),
+            "BFF__AUDIT__SINK": os.environ.get("BFF__AUDIT__SINK", "file"),
+            "BFF__AUDIT__PATH": os.environ.get(
+                "BFF__AUDIT__PATH", str(Path(data_dir) / "audit.jsonl")
+            ),
         },
     )
     return [sandbox, idp, bff]

@@ -206,6 +206,8 @@ def test_the_stack_starts_on_loopback_prints_its_urls_and_stops_cleanly(
                 "BFF__UPSTREAM__BASE_URL": f"http://127.0.0.1:{ports.sandbox}",
                 "BFF__OIDC__ISSUER": f"http://127.0.0.1:{ports.idp}",
                 "BFF__LOG__FORMAT": "text",
+                "BFF__AUDIT__SINK": "file",
+                "BFF__AUDIT__PATH": str(tmp_path / "data" / "audit.jsonl"),
             }
         for port in ports.all():
             assert listening_addresses(port) == {LOOPBACK_V4}, port
