@@ -49,7 +49,9 @@ class _Server:
         context = span.get_span_context()
         self.trace_id = f"{context.trace_id:032x}"
         self.span_id = f"{context.span_id:016x}"
-        self.flags = f"{int(context.trace_flags):02x}"
+        # Only the sampled bit goes downstream (as for an incoming traceparent, see
+        # tracecontext.parse), not the SDK's "random trace id" bit of a trace it starts.
+        self.flags = "01" if context.trace_flags.sampled else "00"
 
     def end(self, scope: Any, status: int, route: str) -> None:
         method = scope["method"]

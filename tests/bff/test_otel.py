@@ -362,8 +362,60 @@ async def test_without_a_valid_traceparent_the_request_starts_a_trace(
     assert {span.parent_span_id for span in clients} == {server.span_id}
 
 
-_WITHOUT_TRACING = """
-import asyncio, json, sys
+async def test_an_unsampled_caller_trace_is_propagated_and_not_exported(
+    receiver: Receiver, upstream: respx.MockRouter
+) -> None:
+    flows = list_flows(upstream)
+    async with serving(
+        transport(upstream),
+        authenticators=[static_authenticator(ALICE)],
+        settings=traced_settings(receiver),
+    ) as running:
+        response = await running.client.get(
+            FLOWS, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
+        )
+    assert response.status_code == 200, response.text
+    version, trace_id, parent_id, flags = split_traceparent(
+        flows.calls.last.request.headers["traceparent"]
+    )
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "00")
+    assert parent_id not in {PARENT_ID, "0" * 16}
+    # The lifespan's end exported everything synchronously: there is nothing left to wait for.
+    assert receiver.spans() == []
+
+
+_SCRIPT = """
+import asyncio, builtins, importlib.abc, importlib.util, json, sys
+
+TRACING = json.loads(sys.argv[1])
+BLOCK = sys.argv[2] == "block"
+IMPORTERS = set()
+_import = builtins.__import__
+
+
+def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    # Every import statement, even of a module already loaded, names its importer here.
+    importer = (globals or {}).get("__name__", "?")
+    target = name
+    if level:
+        target = importlib.util.resolve_name("." * level + name, globals["__package__"])
+    watched = target.split(".")[0] == "opentelemetry" or target == "bff.otel"
+    if watched and importer.split(".")[0] != "opentelemetry":
+        IMPORTERS.add(importer)
+    return _import(name, globals, locals, fromlist, level)
+
+
+class NoOpenTelemetry(importlib.abc.MetaPathFinder):
+    # As if the otel extra were not installed.
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] == "opentelemetry":
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+builtins.__import__ = recording_import
+if BLOCK:
+    sys.meta_path.insert(0, NoOpenTelemetry())
 
 import httpx
 
@@ -371,32 +423,27 @@ from bff import Principal, create_app
 from bff.principal import static_authenticator
 from bff.settings import settings_from_mapping
 
-UPSTREAM = "http://upstream.test"
 FLOWS = "/api/bff/v1/tenants/ten_acme/clusters/plane_dev_us_east_1/delivery-flows"
+CLUSTER = {"id": "plane_dev_us_east_1", "name": "Dev", "region": "us-east-1", "status": "active"}
 ANSWERS = {
-    "/v1/tenants/ten_acme/clusters": {
-        "clusters": [
-            {"id": "plane_dev_us_east_1", "name": "Dev", "region": "us-east-1", "status": "active"}
-        ],
-        "next_cursor": None,
-    },
+    "/v1/tenants/ten_acme/clusters": {"clusters": [CLUSTER], "next_cursor": None},
     "/v1/tenants/ten_acme/delivery-flows": {"delivery_flows": [], "next_cursor": None},
     "/v1/tenants/ten_acme/ingesters": {"ingesters": [], "next_cursor": None},
     "/v1/tenants/ten_acme/destinations": {"destinations": [], "next_cursor": None},
 }
 
 
-def backend(request: httpx.Request) -> httpx.Response:
+def backend(request):
     answer = ANSWERS.get(request.url.path)
     return httpx.Response(200, json=answer) if answer is not None else httpx.Response(404)
 
 
-async def main() -> dict[str, object]:
+async def main():
     settings = settings_from_mapping(
         {
             "bff": {"public_origin": "http://127.0.0.1:8000", "rate_limit_per_minute": 0},
-            "upstream": {"base_url": UPSTREAM, "credential": "relay"},
-            "tracing": json.loads(sys.argv[1]),
+            "upstream": {"base_url": "http://upstream.test", "credential": "relay"},
+            "tracing": TRACING,
         }
     )
     alice = Principal(
@@ -419,20 +466,35 @@ async def main() -> dict[str, object]:
     ):
         health = await client.get("/healthz")
         flows = await client.get(FLOWS)
-    return {"statuses": [health.status_code, flows.status_code]}
+    return [health.status_code, flows.status_code]
 
 
-result = asyncio.run(main())
-result["otel"] = sorted(name for name in sys.modules if name.startswith("opentelemetry"))
-print(json.dumps(result))
+statuses = asyncio.run(main())
+print(
+    json.dumps(
+        {
+            "statuses": statuses,
+            "modules": sorted(name for name in sys.modules if name.startswith("opentelemetry")),
+            "bff.otel": "bff.otel" in sys.modules,
+            "importers": sorted(IMPORTERS),
+        }
+    )
+)
 """
 
+# What bff.otel loads and no dependency of the gateway does.
+TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
 
-def run_app_in_a_fresh_interpreter(tracing: dict[str, str]) -> dict[str, Any]:
+
+def run_app_in_a_fresh_interpreter(
+    tracing: dict[str, str], *, opentelemetry_installed: bool = True
+) -> dict[str, Any]:
+    """Serve ``/healthz`` and the flows list from a new interpreter; what it imported."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    mode = "allow" if opentelemetry_installed else "block"
     done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_TRACING, json.dumps(tracing)],
+        [sys.executable, "-c", _SCRIPT, json.dumps(tracing), mode],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -442,19 +504,39 @@ def run_app_in_a_fresh_interpreter(tracing: dict[str, str]) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["statuses"] == [200, 200]
     return result
 
 
-def test_without_an_endpoint_nothing_of_opentelemetry_is_imported() -> None:
+def test_without_an_endpoint_the_gateway_imports_nothing_of_opentelemetry() -> None:
+    # redis >= 8 imports opentelemetry (metrics) itself when it is installed, so the check is on
+    # who imports it: no module of the gateway, and nothing that only tracing needs is loaded.
     result = run_app_in_a_fresh_interpreter({})
-    assert result["statuses"] == [200, 200]
-    assert result["otel"] == []
+    ours = [
+        name for name in result["importers"] if name.split(".")[0] in {"bff", "upstream_client"}
+    ]
+    assert ours == []
+    assert result["bff.otel"] is False
+    assert [name for name in result["modules"] if name.startswith(TRACING_MODULES)] == []
 
 
-def test_with_an_endpoint_the_same_script_does_load_opentelemetry(receiver: Receiver) -> None:
-    """The control: the check above would see the modules if the app imported them."""
-    tracing = {"otlp_endpoint": receiver.endpoint, "service_name": SERVICE}
-    result = run_app_in_a_fresh_interpreter(tracing)
-    assert result["statuses"] == [200, 200]
-    assert "opentelemetry.sdk.trace" in result["otel"]
-    assert any(span.kind == SERVER for span in receiver.spans())
+def test_without_an_endpoint_the_gateway_runs_without_opentelemetry_installed() -> None:
+    result = run_app_in_a_fresh_interpreter({}, opentelemetry_installed=False)
+    assert result["modules"] == []
+    assert result["bff.otel"] is False
+
+
+def test_with_an_endpoint_the_same_script_sees_the_gateway_import_it(receiver: Receiver) -> None:
+    """The control: the checks above would see the imports if the gateway made them."""
+    result = run_app_in_a_fresh_interpreter(
+        {"otlp_endpoint": receiver.endpoint, "service_name": SERVICE}
+    )
+    assert "bff.otel" in result["importers"]
+    assert result["bff.otel"] is True
+    assert {"opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http"} <= set(
+        result["modules"]
+    )
+    # The lifespan's end flushed the exporter before the interpreter exited.
+    servers = [span for span in receiver.spans() if span.kind == SERVER]
+    assert sorted(span.name for span in servers) == [f"GET {ROUTE}", "GET /healthz"]
+    assert {span.resource["service.name"] for span in servers} == {SERVICE}

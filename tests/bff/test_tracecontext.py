@@ -1,4 +1,4 @@
-"""W3C Trace Context parsing: what the gateway keeps of a caller's ``traceparent``/``tracestate``."""
+"""W3C Trace Context parsing: what the gateway keeps of a caller's traceparent and tracestate."""
 
 from __future__ import annotations
 

@@ -116,6 +116,9 @@ def test_one_trace_through_gateway_audit_and_sandbox_and_no_secret_in_any_line(
     for line in traced_lines[:5]:
         assert line["sub"] == "alice" and line["tenant_id"] == "ten_acme"
         assert line["upstream_calls"] >= 1 and line["upstream_ms"] > 0
+    # Plain text for terminals and collectors: no colour codes from any process (werkzeug's
+    # request log colours 3xx and 4xx lines, and the provider answers with redirects).
+    assert "\x1b[" not in output
     # uvicorn's own access log is off: no other request lines.
     assert not re.search(r'\[bff\] .*"(GET|POST|PUT|DELETE) /', output)
 
