@@ -28,6 +28,7 @@ from .tracecontext import Parent, new_span_id, new_trace_id, traceparent
 
 Peer = Literal["upstream", "provider"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ServerSpan(Protocol):
@@ -240,12 +241,19 @@ def _networks(proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
 
 
-def _trusted(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+def _address(text: str) -> IPAddress | None:
+    """An IP address; an IPv4-mapped IPv6 one (a dual-stack socket's view) as the IPv4 one."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return any(ip in network for network in networks)
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(ip: IPAddress | None, networks: tuple[IPNetwork, ...]) -> bool:
+    return ip is not None and any(ip in network for network in networks)
 
 
 def client_ip(scope: Any, trusted_proxies: Sequence[str]) -> str | None:
@@ -255,19 +263,18 @@ def client_ip(scope: Any, trusted_proxies: Sequence[str]) -> str | None:
     peer = scope.get("client")
     if not peer:
         return None
+    peer_ip = _address(str(peer[0]))
     networks = _networks(tuple(trusted_proxies))
-    if not networks or not _trusted(peer[0], networks):
-        return str(peer[0])
+    if not networks or not _trusted(peer_ip, networks):
+        return str(peer_ip or peer[0])
     hops = [
-        hop.strip()
+        _address(hop.strip())
         for name, value in scope["headers"]
         if name == b"x-forwarded-for"
         for hop in value.decode("latin-1").split(",")
     ]
     for hop in reversed(hops):
         if not _trusted(hop, networks):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return None
-    return hops[0] if hops else str(peer[0])
+            return None if hop is None else str(hop)
+    first = hops[0] if hops else peer_ip
+    return None if first is None else str(first)

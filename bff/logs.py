@@ -27,6 +27,11 @@ ACCESS_LOGGER = "bff.access"
 _access = logging.getLogger(ACCESS_LOGGER)
 _encode = msgspec.json.Encoder().encode
 _PLAIN = re.compile(r"[!-~]+", re.ASCII)
+_CONTROLS = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+} | {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_CONTROLS_BUT_NEWLINE = {code: text for code, text in _CONTROLS.items() if code != 0x0A}
 
 
 _second = -1
@@ -108,14 +113,15 @@ class TextFormatter(logging.Formatter):
         if fields is not None:
             return _access_text(fields, record.created)
         head = f"{rfc3339(record.created)} {record.levelname:<7}"
-        # A message may quote what a caller sent: its line breaks are shown, not obeyed.
-        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
-        line = f"{head} {record.name}: {message}"
+        # A message may quote what a caller sent: its control characters are shown, not obeyed.
+        line = f"{head} {record.name}: {record.getMessage().translate(_CONTROLS)}"
         request = context.current()
         if request is not None:
             line += f" request_id={request.request_id}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # Indented, so that no line of a traceback can pass for a record of its own.
+            trace = self.formatException(record.exc_info).translate(_CONTROLS_BUT_NEWLINE)
+            line += "".join(f"\n    {part}" for part in trace.split("\n"))
         return line
 
 

@@ -116,9 +116,12 @@ class EdgeMiddleware:
             if name == b"x-request-id":
                 offered = value.decode("latin-1")
             elif name == b"traceparent":
-                traceparent = value.decode("latin-1")
+                # Two traceparent fields make the trace context invalid (W3C Trace Context).
+                traceparent = "" if traceparent is not None else value.decode("latin-1")
             elif name == b"tracestate":
-                tracestate = value.decode("latin-1")
+                # Several tracestate fields are one list (RFC 9110 field combination).
+                state = value.decode("latin-1")
+                tracestate = state if tracestate is None else f"{tracestate},{state}"
         request_id = (
             offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
         )

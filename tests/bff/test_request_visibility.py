@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from tests.bff.conftest import (
     upstream_flow,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE}-{PARENT_SPAN}-01"
@@ -591,6 +593,12 @@ def _scope(peer: tuple[str, int] | None, *forwarded: str) -> dict[str, Any]:
             id="no-trusted-proxies",
         ),
         pytest.param(_scope(None, "203.0.113.7"), ["10.0.0.0/8"], None, id="no-peer"),
+        pytest.param(
+            _scope(("::ffff:10.0.0.5", 1234), "::ffff:203.0.113.7"),
+            ["10.0.0.0/8"],
+            "203.0.113.7",
+            id="ipv4-mapped-peer-of-a-dual-stack-socket",
+        ),
     ],
 )
 def test_client_ip(scope: dict[str, Any], trusted: list[str], expected: str | None) -> None:
@@ -696,3 +704,85 @@ async def test_audit_client_ip_is_read_through_trusted_proxies_only(
         assert (await client.delete(f"{FLOWS}/flow_1", headers=forwarded)).status_code == 204
     assert {event["client_ip"] for event in _audit(trusting)} == {"203.0.113.7"}
     assert {event["client_ip"] for event in _audit(doubting)} == {"127.0.0.1"}
+
+
+def test_control_characters_in_an_app_message_are_shown_not_obeyed() -> None:
+    record = logging.getLogger("bff.test").makeRecord(
+        "bff.test", logging.WARNING, __file__, 1, "got %s", ("\x1b[2Jx\x85y\u2028z\x0b",), None
+    )
+    text = TextFormatter().format(record)
+    assert text.endswith(r"got \x1b[2Jx\x85y\u2028z\x0b")
+
+
+def test_a_traceback_in_text_is_indented_so_no_line_passes_for_a_record() -> None:
+    try:
+        raise ValueError("caller sent\n2026-12-02T00:00:00.000Z INFO    forged")
+    except ValueError:
+        record = logging.getLogger("bff.test").makeRecord(
+            "bff.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    first, *rest = TextFormatter().format(record).split("\n")
+    assert first.endswith("ERROR   bff.test: failed")
+    assert rest and all(line.startswith("    ") for line in rest)
+
+
+async def test_two_traceparent_fields_make_the_trace_context_invalid(
+    bff: BffFactory, upstream: respx.MockRouter
+) -> None:
+    upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+    async with bff() as client:
+        response = await client.get(
+            FLOWS, headers=[("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)]
+        )
+    assert response.status_code == 200
+    children = _children(upstream.calls)
+    assert children and {trace for trace, _, _ in children} != {TRACE}
+    assert {flags for _, _, flags in children} == {"00"}
+
+
+async def test_tracestate_fields_are_forwarded_as_one_list(
+    bff: BffFactory, upstream: respx.MockRouter
+) -> None:
+    upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+    async with bff() as client:
+        response = await client.get(
+            FLOWS,
+            headers=[
+                ("traceparent", TRACEPARENT),
+                ("tracestate", "rojo=00f067aa0ba902b7"),
+                ("tracestate", "congo=t61rcWkgMzE"),
+            ],
+        )
+    assert response.status_code == 200
+    states = {call.request.headers["tracestate"] for call in upstream.calls}
+    assert states == {"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}
+
+
+@pytest.mark.parametrize("form", ["json", "text"])
+def test_configured_logging_writes_access_lines_and_records_to_stdout(form: str) -> None:
+    # In a process of its own: configure() sets up the whole process's logging.
+    script = f"""
+import logging
+from bff import logs
+logs.configure({form!r}, "info")
+logs.access({{"request_id": "req_0123456789abcdef", "trace_id": "{TRACE}", "method": "GET",
+    "route": "/healthz", "status": 200, "duration_ms": 1.5, "upstream_ms": 0.0,
+    "upstream_calls": 0, "retries": 0, "provider_ms": 0.0, "cache": "bypass",
+    "tenant_id": None, "cluster_id": None, "sub": "a\\nb"}})
+logging.getLogger("uvicorn.error").info("started")
+logging.getLogger("uvicorn.access").info("uvicorn's own access line")
+logging.getLogger("httpx").info("request sent")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2, lines
+    if form == "json":
+        access, record = (json.loads(line) for line in lines)
+        assert access["log"] == "access" and access["sub"] == "a\nb"
+        assert record["log"] == "app" and record["logger"] == "uvicorn.error"
+    else:
+        assert lines[0].endswith(f'sub="a\\nb" request_id=req_0123456789abcdef trace_id={TRACE}')
+        assert lines[1].endswith("INFO    uvicorn.error: started")
