@@ -25,7 +25,10 @@ dummy end-session page. What this module adds on top, because the BFF relies on 
 - token revocation (RFC 7009) at ``/oauth2/revoke``, announced in discovery;
 - access tokens are RS256 JWTs (RFC 9068 shape) signed with the key published at ``/jwks``,
   carrying ``zen_tenants`` and ``scope``, so that credential mode ``relay`` can be tried;
-- ``post_logout_redirect_uri`` of end-session must stay on the origin of a redirect URI.
+- ``post_logout_redirect_uri`` of end-session must stay on the origin of a redirect URI;
+- a shortcut for trying the gateway from a terminal: the client may ask for a demo user's
+  access token with ``grant_type=password`` (the password is the user's name), so that ``curl``
+  can call the gateway with a bearer token. Development only, like everything here.
 """
 
 from __future__ import annotations
@@ -280,6 +283,8 @@ def _before_request(state: _ProviderState) -> WerkzeugResponse | None:
         return _check_pkce_request(state)
     if endpoint == f"{_MOCK}.issue_token":
         grant_type = flask.request.form.get("grant_type")
+        if grant_type == "password":
+            return _password_grant(state)
         if grant_type == "authorization_code":
             return _check_code_verifier(state)
         if grant_type == "refresh_token":
@@ -467,8 +472,8 @@ def _check_logout_redirect(state: _ProviderState) -> flask.Response | None:
     return None
 
 
-def _revoke(state: _ProviderState) -> flask.Response:
-    """Token revocation (RFC 7009): the client's own refresh or access tokens; always 200."""
+def _client_unauthenticated(state: _ProviderState) -> flask.Response | None:
+    """401 ``invalid_client`` unless the request carries the client's id and secret (Basic)."""
     auth = flask.request.authorization
     if (
         auth is None
@@ -479,6 +484,41 @@ def _revoke(state: _ProviderState) -> flask.Response:
         response = _oauth_error(HTTPStatus.UNAUTHORIZED, "invalid_client", "client auth failed")
         response.headers["WWW-Authenticate"] = 'Basic realm="devidp"'
         return response
+    return None
+
+
+def _password_grant(state: _ProviderState) -> flask.Response:
+    """A demo user's access token for a terminal (RFC 6749 section 4.3); the password is the
+    user's name. No refresh or ID token: this is for calling the gateway with ``curl``."""
+    if (refused := _client_unauthenticated(state)) is not None:
+        return refused
+    sub = flask.request.form.get("username", "")
+    user = _storage().get_user(sub) if sub else None
+    if user is None or not hmac.compare_digest(flask.request.form.get("password", ""), sub):
+        return _oauth_error(
+            HTTPStatus.BAD_REQUEST,
+            "invalid_grant",
+            "unknown demo user, or a password that is not the user's name",
+        )
+    scope = flask.request.form.get("scope") or "openid"
+    generate = flask.current_app.config["OAUTH2_ACCESS_TOKEN_GENERATOR"]
+    token = generate(_storage().get_client(state.client_id), "password", user, scope)
+    response = flask.jsonify(
+        {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": int(ACCESS_TOKEN_LIFETIME.total_seconds()),
+            "scope": scope,
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _revoke(state: _ProviderState) -> flask.Response:
+    """Token revocation (RFC 7009): the client's own refresh or access tokens; always 200."""
+    if (refused := _client_unauthenticated(state)) is not None:
+        return refused
     token = flask.request.form.get("token")
     if not token:
         return _oauth_error(HTTPStatus.BAD_REQUEST, "invalid_request", "token is required")

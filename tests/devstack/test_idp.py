@@ -457,3 +457,46 @@ def test_the_command_names_a_malformed_demo_user(
     err = capsys.readouterr().err
     assert "[[dev.users]]" in err
     assert "`name`" in err
+
+
+def _password_grant(
+    idp: httpx.Client, user: str, password: str, secret: str = CLIENT_SECRET
+) -> httpx.Response:
+    return idp.post(
+        "/oauth2/token",
+        data={"grant_type": "password", "username": user, "password": password},
+        auth=(CLIENT_ID, secret),
+    )
+
+
+def test_a_demo_users_access_token_for_a_terminal(idp: httpx.Client) -> None:
+    answer = _password_grant(idp, "bob", "bob")
+
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and "refresh_token" not in body
+    access = jwt.decode(body["access_token"], keys(idp), algorithms=["RS256"])
+    assert access.header["typ"] == "at+jwt"
+    assert access.claims["sub"] == "bob"
+    assert set(access.claims["aud"]) == {"zen-backend", CLIENT_ID}
+    assert access.claims["zen_tenants"] == {"ten_acme": ["read:delivery-flows"]}
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "secret", "status", "error"),
+    [
+        ("bob", "alice", CLIENT_SECRET, 400, "invalid_grant"),
+        ("mallory", "mallory", CLIENT_SECRET, 400, "invalid_grant"),
+        ("", "", CLIENT_SECRET, 400, "invalid_grant"),
+        ("bob", "bob", "not-the-secret", 401, "invalid_client"),
+    ],
+)
+def test_the_terminal_shortcut_needs_the_client_and_a_demo_user(
+    idp: httpx.Client, user: str, password: str, secret: str, status: int, error: str
+) -> None:
+    refused = _password_grant(idp, user, password, secret)
+
+    assert refused.status_code == status
+    assert refused.json()["error"] == error
+    assert "access_token" not in refused.json()

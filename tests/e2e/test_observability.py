@@ -91,6 +91,23 @@ def test_one_trace_through_gateway_audit_and_sandbox_and_no_secret_in_any_line(
         deleted = call("DELETE", location, headers={"If-Match": updated.headers["etag"]})
         assert deleted.status_code == 204, deleted.text
         assert call("POST", "/api/bff/v1/auth/logout").status_code == 200
+        # A terminal's bearer token from the provider (its demo shortcut), then one bearer write.
+        provider = re.search(r"Identity provider:\s+(http://\S+)", stack.output())
+        assert provider is not None, stack.output()
+        issued = browser.post(
+            f"{provider.group(1)}/oauth2/token",
+            data={"grant_type": "password", "username": "alice", "password": "alice"},
+            auth=("flows-bff-dev", _configured_secrets()[0]),
+        )
+        assert issued.status_code == 200, issued.text
+        used.append(issued.json()["access_token"])
+        bearer = {"Authorization": f"Bearer {used[-1]}", **traced}
+        by_bearer = httpx.post(
+            stack.url + ACME_FLOWS, json={**body, "name": "by-bearer"}, headers=bearer
+        )
+        assert by_bearer.status_code == 201, by_bearer.text
+        gone = httpx.delete(stack.url + by_bearer.headers["location"], headers=bearer)
+        assert gone.status_code == 204, gone.text
         # The sandbox on its own, with an API key: its request log names no credential either.
         sandbox_url = re.search(r"Sandbox backend:\s+(http://\S+)", stack.output())
         assert sandbox_url is not None, stack.output()
@@ -112,6 +129,8 @@ def test_one_trace_through_gateway_audit_and_sandbox_and_no_secret_in_any_line(
         ("GET", FLOWS_ROUTE + "/{fid}", 404),
         ("DELETE", FLOWS_ROUTE + "/{fid}", 204),
         ("POST", "/api/bff/v1/auth/logout", 200),
+        ("POST", FLOWS_ROUTE, 201),
+        ("DELETE", FLOWS_ROUTE + "/{fid}", 204),
     ]
     for line in traced_lines[:5]:
         assert line["sub"] == "alice" and line["tenant_id"] == "ten_acme"
@@ -131,13 +150,17 @@ def test_one_trace_through_gateway_audit_and_sandbox_and_no_secret_in_any_line(
     # The audit trail: attempted and succeeded for each write, with the trace; the chain holds.
     events = [json.loads(line) for line in audit_file.read_text().splitlines()]
     writes = [e for e in events if e["event"].startswith("delivery_flow.")]
-    assert [(e["event"], e["outcome"]) for e in writes] == [
-        ("delivery_flow.create", "attempted"),
-        ("delivery_flow.create", "succeeded"),
-        ("delivery_flow.update", "attempted"),
-        ("delivery_flow.update", "succeeded"),
-        ("delivery_flow.delete", "attempted"),
-        ("delivery_flow.delete", "succeeded"),
+    assert [(e["event"], e["outcome"], e["actor"]["auth"]) for e in writes] == [
+        ("delivery_flow.create", "attempted", "session"),
+        ("delivery_flow.create", "succeeded", "session"),
+        ("delivery_flow.update", "attempted", "session"),
+        ("delivery_flow.update", "succeeded", "session"),
+        ("delivery_flow.delete", "attempted", "session"),
+        ("delivery_flow.delete", "succeeded", "session"),
+        ("delivery_flow.create", "attempted", "bearer"),
+        ("delivery_flow.create", "succeeded", "bearer"),
+        ("delivery_flow.delete", "attempted", "bearer"),
+        ("delivery_flow.delete", "succeeded", "bearer"),
     ]
     assert {e["trace_id"] for e in writes} == {trace_id}
     assert {e["client_ip"] for e in writes} == {"127.0.0.1"}
