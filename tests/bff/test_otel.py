@@ -226,6 +226,20 @@ def list_flows(router: respx.MockRouter) -> respx.Route:
     )
 
 
+async def traced_get(
+    receiver: Receiver, upstream: respx.MockRouter, headers: dict[str, str]
+) -> httpx.Response:
+    """The flow list as alice, through a gateway exporting to ``receiver``; asserted 200."""
+    async with serving(
+        transport(upstream),
+        authenticators=[static_authenticator(ALICE)],
+        settings=traced_settings(receiver),
+    ) as running:
+        response = await running.client.get(FLOWS, headers=headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
 # --- the tests ------------------------------------------------------------------------------
 
 
@@ -233,15 +247,7 @@ async def test_spans_of_a_request_reach_the_collector(
     receiver: Receiver, upstream: respx.MockRouter
 ) -> None:
     flows = list_flows(upstream)
-    async with serving(
-        transport(upstream),
-        authenticators=[static_authenticator(ALICE)],
-        settings=traced_settings(receiver),
-    ) as running:
-        response = await running.client.get(
-            FLOWS, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
-        )
-    assert response.status_code == 200, response.text
+    await traced_get(receiver, upstream, {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
     assert flows.call_count == 1
     sent = flows.calls.last.request.headers["traceparent"]
 
@@ -291,15 +297,7 @@ async def test_a_retried_upstream_call_is_one_client_span_per_attempt(
             httpx.Response(200, json={"delivery_flows": [upstream_flow()], "next_cursor": None}),
         ]
     )
-    async with serving(
-        transport(upstream),
-        authenticators=[static_authenticator(ALICE)],
-        settings=traced_settings(receiver),
-    ) as running:
-        response = await running.client.get(
-            FLOWS, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
-        )
-    assert response.status_code == 200, response.text
+    await traced_get(receiver, upstream, {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
     assert flows.call_count == 2
 
     spans = await receiver.wait_for(has_server_span(TRACE_ID))
@@ -337,13 +335,7 @@ async def test_without_a_valid_traceparent_the_request_starts_a_trace(
 ) -> None:
     flows = list_flows(upstream)
     headers = {"traceparent": traceparent} if traceparent is not None else {}
-    async with serving(
-        transport(upstream),
-        authenticators=[static_authenticator(ALICE)],
-        settings=traced_settings(receiver),
-    ) as running:
-        response = await running.client.get(FLOWS, headers=headers)
-    assert response.status_code == 200, response.text
+    response = await traced_get(receiver, upstream, headers)
     assert "server-timing" in response.headers
     _, trace_id, parent_id, flags = split_traceparent(
         flows.calls.last.request.headers["traceparent"]
@@ -366,15 +358,7 @@ async def test_an_unsampled_caller_trace_is_propagated_and_not_exported(
     receiver: Receiver, upstream: respx.MockRouter
 ) -> None:
     flows = list_flows(upstream)
-    async with serving(
-        transport(upstream),
-        authenticators=[static_authenticator(ALICE)],
-        settings=traced_settings(receiver),
-    ) as running:
-        response = await running.client.get(
-            FLOWS, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"}
-        )
-    assert response.status_code == 200, response.text
+    await traced_get(receiver, upstream, {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"})
     version, trace_id, parent_id, flags = split_traceparent(
         flows.calls.last.request.headers["traceparent"]
     )
