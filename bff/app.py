@@ -19,6 +19,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import msgspec
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -112,6 +113,7 @@ def create_app(
                 clock=clock,
             )
             metrics.sessions = stores.sessions
+            metrics.breaker = client.breaker
             audit = AuditLog(_audit_sink(settings), observe=metrics.audit_observed)
             stack.callback(audit.close)
             minter = _minter(settings, clock)
@@ -202,6 +204,7 @@ def _backend_client(
             max_attempts=upstream.max_attempts, backoff_base=upstream.retry_backoff_seconds
         ),
         limits=uc.Limits(max_connections=upstream.max_connections),
+        breaker=uc.BreakerConfig(**msgspec.structs.asdict(upstream.breaker)),
         tls=_tls(settings),
         transport=transport,
         observer=observer,
@@ -255,8 +258,12 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:  # a probe must never take the endpoint down
             checks[name] = f"failing: {type(exc).__name__}"
 
+    breaker = services.client.breaker
+    if breaker.state is uc.BreakerState.OPEN:
+        # Calls fail fast now; a probe of our own would not change that.
+        checks["upstream"] = f"failing: circuit open, next probe in {breaker.retry_in:.1f} s"
     await asyncio.gather(
-        check("upstream", services.client.ping()),
+        *([] if "upstream" in checks else [check("upstream", services.client.ping())]),
         check("identityProvider", signin.oidc.metadata()),
         check("sessions", signin.sessions.ping()),
     )

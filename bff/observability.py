@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from typing import Protocol
 
 from prometheus_client import (
@@ -14,15 +15,27 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
+
+from upstream_client import BreakerState
 
 logger = logging.getLogger("bff.metrics")
 
 
 class SessionCounter(Protocol):
     async def count(self) -> int: ...
+
+
+class Breaker(Protocol):
+    @property
+    def state(self) -> BreakerState: ...
+
+    @property
+    def opened(self) -> int: ...
 
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -91,6 +104,9 @@ class Metrics:
         )
         self.sessions: SessionCounter | None = None
         """Set once the session store is open; counted at each scrape."""
+        self.breaker: Breaker | None = None
+        """Set once the backend client exists; read at each scrape."""
+        self.registry.register(_BreakerCollector(self))
 
     def audit_observed(self, event: str, outcome: str, reason: str | None, written: bool) -> None:
         """:class:`bff.audit.AuditLog` reports every event it wrote or failed to write here."""
@@ -121,3 +137,28 @@ def route_template(scope: Scope) -> str:
     if path is None:
         return "unmatched"
     return f"{scope.get('root_path', '')}{path}" if path.startswith("/") else path
+
+
+class _BreakerCollector(Collector):
+    """The upstream circuit breaker as it is at the scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        breaker = self._metrics.breaker
+        if breaker is None:
+            return
+        state = GaugeMetricFamily(
+            "bff_upstream_circuit_state",
+            "The upstream circuit breaker: 1 for its current state (closed, open, half_open).",
+            labels=["state"],
+        )
+        for name in BreakerState:
+            state.add_metric([name.value], 1 if breaker.state is name else 0)
+        yield state
+        yield CounterMetricFamily(
+            "bff_upstream_circuit_opens",
+            "Times the upstream circuit opened (calls then fail fast with 503).",
+            value=breaker.opened,
+        )

@@ -71,6 +71,20 @@ class BffSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     them is ``X-Forwarded-For`` believed when naming a caller's address (audit ``client_ip``)."""
 
 
+class BreakerSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[upstream.breaker]``: see :class:`upstream_client.BreakerConfig`."""
+
+    failure_threshold: int = 5
+    """Consecutive failed upstream attempts (connection errors, timeouts, 5xx) that open it."""
+    window_seconds: float = 10.0
+    """Failures further apart than this do not add up."""
+    open_seconds: float = 1.0
+    """How long an opened circuit fails fast before a probe; doubled after each failed probe."""
+    max_open_seconds: float = 30.0
+    half_open_probes: int = 1
+    """Probe calls let through when half-open; that many successes close the circuit."""
+
+
 class UpstreamSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     base_url: str = f"http://{LOOPBACK}:{DEV_UPSTREAM_PORT}"
     credential: Literal["relay", "internal-jwt"] = "internal-jwt"
@@ -84,6 +98,7 @@ class UpstreamSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    breaker: BreakerSection = BreakerSection()
 
 
 class InternalJwtSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -171,15 +186,28 @@ class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
         return urlsplit(self.bff.public_origin).scheme == "https"
 
 
+def _tables(struct: type[_Section], prefix: str = "") -> dict[str, type[_Section]]:
+    """Every table of the settings by dotted name (``upstream``, ``upstream.breaker``…)."""
+    tables: dict[str, type[_Section]] = {}
+    for field in msgspec.structs.fields(struct):
+        if isinstance(field.type, type) and issubclass(field.type, _Section):
+            name = f"{prefix}{field.name}"
+            tables[name] = field.type
+            tables.update(_tables(field.type, f"{name}."))
+    return tables
+
+
+TABLES = _tables(Settings)
+"""The settings' tables by dotted name, as in the TOML file: ``[upstream.breaker]``."""
 _SECTIONS: tuple[str, ...] = Settings.__struct_fields__
 _KEYS: dict[str, tuple[str, ...]] = {
-    field.name: typing.cast(type[_Section], field.type).__struct_fields__
-    for field in msgspec.structs.fields(Settings)
+    name: tuple(key for key in table.__struct_fields__ if f"{name}.{key}" not in TABLES)
+    for name, table in TABLES.items()
 }
 _LIST_KEYS = {
-    (field.name, key.name)
-    for field in msgspec.structs.fields(Settings)
-    for key in msgspec.structs.fields(field.type)
+    (name, key.name)
+    for name, table in TABLES.items()
+    for key in msgspec.structs.fields(table)
     if typing.get_origin(key.type) is list
 }
 
@@ -217,13 +245,23 @@ def _check_names(data: Mapping[str, Any], *, source: str) -> None:
         if section not in _SECTIONS:
             hint = _nearest(section, _SECTIONS, show="[{}]")
             raise ConfigError(f"unknown section [{section}]{source}; {hint}")
-        if not isinstance(table, Mapping):
-            kind = type(table).__name__
-            raise ConfigError(f"[{section}]{source}: expected a table, got {kind} {table!r}")
-        for key in table:
-            if key not in _KEYS[section]:
-                hint = _nearest(key, _KEYS[section])
-                raise ConfigError(f"[{section}].{key}: unknown key; {hint}")
+        _check_table(section, table, source)
+
+
+def _check_table(name: str, table: object, source: str) -> None:
+    if not isinstance(table, Mapping):
+        kind = type(table).__name__
+        raise ConfigError(f"[{name}]{source}: expected a table, got {kind} {table!r}")
+    for key, value in table.items():
+        if f"{name}.{key}" in TABLES:
+            _check_table(f"{name}.{key}", value, source)
+        elif key not in _KEYS[name]:
+            valid = _KEYS[name] + tuple(t.rpartition(".")[2] for t in TABLES if _parent(t) == name)
+            raise ConfigError(f"[{name}].{key}: unknown key; {_nearest(key, valid)}")
+
+
+def _parent(table: str) -> str:
+    return table.rpartition(".")[0]
 
 
 def _nearest(name: str, valid: tuple[str, ...], *, show: str = "{}") -> str:
@@ -247,17 +285,26 @@ def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> N
         if not name.startswith(ENV_PREFIX):
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if key not in _KEYS.get(section, ()):
-            raise ConfigError(f"{name}: unknown variable; {_nearest_variable(section, key)}")
-        data[section][key] = value.split(",") if (section, key) in _LIST_KEYS else value
+        table, target = section, data.get(section)
+        # BFF__UPSTREAM__BREAKER__OPEN_SECONDS names the key open_seconds of [upstream.breaker].
+        while target is not None and "__" in key and f"{table}.{key.split('__')[0]}" in TABLES:
+            inner, _, key = key.partition("__")
+            table = f"{table}.{inner}"
+            target = target.setdefault(inner, {})
+        if f"{table}.{key}" in TABLES:
+            example = _variable(f"{table}.{key}", _KEYS[f"{table}.{key}"][0])
+            raise ConfigError(f"{name}: names the table [{table}.{key}]; set its keys ({example})")
+        if target is None or key not in _KEYS.get(table, ()):
+            raise ConfigError(f"{name}: unknown variable; {_nearest_variable(table, key)}")
+        target[key] = value.split(",") if (table, key) in _LIST_KEYS else value
 
 
-def _variable(section: str, key: str) -> str:
-    return f"{ENV_PREFIX}{section}__{key}".upper()
+def _variable(table: str, key: str) -> str:
+    return f"{ENV_PREFIX}{table.replace('.', '__')}__{key}".upper()
 
 
 def _nearest_variable(section: str, key: str) -> str:
-    if section not in _SECTIONS:
+    if section not in TABLES:
         close = difflib.get_close_matches(section, _SECTIONS, n=1)
         if not close:
             sections = ", ".join(s.upper() for s in _SECTIONS)
@@ -367,10 +414,14 @@ def _check(settings: Settings) -> None:
             )
     # What the upstream client, the session stores and the token minter refuse at start.
     upstream, sessions = settings.upstream, settings.sessions
+    breaker = upstream.breaker
+    if breaker.max_open_seconds < breaker.open_seconds:
+        raise ConfigError("[upstream.breaker].max_open_seconds: must be >= open_seconds")
     for key, value, low in (
         ("[upstream].connect_timeout", upstream.connect_timeout, 0.0),
         ("[upstream].read_timeout", upstream.read_timeout, 0.0),
         ("[upstream].total_timeout", upstream.total_timeout, 0.0),
+        ("[upstream.breaker].window_seconds", breaker.window_seconds, 0.0),
         ("[sessions].idle_timeout_seconds", sessions.idle_timeout_seconds, 0.0),
         ("[sessions].absolute_timeout_seconds", sessions.absolute_timeout_seconds, 0.0),
     ):
@@ -380,6 +431,9 @@ def _check(settings: Settings) -> None:
         ("[upstream].max_attempts", upstream.max_attempts, 1),
         ("[upstream].max_connections", upstream.max_connections, 1),
         ("[upstream].retry_backoff_seconds", upstream.retry_backoff_seconds, 0),
+        ("[upstream.breaker].failure_threshold", breaker.failure_threshold, 1),
+        ("[upstream.breaker].open_seconds", breaker.open_seconds, 0),
+        ("[upstream.breaker].half_open_probes", breaker.half_open_probes, 1),
         ("[internal_jwt].ttl_seconds", settings.internal_jwt.ttl_seconds, 1),
         # No room in the caches means an error logged at every load; no connection, a hang.
         ("[cache].max_entries", settings.cache.max_entries, 1),

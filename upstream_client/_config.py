@@ -58,21 +58,32 @@ class RetryConfig:
 class BreakerConfig:
     """The circuit breaker of one client (one base URL).
 
-    After ``failure_threshold`` consecutive failed attempts the circuit opens and calls fail
-    fast with :class:`CircuitOpenError` for ``open_seconds``; then one probe call is let
-    through (half-open): its success closes the circuit, its failure opens it again.
-    A failure is a connection error, a timeout or a 5xx answer; 4xx answers (429 included:
-    the upstream is alive and limiting one caller) count as successes.
+    ``failure_threshold`` consecutive failed attempts within ``window_seconds`` open the
+    circuit: calls fail fast with :class:`CircuitOpenError` for ``open_seconds``. Then it is
+    half-open: up to ``half_open_probes`` calls go through; that many successes close it, one
+    failure opens it again for twice as long as the last time, up to ``max_open_seconds``
+    (a long outage is probed ever less often, a blip costs ``open_seconds``). A failure is a
+    connection error, a timeout or a 5xx answer; 4xx answers (429 included: the upstream is
+    alive and limiting one caller) count as successes.
     """
 
     failure_threshold: int = 5
-    open_seconds: float = 30.0
+    window_seconds: float = 10.0
+    open_seconds: float = 1.0
+    max_open_seconds: float = 30.0
+    half_open_probes: int = 1
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1:
             raise ValueError("BreakerConfig.failure_threshold must be at least 1")
+        if self.window_seconds <= 0:
+            raise ValueError("BreakerConfig.window_seconds must be positive")
         if self.open_seconds < 0:
             raise ValueError("BreakerConfig.open_seconds must not be negative")
+        if self.max_open_seconds < self.open_seconds:
+            raise ValueError("BreakerConfig.max_open_seconds must be at least open_seconds")
+        if self.half_open_probes < 1:
+            raise ValueError("BreakerConfig.half_open_probes must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

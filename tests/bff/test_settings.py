@@ -92,6 +92,10 @@ def test_an_unknown_name_in_the_file_is_an_error_naming_it(
         ("BFF__OIDC__CLIENT_SECRTE", "did you mean BFF__OIDC__CLIENT_SECRET?"),
         ("BFF__CACHE", "expected one of BFF__CACHE__TTL_SECONDS, BFF__CACHE__LOOKUP_TTL_SECONDS"),
         ("BFF__SANDBOX__PORT", "expected BFF__SECTION__KEY with SECTION one of BFF, UPSTREAM,"),
+        (
+            "BFF__UPSTREAM__BREAKER__OPEN_SECOND",
+            "did you mean BFF__UPSTREAM__BREAKER__OPEN_SECONDS?",
+        ),
     ],
 )
 def test_an_unknown_environment_variable_is_an_error_naming_it(
@@ -100,6 +104,58 @@ def test_an_unknown_environment_variable_is_an_error_naming_it(
     with pytest.raises(ConfigError) as error:
         load_settings(_config(tmp_path, ""), environ={variable: "memory"})
     assert str(error.value).startswith(f"{variable}: unknown variable; {message}")
+
+
+def test_the_breaker_is_a_table_of_upstream_in_the_file_and_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = _config(tmp_path, "[upstream.breaker]\nfailure_threshold = 3\nopen_seconds = 0.5\n")
+    settings = load_settings(path, environ={"BFF__UPSTREAM__BREAKER__MAX_OPEN_SECONDS": "8"})
+    breaker = settings.upstream.breaker
+    assert (breaker.failure_threshold, breaker.open_seconds, breaker.max_open_seconds) == (
+        3,
+        0.5,
+        8,
+    )
+    assert breaker.window_seconds == 10.0 and breaker.half_open_probes == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[upstream.breaker]\nopen_second = 1\n",
+            "[upstream.breaker].open_second: unknown key; did you mean open_seconds?",
+        ),
+        (
+            "[upstream]\nbreaker = 3\n",
+            "[upstream.breaker] in {path}: expected a table, got int 3",
+        ),
+        (
+            "[upstream.breaker]\nopen_seconds = 40\n",
+            "[upstream.breaker].max_open_seconds: must be >= open_seconds",
+        ),
+        (
+            "[upstream.breaker]\nhalf_open_probes = 0\n",
+            "[upstream.breaker].half_open_probes: must be >= 1",
+        ),
+        ("[upstream]\nbreakr = 1\n", "[upstream].breakr: unknown key; did you mean breaker?"),
+    ],
+)
+def test_a_wrong_breaker_setting_names_its_key(tmp_path: Path, text: str, message: str) -> None:
+    path = _config(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, environ={})
+    assert str(error.value) == message.format(path=path)
+
+
+def test_a_variable_naming_a_table_says_to_set_its_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(_config(tmp_path, ""), environ={"BFF__UPSTREAM__BREAKER": "on"})
+    assert str(error.value) == (
+        "BFF__UPSTREAM__BREAKER: names the table [upstream.breaker]; "
+        "set its keys (BFF__UPSTREAM__BREAKER__FAILURE_THRESHOLD)"
+    )
 
 
 def test_the_tables_of_the_sandbox_and_the_dev_provider_are_left_to_them(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from upstream_client import (
     RateLimitError,
     RetryConfig,
 )
+from upstream_client._breaker import CircuitBreaker
 
 ONE_ATTEMPT = RetryConfig(max_attempts=1)
 BREAKER = BreakerConfig(failure_threshold=3, open_seconds=30.0)
@@ -197,3 +198,95 @@ async def test_breakers_of_two_clients_are_independent(
     upstream.answer = httpx.Response(200, json=flow_json())
     await get(healthy)
     assert failing.breaker.state is BreakerState.OPEN
+
+
+# --- the policy itself, on a clock the test moves ------------------------------------------
+
+
+def _breaker(**config: float) -> tuple[CircuitBreaker, FakeClock]:
+    clock = FakeClock()
+    return CircuitBreaker(BreakerConfig(**config), clock), clock  # type: ignore[arg-type]
+
+
+def _fail(breaker: CircuitBreaker, times: int = 1) -> None:
+    for _ in range(times):
+        permit = breaker.acquire()
+        assert permit is not None
+        breaker.failure(permit)
+
+
+def test_failures_older_than_the_window_do_not_count() -> None:
+    breaker, clock = _breaker(failure_threshold=3, window_seconds=10)
+    _fail(breaker, 2)
+    clock.advance(11)
+    _fail(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    _fail(breaker)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.opened == 1
+
+
+def test_a_success_forgets_the_failures_before_it() -> None:
+    breaker, _ = _breaker(failure_threshold=3)
+    _fail(breaker, 2)
+    permit = breaker.acquire()
+    assert permit is not None
+    breaker.success(permit)
+    _fail(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_the_default_open_time_is_short_and_grows_while_probes_fail() -> None:
+    breaker, clock = _breaker(failure_threshold=1, open_seconds=1, max_open_seconds=5)
+    _fail(breaker)
+    waits = []
+    for _ in range(5):
+        waits.append(breaker.retry_in)
+        assert breaker.acquire() is None
+        clock.advance(breaker.retry_in)
+        assert breaker.state is BreakerState.HALF_OPEN
+        _fail(breaker)  # the probe fails: open again, for longer
+    assert waits == [1, 2, 4, 5, 5]
+    clock.advance(breaker.retry_in)
+    permit = breaker.acquire()
+    assert permit is not None and permit.probe
+    breaker.success(permit)
+    assert breaker.state is BreakerState.CLOSED
+    # Closed again, a new outage starts from the short open time.
+    _fail(breaker)
+    assert breaker.retry_in == 1
+
+
+def test_half_open_lets_the_configured_probes_through_and_needs_them_all() -> None:
+    breaker, clock = _breaker(failure_threshold=1, open_seconds=1, half_open_probes=2)
+    _fail(breaker)
+    clock.advance(1)
+    first, second = breaker.acquire(), breaker.acquire()
+    assert first is not None and second is not None and first.probe and second.probe
+    assert breaker.acquire() is None
+    breaker.success(first)
+    assert breaker.state is BreakerState.HALF_OPEN
+    breaker.success(second)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_an_answer_to_a_call_sent_before_the_circuit_opened_does_not_close_it() -> None:
+    breaker, _ = _breaker(failure_threshold=2)
+    early = breaker.acquire()
+    assert early is not None
+    _fail(breaker, 2)
+    assert breaker.state is BreakerState.OPEN
+    breaker.success(early)
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_a_failed_probe_among_several_reopens_and_late_successes_do_not_close() -> None:
+    breaker, clock = _breaker(failure_threshold=1, open_seconds=1, half_open_probes=2)
+    _fail(breaker)
+    clock.advance(1)
+    first, second = breaker.acquire(), breaker.acquire()
+    assert first is not None and second is not None
+    breaker.failure(first)
+    assert breaker.state is BreakerState.OPEN and breaker.retry_in == 2
+    breaker.success(second)
+    assert breaker.state is BreakerState.OPEN
