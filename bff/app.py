@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from importlib import resources
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -62,6 +65,7 @@ def create_app(
     idp_transport: httpx.AsyncBaseTransport | None = None,
     credentials: UpstreamCredentials | None = None,
     clock: Callable[[], float] = time.time,
+    drain_on_signals: bool = False,
 ) -> Starlette:
     """Build the BFF.
 
@@ -70,6 +74,8 @@ def create_app(
     backend and to the identity provider (tests pass a mock or an in-process ASGI app);
     ``credentials`` replaces the upstream credential chosen by ``settings.upstream.credential``;
     ``clock`` (epoch seconds) drives session timeouts and token expiry, so tests can move time.
+    ``drain_on_signals`` (``bff serve``): on SIGTERM or SIGINT, ``/readyz`` answers 503 at once,
+    before the server stops accepting connections.
     """
     metrics = Metrics()
     spans = _spans(settings)
@@ -77,7 +83,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         responses = MicroCache.for_settings(settings)
+        app.state.draining = False
         async with AsyncExitStack() as stack:
+            if drain_on_signals:
+                stack.callback(_drain_on_signals(app))
             if spans is not None:
                 stack.callback(spans.shutdown)
             client = await stack.enter_async_context(
@@ -244,11 +253,39 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def _drain_on_signals(app: Starlette) -> Callable[[], None]:
+    """Wrap the server's SIGTERM and SIGINT handlers: mark the app draining, then let the server
+    shut down as it does. Returns what puts the server's handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not app.state.draining:
+            app.state.draining = True
+            logger.info("%s: draining; readiness now says 503", signal.Signals(signum).name)
+        server_handler = previous[signal.Signals(signum)]
+        if callable(server_handler):
+            server_handler(signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
 async def readyz(request: Request) -> Response:
-    """Ready to serve: the upstream answers, the provider's metadata loads, the store answers."""
+    """Ready to serve: not shutting down, the upstream answers (its circuit is not open), the
+    provider's metadata loads, the store answers."""
     services: Services = request.app.state.services
     signin: SignIn = request.app.state.signin
     checks: dict[str, str] = {}
+    if request.app.state.draining:
+        checks["shutdown"] = "draining"
 
     async def check(name: str, probe: Awaitable[object]) -> None:
         try:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -33,7 +35,7 @@ def app_from_environment() -> Starlette:
     settings = load_settings()
     # Worker processes start afresh: their logging is configured here, as in the parent.
     _configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, drain_on_signals=True)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -56,6 +58,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["BFF_CONFIG"] = os.path.abspath(args.config)
     _configure_logging(settings)
+    # uvicorn shuts down gracefully on SIGTERM and SIGINT, then raises the signal again for the
+    # handler it found: this one, which ends the process with status 0 (a clean stop).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     say(f"bff: serving on http://{args.host}:{args.port} (upstream {settings.upstream.base_url})")
     uvicorn.run(
         "bff.cli:app_from_environment",
@@ -72,8 +78,14 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         access_log=False,
         lifespan="on",
+        # Requests still in flight after this are cancelled and their connections closed.
+        timeout_graceful_shutdown=settings.server.shutdown_grace_seconds,
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _single_process_only(settings: Settings) -> str | None:

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -81,6 +83,12 @@ def is_plain_api_path(raw_path: bytes) -> bool:
 
 
 HSTS = "max-age=31536000; includeSubDomains"
+_SHUTTING_DOWN = ProblemError(
+    503,
+    "service-unavailable",
+    "The service is restarting; try again shortly.",
+    headers={"Retry-After": "1", "Connection": "close"},
+)
 _REMOVED = ("server", "set-cookie2", "x-powered-by")
 
 
@@ -163,6 +171,16 @@ class EdgeMiddleware:
                 return
             try:
                 await self.app(scope, receive, send_at_edge)
+            except asyncio.CancelledError:
+                # The server gave up on the request: its shutdown grace ran out. If nothing was
+                # said yet, say so; the request then ends here, answered, not as an error.
+                if started:
+                    raise
+                status = 503
+                with contextlib.suppress(Exception):
+                    await _SHUTTING_DOWN.response(request_id, request.trace_id)(
+                        scope, receive, send_at_edge
+                    )
             except Exception:
                 logger.exception("unhandled error in %s %s", scope["method"], route_template(scope))
                 if started:

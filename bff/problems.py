@@ -45,6 +45,7 @@ TITLES: dict[str, str] = {
     "rate-limited": "Rate Limited",
     "internal-error": "Internal Server Error",
     "audit-unavailable": "Audit Unavailable",
+    "service-unavailable": "Service Unavailable",
     "bad-gateway": "Bad Gateway",
     "upstream-unavailable": "Upstream Unavailable",
     "upstream-timeout": "Upstream Timeout",

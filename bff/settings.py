@@ -149,6 +149,12 @@ class AuditSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """With a file sink, each event is on disk before the write it describes goes upstream."""
 
 
+class ServerSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    shutdown_grace_seconds: int = 10
+    """On SIGTERM: readiness turns 503 at once, no new connections are accepted, and requests in
+    flight get this long to finish before their connections are closed."""
+
+
 class LogSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     format: Literal["json", "text"] = "json"
     """One JSON object per line (``bff serve``), or text for a terminal (``bff dev`` sets it)."""
@@ -174,6 +180,7 @@ class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     sessions: SessionsSection = SessionsSection()
     cache: CacheSection = CacheSection()
     audit: AuditSection = AuditSection()
+    server: ServerSection = ServerSection()
     log: LogSection = LogSection()
     tracing: TracingSection = TracingSection()
 
@@ -424,6 +431,7 @@ def _check(settings: Settings) -> None:
         ("[upstream.breaker].window_seconds", breaker.window_seconds, 0.0),
         ("[sessions].idle_timeout_seconds", sessions.idle_timeout_seconds, 0.0),
         ("[sessions].absolute_timeout_seconds", sessions.absolute_timeout_seconds, 0.0),
+        ("[server].shutdown_grace_seconds", settings.server.shutdown_grace_seconds, 0),
     ):
         if not value > low:
             raise ConfigError(f"{key}: must be > {low:g}")

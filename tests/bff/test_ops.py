@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import httpx
 import respx
 
@@ -129,3 +131,41 @@ async def test_an_unreachable_session_store_is_a_503_not_a_500(
     assert response.status_code == 503, response.text
     assert response.json()["type"] == "https://api.zen-mesh.io/errors/upstream-unavailable"
     assert response.headers["retry-after"] == "5"
+
+
+async def test_readiness_turns_503_at_once_when_a_stop_signal_arrives(
+    upstream: respx.MockRouter,
+) -> None:
+    from bff import create_app
+
+    upstream.get("/healthz").respond(json={"status": "ok"})
+    seen_by_server: list[int] = []
+
+    def server_handler(signum: int, frame: object) -> None:
+        seen_by_server.append(signum)
+
+    original = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        app = create_app(
+            auth_settings(),
+            authenticators=[static_authenticator(ALICE)],
+            upstream_transport=httpx.MockTransport(upstream.async_handler),
+            idp_transport=FakeProvider(FakeClock()).transport,
+            drain_on_signals=True,
+        )
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://bff") as client,
+        ):
+            assert (await client.get("/readyz")).status_code == 200
+            # What the kernel would call on SIGTERM, called directly.
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # type: ignore[operator]
+            draining = await client.get("/readyz")
+            served = await client.get("/healthz")
+        assert draining.status_code == 503
+        assert draining.json()["checks"]["shutdown"] == "draining"
+        assert served.status_code == 200, "requests are still answered while draining"
+        assert seen_by_server == [signal.SIGTERM], "the server's own handler still runs"
+        assert signal.getsignal(signal.SIGTERM) is server_handler, "put back at shutdown"
+    finally:
+        signal.signal(signal.SIGTERM, original)
