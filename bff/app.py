@@ -103,7 +103,12 @@ def create_app(
                 )
             )
             stores = await stack.enter_async_context(
-                open_stores(settings, forget=responses.forget, clock=clock)
+                open_stores(
+                    settings,
+                    forget=responses.forget,
+                    clock=clock,
+                    on_rate_limit_fallback=metrics.rate_limit_fallbacks.inc,
+                )
             )
             oidc = OIDCClient(
                 issuer=settings.oidc.issuer,

@@ -102,6 +102,11 @@ class Metrics:
             "Live sessions in the session store, counted when metrics are scraped.",
             registry=self.registry,
         )
+        self.rate_limit_fallbacks = Counter(
+            "bff_rate_limit_fallbacks",
+            "API calls rate-limited by this instance alone because Redis did not answer.",
+            registry=self.registry,
+        )
         self.sessions: SessionCounter | None = None
         """Set once the session store is open; counted at each scrape."""
         self.breaker: Breaker | None = None

@@ -128,6 +128,11 @@ class SessionsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
     redis_max_connections: int = 50
+    redis_timeout_seconds: float = 1.0
+    """Longest wait for Redis: to connect, for an answer, for a free pooled connection. A Redis
+    that stops answering costs a request at most about this long."""
+    redis_health_check_seconds: int = 15
+    """A pooled connection idle this long is pinged before use."""
     idle_timeout_seconds: float = 30 * 60
     absolute_timeout_seconds: float = 8 * 60 * 60
 
@@ -432,6 +437,7 @@ def _check(settings: Settings) -> None:
         ("[sessions].idle_timeout_seconds", sessions.idle_timeout_seconds, 0.0),
         ("[sessions].absolute_timeout_seconds", sessions.absolute_timeout_seconds, 0.0),
         ("[server].shutdown_grace_seconds", settings.server.shutdown_grace_seconds, 0),
+        ("[sessions].redis_timeout_seconds", sessions.redis_timeout_seconds, 0.0),
     ):
         if not value > low:
             raise ConfigError(f"{key}: must be > {low:g}")
@@ -446,6 +452,7 @@ def _check(settings: Settings) -> None:
         # No room in the caches means an error logged at every load; no connection, a hang.
         ("[cache].max_entries", settings.cache.max_entries, 1),
         ("[sessions].redis_max_connections", sessions.redis_max_connections, 1),
+        ("[sessions].redis_health_check_seconds", sessions.redis_health_check_seconds, 0),
         ("[bff].rate_limit_per_minute", settings.bff.rate_limit_per_minute, 0),
     ):
         if not value >= low:

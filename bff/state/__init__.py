@@ -30,7 +30,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from ..settings import Settings
 from .invalidation import Forget, Invalidation, MemoryInvalidation, RedisInvalidation
 from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
-from .rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from .rate_limit import FallbackRateLimiter, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .refresh_locks import MemoryRefreshLock, RedisRefreshLock, RefreshLock
 from .replay import RedisReplayCache, ReplayCache
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
@@ -52,11 +52,16 @@ class Stores:
 
 @asynccontextmanager
 async def open_stores(
-    settings: Settings, *, forget: Forget, clock: Callable[[], float] = time.time
+    settings: Settings,
+    *,
+    forget: Forget,
+    clock: Callable[[], float] = time.time,
+    on_rate_limit_fallback: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[Stores]:
     """The stores ``settings`` ask for, open for the ``async with`` block and closed after it.
 
     ``forget`` drops the local cache entries of a (tenant, cluster) that some instance wrote.
+    ``on_rate_limit_fallback`` is told of each call counted locally because Redis was away.
     """
     sessions_config = settings.sessions
     idle = sessions_config.idle_timeout_seconds
@@ -65,8 +70,14 @@ async def open_stores(
     async with AsyncExitStack() as stack:
         if sessions_config.backend == "redis" and sessions_config.redis_url:
             # A blocking pool makes a burst wait for a connection instead of failing at the limit.
+            wait = sessions_config.redis_timeout_seconds
             pool = BlockingConnectionPool.from_url(
-                sessions_config.redis_url, max_connections=sessions_config.redis_max_connections
+                sessions_config.redis_url,
+                max_connections=sessions_config.redis_max_connections,
+                timeout=wait,
+                socket_timeout=wait,
+                socket_connect_timeout=wait,
+                health_check_interval=sessions_config.redis_health_check_seconds,
             )
             redis = Redis.from_pool(pool)
             stack.push_async_callback(redis.aclose)
@@ -81,7 +92,13 @@ async def open_stores(
                 refresh_lock=RedisRefreshLock(redis),
                 replay_cache=RedisReplayCache(redis),
                 invalidation=invalidation,
-                rate_limiter=RedisRateLimiter(redis, limit, clock=clock) if limit else None,
+                rate_limiter=FallbackRateLimiter(
+                    RedisRateLimiter(redis, limit, clock=clock),
+                    MemoryRateLimiter(limit, clock=clock),
+                    on_fallback=on_rate_limit_fallback,
+                )
+                if limit
+                else None,
             )
         else:
             stores = Stores(

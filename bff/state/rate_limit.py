@@ -4,10 +4,14 @@ A fixed one-minute window per caller (the principal's subject): simple, cheap (o
 caller and minute) and shared through Redis when instances share it. A caller over the limit gets
 429 ``rate-limited`` with ``Retry-After`` up to the end of the window, before anything reaches the
 upstream.
+
+When Redis is away the limit is kept per instance (:class:`FallbackRateLimiter`): the API stays up,
+a little more generous for as long as the outage lasts, and says so in its logs and metrics.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -15,6 +19,9 @@ from typing import Protocol
 
 from cachetools import TTLCache
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("bff.rate_limit")
 
 WINDOW_SECONDS = 60
 
@@ -70,3 +77,40 @@ class RedisRateLimiter:
             pipe.expire(key, 2 * WINDOW_SECONDS)
             count, _ = await pipe.execute()
         return None if int(count) <= self._limit else remaining
+
+
+class FallbackRateLimiter:
+    """``shared`` (Redis) while it answers; ``local`` (this instance's count) while it does not.
+
+    Each call counted locally is reported to ``on_fallback`` (a metric); the switch each way is
+    logged once, so an outage is one warning, not one per request.
+    """
+
+    def __init__(
+        self,
+        shared: RateLimiter,
+        local: RateLimiter,
+        *,
+        on_fallback: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._shared = shared
+        self._local = local
+        self._on_fallback = on_fallback
+        self._falling_back = False
+
+    async def hit(self, caller: str) -> float | None:
+        try:
+            result = await self._shared.hit(caller)
+        except (RedisError, OSError) as exc:
+            if not self._falling_back:
+                self._falling_back = True
+                logger.warning(
+                    "rate limit: Redis unavailable (%s); counting per instance until it answers",
+                    type(exc).__name__,
+                )
+            self._on_fallback()
+            return await self._local.hit(caller)
+        if self._falling_back:
+            self._falling_back = False
+            logger.warning("rate limit: Redis answers again; counting across instances")
+        return result
