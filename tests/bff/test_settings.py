@@ -60,7 +60,7 @@ def test_bad_settings_fail_naming_the_key(
         (
             "[metrics]\n",
             "unknown section [metrics] in {path}; expected one of [bff], [upstream], "
-            "[internal_jwt], [oidc], [sessions], [cache], [audit], [log], [tracing]",
+            "[internal_jwt], [oidc], [sessions], [cache], [audit], [server], [log], [tracing]",
         ),
         ("[logging]\n", "unknown section [logging] in {path}; did you mean [log]?"),
         ("bff = 3\n", "[bff] in {path}: expected a table, got int 3"),
