@@ -97,7 +97,7 @@ def create_app(
                     transport=ObservedTransport(
                         idp_transport or httpx.AsyncHTTPTransport(), CallObserver("provider", spans)
                     ),
-                    timeout=httpx.Timeout(10.0, connect=3.0),
+                    timeout=httpx.Timeout(settings.oidc.timeout_seconds),
                     trust_env=False,
                     follow_redirects=False,
                 )

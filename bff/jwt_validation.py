@@ -109,7 +109,8 @@ class JWKSCache:
     An unknown `kid` (the provider rotated keys) triggers a refetch, but at most one fetch per
     `min_refetch_interval` seconds in total, so a flood of tokens with made-up kids costs the
     provider nothing; concurrent misses share one fetch. The set is also refreshed when older than
-    `max_age`, and an earlier copy keeps serving while the provider is unreachable.
+    `max_age`: in the background, while the copy it has keeps serving, so a provider that is away
+    (or slow) costs a bearer call nothing as long as the token's key is known.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class JWKSCache:
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last fetch, successful or not
         self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -165,6 +167,14 @@ class JWKSCache:
         self._by_kid, self._without_kid = by_kid, without_kid
         self._fetched_at = self._clock()
 
+    async def _refresh_in_background(self) -> None:
+        try:
+            async with self._lock:
+                if self._stale(self._clock()):
+                    await self._fetch()
+        finally:
+            self._refreshing = None
+
     async def refresh(self) -> None:
         """Fetch the key set now, ignoring the rate limit (start-up, readiness checks)."""
         async with self._lock:
@@ -178,7 +188,9 @@ class JWKSCache:
         """
         now = self._clock()
         key = self._find(kid)
-        if key is not None and not self._stale(now):
+        if key is not None:
+            if self._stale(now) and self._may_fetch(now) and self._refreshing is None:
+                self._refreshing = asyncio.create_task(self._refresh_in_background())
             return key
         async with self._lock:
             # Another task may have fetched while this one waited for the lock.

@@ -28,6 +28,8 @@ from .jwt_validation import InvalidToken, JWKSCache, JWKSUnavailable, JWTValidat
 logger = logging.getLogger("bff.oidc")
 
 METADATA_MAX_AGE = 3600.0
+RETRY_AFTER_FAILURE = 5.0
+"""Seconds during which a failed first load of the provider's metadata is not tried again."""
 
 
 class ProviderMetadata(msgspec.Struct, frozen=True):
@@ -94,34 +96,61 @@ class OIDCClient:
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = 0.0
         self._metadata_lock = asyncio.Lock()
+        self._metadata_refresh: asyncio.Task[None] | None = None
+        self._metadata_failure: ProviderUnavailable | None = None
+        self._metadata_failed_at = 0.0
         self._jwks: JWKSCache | None = None
         self._validators: dict[str, tuple[JWKSCache, JWTValidator]] = {}
 
     # --- discovery -----------------------------------------------------------------------------
 
     async def metadata(self) -> ProviderMetadata:
+        """The provider's discovery document. Once loaded, it is refreshed every hour in the
+        background while the copy serves on; until it has loaded, a failed attempt is not
+        repeated for :data:`RETRY_AFTER_FAILURE` seconds (callers fail fast meanwhile)."""
         now = self._clock()
-        if self._metadata is not None and now - self._metadata_at < METADATA_MAX_AGE:
+        if self._metadata is not None:
+            if now - self._metadata_at >= METADATA_MAX_AGE and self._metadata_refresh is None:
+                self._metadata_refresh = asyncio.create_task(self._refresh_metadata())
             return self._metadata
+        if (
+            self._metadata_failure is not None
+            and now - self._metadata_failed_at < RETRY_AFTER_FAILURE
+        ):
+            raise self._metadata_failure
         async with self._metadata_lock:
-            if self._metadata is not None and self._clock() - self._metadata_at < METADATA_MAX_AGE:
+            if self._metadata is not None:
                 return self._metadata
-            url = f"{self.issuer}/.well-known/openid-configuration"
             try:
-                response = await self._http.get(url)
-                response.raise_for_status()
-                metadata = msgspec.json.decode(response.content, type=ProviderMetadata)
-            except (httpx.HTTPError, msgspec.DecodeError) as exc:
-                if self._metadata is not None:
-                    logger.warning("provider metadata refresh failed, keeping the old: %s", exc)
-                    return self._metadata
-                raise ProviderUnavailable(f"cannot load {url}: {exc}") from exc
-            if metadata.issuer.rstrip("/") != self.issuer:
-                raise ProviderUnavailable(
-                    f"provider metadata names issuer {metadata.issuer!r}, expected {self.issuer!r}"
-                )
-            self._metadata, self._metadata_at = metadata, self._clock()
-            return metadata
+                return await self._load_metadata()
+            except ProviderUnavailable as exc:
+                self._metadata_failure, self._metadata_failed_at = exc, self._clock()
+                raise
+
+    async def _refresh_metadata(self) -> None:
+        try:
+            await self._load_metadata()
+        except ProviderUnavailable as exc:
+            logger.warning("provider metadata refresh failed, keeping the old: %s", exc)
+            self._metadata_at = self._clock()  # try again in an hour, not at every call
+        finally:
+            self._metadata_refresh = None
+
+    async def _load_metadata(self) -> ProviderMetadata:
+        url = f"{self.issuer}/.well-known/openid-configuration"
+        try:
+            response = await self._http.get(url)
+            response.raise_for_status()
+            metadata = msgspec.json.decode(response.content, type=ProviderMetadata)
+        except (httpx.HTTPError, msgspec.DecodeError) as exc:
+            raise ProviderUnavailable(f"cannot load {url}: {exc}") from exc
+        if metadata.issuer.rstrip("/") != self.issuer:
+            raise ProviderUnavailable(
+                f"provider metadata names issuer {metadata.issuer!r}, expected {self.issuer!r}"
+            )
+        self._metadata, self._metadata_at = metadata, self._clock()
+        self._metadata_failure = None
+        return metadata
 
     async def jwks(self) -> JWKSCache:
         metadata = await self.metadata()

@@ -122,6 +122,8 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     bearer_audience: str | None = None
     """Audience required of bearer JWTs; defaults to client_id."""
     refresh_margin_seconds: float = 60.0
+    timeout_seconds: float = 3.0
+    """The longest wait for the provider (discovery, keys, tokens, userinfo, revocation)."""
 
 
 class SessionsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -438,6 +440,7 @@ def _check(settings: Settings) -> None:
         ("[sessions].absolute_timeout_seconds", sessions.absolute_timeout_seconds, 0.0),
         ("[server].shutdown_grace_seconds", settings.server.shutdown_grace_seconds, 0),
         ("[sessions].redis_timeout_seconds", sessions.redis_timeout_seconds, 0.0),
+        ("[oidc].timeout_seconds", settings.oidc.timeout_seconds, 0.0),
     ):
         if not value > low:
             raise ConfigError(f"{key}: must be > {low:g}")

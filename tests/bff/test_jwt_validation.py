@@ -76,12 +76,16 @@ class IdP:
     def __init__(self, router: respx.MockRouter, keys: list[Key]) -> None:
         self.keys = keys
         self.status = 200
+        self.hang: asyncio.Event | None = None
+        """When set to an event, answers wait for it: a provider that stopped answering."""
         self.route = router.get(JWKS_URI).mock(side_effect=self._serve)
 
     async def _serve(self, request: httpx.Request) -> httpx.Response:
         # Yield to the loop so concurrent validations really overlap with the fetch.
         for _ in range(3):
             await asyncio.sleep(0)
+        if self.hang is not None:
+            await self.hang.wait()
         if self.status != 200:
             return httpx.Response(self.status, text="down")
         document = {"keys": [k.as_dict(private=False) for k in self.keys]}
@@ -331,7 +335,32 @@ async def test_stale_keys_are_refreshed_and_kept_while_provider_is_down(
     world.mono.advance(3600)
     world.idp.status = 500
     assert (await world.validator.validate(token))["sub"] == "alice"
-    assert world.idp.calls == 2, "a stale set is refetched"
+    await _refreshed(world, calls=2)  # a stale set is refetched, behind the call
+    assert (await world.validator.validate(token))["sub"] == "alice"
+    assert world.idp.calls == 2, "and a failed refresh is not repeated at every call"
+
+
+async def test_a_stale_set_serves_at_once_while_the_provider_hangs(
+    world: World, rsa_key: RSAKey
+) -> None:
+    token = sign(claims(), rsa_key)
+    await world.validator.validate(token)
+    world.mono.advance(3600)
+    world.idp.hang = asyncio.Event()
+    try:
+        async with asyncio.timeout(1):
+            assert (await world.validator.validate(token))["sub"] == "alice"
+            assert (await world.validator.validate(token))["sub"] == "alice"
+    finally:
+        world.idp.hang.set()
+    await _refreshed(world, calls=2)
+
+
+async def _refreshed(world: World, *, calls: int) -> None:
+    """Wait (a bounded while) for the background refresh of the key set to have asked."""
+    async with asyncio.timeout(2):
+        while world.idp.calls < calls or world.jwks._refreshing is not None:
+            await asyncio.sleep(0.001)
 
 
 async def test_stale_set_drops_keys_the_provider_removed(
@@ -341,6 +370,8 @@ async def test_stale_set_drops_keys_the_provider_removed(
     await world.validator.validate(token)
     world.idp.keys = [ec_key]
     world.mono.advance(3600)
+    await world.validator.validate(token)  # served from the copy; the refresh starts
+    await _refreshed(world, calls=2)
     assert await rejected(world, token) == "unknown-kid"
 
 

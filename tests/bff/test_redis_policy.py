@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +18,7 @@ from bff.state.invalidation import RedisInvalidation
 from tests.bff.conftest import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, serving
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
+from tests.support.silent import silent_listener
 
 TIMEOUT = 0.5
 
@@ -27,28 +26,8 @@ TIMEOUT = 0.5
 @pytest.fixture
 def black_hole() -> Iterator[str]:
     """A Redis URL whose server accepts connections and never says a word."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    finally:
-        stop.set()
-        thread.join()
-        for connection in held:
-            connection.close()
-        listener.close()
+    with silent_listener() as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def _settings(redis_url: str, **bff: object) -> object:
