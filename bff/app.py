@@ -309,6 +309,8 @@ async def readyz(request: Request) -> Response:
         check("identityProvider", signin.oidc.metadata()),
         check("sessions", signin.sessions.ping()),
     )
+    if signin.oidc.client_refused and checks["identityProvider"] == "ok":
+        checks["identityProvider"] = "failing: it refuses this client's id or secret"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},

@@ -7,6 +7,7 @@ Output meant for the person at the terminal goes through :func:`say`; everything
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from starlette.applications import Starlette
 
 from . import logs
 from .app import create_app
+from .checks import check_files, probe
 from .settings import DEFAULT_PORT, LOOPBACK, ConfigError, Settings, load_settings
 
 COMMANDS_GROUP = "bff.commands"
@@ -44,7 +46,9 @@ def _configure_logging(settings: Settings) -> None:
 
 def _load(path: str | None) -> Settings:
     try:
-        return load_settings(path)
+        settings = load_settings(path)
+        check_files(settings)
+        return settings
     except ConfigError as exc:
         sys.stderr.write(f"bff: configuration error: {exc}\n")
         raise SystemExit(2) from None
@@ -107,7 +111,12 @@ def check_config(args: argparse.Namespace) -> int:
         f"provider {settings.oidc.issuer}, sessions in {settings.sessions.backend}, "
         f"public origin {settings.bff.public_origin}"
     )
-    return 0
+    if not args.probe:
+        return 0
+    checks = asyncio.run(probe(settings))
+    for check in checks:
+        say(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    return 0 if all(check.passed for check in checks) else 1
 
 
 def audit_verify(args: argparse.Namespace) -> int:
@@ -140,6 +149,12 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("--config", help="TOML file (default: $BFF_CONFIG or the embedded dev.toml)")
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also contact the identity provider (discovery, keys, the client's credentials) "
+        "and the upstream; exit 1 if one fails",
+    )
     check.set_defaults(handler=check_config)
 
     audit = commands.add_parser("audit", help="work with the audit trail")

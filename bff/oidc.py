@@ -100,6 +100,8 @@ class OIDCClient:
         self._metadata_failure: ProviderUnavailable | None = None
         self._metadata_failed_at = 0.0
         self._jwks: JWKSCache | None = None
+        self.client_refused = False
+        """The token endpoint last answered ``invalid_client``: the configured secret is wrong."""
         self._validators: dict[str, tuple[JWKSCache, JWTValidator]] = {}
 
     # --- discovery -----------------------------------------------------------------------------
@@ -202,8 +204,33 @@ class OIDCClient:
         if response.status_code >= 500:
             raise ProviderUnavailable(f"token endpoint answered {response.status_code}")
         if "error" in token or response.status_code != 200:
-            raise TokenError(str(token.get("error", "invalid_request")))
+            error = str(token.get("error", "invalid_request"))
+            if error == "invalid_client" and not self.client_refused:
+                self.client_refused = True
+                logger.error(
+                    "the provider refuses this client's credentials: check [oidc].client_id "
+                    "and client_secret"
+                )
+            raise TokenError(error)
+        self.client_refused = False
         return token
+
+    async def check_client(self, redirect_uri: str) -> bool:
+        """Whether the token endpoint accepts this client's id and secret.
+
+        Asks to exchange a code that cannot exist: a provider that accepts the client answers
+        ``invalid_grant``; one that does not, ``invalid_client``. Nothing is issued either way.
+        """
+        try:
+            await self._token_request(
+                "authorization_code",
+                code=f"flows-bff-client-check-{generate_token(16)}",
+                redirect_uri=redirect_uri,
+                code_verifier=generate_token(64),
+            )
+        except TokenError as exc:
+            return str(exc) != "invalid_client"
+        return True
 
     async def start_login(self, redirect_uri: str, return_to: str) -> tuple[str, LoginRequest]:
         """The provider URL to send the browser to, and what to remember until the callback."""

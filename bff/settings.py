@@ -403,6 +403,9 @@ def _check(settings: Settings) -> None:
     if origin.scheme == "http" and not _is_loopback(origin.hostname or ""):
         # Over plain http the session cookie cannot be Secure: development on loopback only.
         raise ConfigError("[bff].public_origin: use https; plain http is for loopback only")
+    if not settings.oidc.client_secret:
+        # The gateway is a confidential client: without a secret no sign-in can succeed.
+        raise ConfigError("[oidc].client_secret: required (set it, or client_secret_file)")
     if settings.sessions.backend == "redis" and not settings.sessions.redis_url:
         raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
     if settings.audit.sink == "file" and not settings.audit.path:

@@ -282,6 +282,10 @@ def _before_request(state: _ProviderState) -> WerkzeugResponse | None:
     if endpoint == f"{_MOCK}.authorize":
         return _check_pkce_request(state)
     if endpoint == f"{_MOCK}.issue_token":
+        # The client first, then its grant (RFC 6749 3.2.1): a wrong secret is invalid_client
+        # whatever the code, as a real provider answers.
+        if (refused := _client_unauthenticated(state)) is not None:
+            return refused
         grant_type = flask.request.form.get("grant_type")
         if grant_type == "password":
             return _password_grant(state)
@@ -489,9 +493,8 @@ def _client_unauthenticated(state: _ProviderState) -> flask.Response | None:
 
 def _password_grant(state: _ProviderState) -> flask.Response:
     """A demo user's access token for a terminal (RFC 6749 section 4.3); the password is the
-    user's name. No refresh or ID token: this is for calling the gateway with ``curl``."""
-    if (refused := _client_unauthenticated(state)) is not None:
-        return refused
+    user's name. No refresh or ID token: this is for calling the gateway with ``curl``. The
+    client is authenticated before (``_before_request``)."""
     sub = flask.request.form.get("username", "")
     user = _storage().get_user(sub) if sub else None
     if user is None or not hmac.compare_digest(flask.request.form.get("password", ""), sub):

@@ -104,6 +104,7 @@ def make_settings(**sections: dict[str, Any]) -> Settings:
         # Tests make many calls as one principal; the rate limit has tests of its own.
         "bff": {"public_origin": BFF, "rate_limit_per_minute": 0},
         "upstream": {"base_url": UPSTREAM, "credential": "relay", "retry_backoff_seconds": 0},
+        "oidc": {"client_secret": "test-client-secret"},
         "cache": {"ttl_seconds": 0},
     }
     for name, values in sections.items():

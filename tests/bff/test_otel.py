@@ -427,6 +427,7 @@ async def main():
         {
             "bff": {"public_origin": "http://127.0.0.1:8000", "rate_limit_per_minute": 0},
             "upstream": {"base_url": "http://upstream.test", "credential": "relay"},
+            "oidc": {"client_secret": "test-client-secret"},
             "tracing": TRACING,
         }
     )

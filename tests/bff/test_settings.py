@@ -15,7 +15,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path: Path, text: str) -> Path:
+    """A config file of ``text``, given a client secret unless it sets one (or a file of it)."""
     path = tmp_path / "bff.toml"
+    secret = 'client_secret = "test-client-secret"\n'
+    if "client_secret" in text:
+        pass
+    elif "[oidc]\n" in text:
+        text = text.replace("[oidc]\n", "[oidc]\n" + secret, 1)
+    else:
+        text += "\n[oidc]\n" + secret
     path.write_text(text)
     return path
 

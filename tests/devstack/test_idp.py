@@ -451,7 +451,9 @@ def test_the_command_names_a_malformed_demo_user(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "dev.toml"
-    config.write_text('[[dev.users]]\nsub = "erin"\nemail = "erin@acme.example"\n')
+    config.write_text(
+        '[oidc]\nclient_secret = "s"\n[[dev.users]]\nsub = "erin"\nemail = "erin@acme.example"\n'
+    )
 
     assert main(["--config", str(config), "--port", "0"]) == 2
     err = capsys.readouterr().err
@@ -500,3 +502,15 @@ def test_the_terminal_shortcut_needs_the_client_and_a_demo_user(
     assert refused.status_code == status
     assert refused.json()["error"] == error
     assert "access_token" not in refused.json()
+
+
+def test_a_wrong_client_secret_is_refused_before_the_code_is_looked_at(
+    idp: httpx.Client,
+) -> None:
+    refused = idp.post(
+        "/oauth2/token",
+        data={"grant_type": "authorization_code", "code": "no-such-code", "redirect_uri": "x"},
+        auth=(CLIENT_ID, "not-the-secret"),
+    )
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_client"
