@@ -9,6 +9,7 @@ problem: 400 ``validation-error`` with field errors, 413 or 415.
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import msgspec
@@ -116,12 +117,17 @@ async def read_json(request: Request) -> Any:
         ) from None
 
 
-def idempotency_key(request: Request) -> str | None:
+def idempotency_key(request: Request) -> str:
+    """The caller's ``Idempotency-Key``, or a new one; either way it is sent back on the answer
+    (``request.state.idempotency_key``), so that a caller who got no answer can retry with it."""
     key = request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+    if key is None:
+        key = "bff-" + secrets.token_hex(16)
+    elif not _IDEMPOTENCY_KEY.fullmatch(key):
         raise validation_error(
             [FieldError("Idempotency-Key", "Use 1 to 255 letters, digits or _ . : -", "invalid")]
         )
+    request.state.idempotency_key = key
     return key
 
 

@@ -158,6 +158,9 @@ class EdgeMiddleware:
                 raw.extend(item for item in self.headers if item[0] not in present)
                 if is_api:
                     raw.append((b"server-timing", _server_timing(request).encode()))
+                    if (key := state.get("idempotency_key")) is not None:
+                        # A write's key, whatever became of it: the caller retries with it.
+                        raw.append((b"idempotency-key", key.encode()))
             await send(message)
 
         token = context.enter(request)

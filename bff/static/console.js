@@ -397,6 +397,14 @@
     }
   }
 
+  function createKeyFor(body) {
+    const text = JSON.stringify(body);
+    if (!state.pendingCreate || state.pendingCreate.body !== text) {
+      state.pendingCreate = { body: text, key: "console-" + crypto.randomUUID() };
+    }
+    return state.pendingCreate.key;
+  }
+
   async function submitFlow(event) {
     event.preventDefault();
     clearProblem();
@@ -412,7 +420,11 @@
         setStatus("Saved flow “" + data.name + "”.");
         await reloadFlows(state.cursor);
       } else {
-        const { data } = await api("POST", clusterPath() + "/delivery-flows", { body });
+        // One key per flow being created: a retry after a failure (a timeout, say) sends the
+        // same key, so the flow is created once; a changed form is a new flow, with a new key.
+        const { data } = await api("POST", clusterPath() + "/delivery-flows",
+          { body, headers: { "Idempotency-Key": createKeyFor(body) } });
+        state.pendingCreate = null;
         resetForm();
         setStatus("Created flow “" + data.name + "”.");
         await reloadFlows(null);

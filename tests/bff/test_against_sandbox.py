@@ -235,3 +235,52 @@ async def test_the_sandbox_backs_the_read_endpoints(
     assert {d["name"] for d in body["destinations"]} == {"Orders API", "Billing service"}
     assert body["permissions"] == {"read": True, "create": False, "update": False, "delete": False}
     assert foreign.status_code == 404
+
+
+class LosingAnswers(CountingASGITransport):
+    """Delivers writes to the sandbox but loses the next ``lose`` answers, as a timeout would."""
+
+    def __init__(self, app: Starlette) -> None:
+        super().__init__(app)
+        self.lose = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if self.lose and request.method == "POST":
+            self.lose -= 1
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+async def test_a_create_whose_answer_was_lost_is_retried_with_the_key_and_happens_once(
+    sandbox_app: Starlette,
+) -> None:
+    transport = LosingAnswers(sandbox_app)
+    transport.lose = 3  # every attempt of the gateway's own retries: the caller sees a 504
+    async with running_bff(transport, principal=ALICE) as client:
+        lost = await client.post(FLOWS, json=BODY)
+        assert lost.status_code == 504, lost.text
+        key = lost.headers["idempotency-key"]
+        assert key.startswith("bff-")
+        posts = [r for r in transport.requests if r.method == "POST"]
+        assert {r.headers["idempotency-key"] for r in posts} == {key}
+
+        retried = await client.post(FLOWS, json=BODY, headers={"Idempotency-Key": key})
+        assert retried.status_code == 201, retried.text
+        assert retried.headers["idempotency-key"] == key
+        listed = (await client.get(FLOWS)).json()["items"]
+    assert [flow["id"] for flow in listed] == [retried.json()["id"]], "created once"
+
+
+async def test_every_write_answer_names_its_idempotency_key(over_sandbox: tuple[Over, Any]) -> None:
+    connect, _ = over_sandbox
+    async with connect() as client:
+        created = await client.post(FLOWS, json=BODY, headers={"Idempotency-Key": "mine-1"})
+        assert created.headers["idempotency-key"] == "mine-1"
+        location = created.headers["location"]
+        updated = await client.put(location, json={**BODY, "name": "renamed"})
+        deleted = await client.delete(location)
+        read = await client.get(FLOWS)
+    assert updated.status_code == 200 and updated.headers["idempotency-key"].startswith("bff-")
+    assert deleted.status_code == 204 and deleted.headers["idempotency-key"].startswith("bff-")
+    assert "idempotency-key" not in read.headers
