@@ -8,11 +8,11 @@ problem: 400 ``validation-error`` with field errors, 413 or 415.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 
 from .problems import FieldError, ProblemError, validation_error
@@ -109,12 +109,39 @@ async def read_json(request: Request) -> Any:
         if len(body) > limit:
             raise too_large
     try:
-        return msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):  # nesting deeper than the decoder allows
+        return decode_json(bytes(body))
+    except ValueError as exc:
         raise validation_error(
-            [FieldError("", "The body is not valid JSON.", "malformed_json")],
-            detail="The body is not valid JSON.",
+            [FieldError("", str(exc), "malformed_json")], detail=str(exc)
         ) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"The body names {key!r} twice.")
+        data[key] = value
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"The body is not valid JSON ({name} is not a JSON number).")
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, each key once per object, no NaN or Infinity.
+
+    :raises ValueError: with a sentence for the caller saying what is wrong.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("The body is not valid UTF-8.") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError):  # nesting deeper than the decoder allows
+        raise ValueError("The body is not valid JSON.") from None
 
 
 def idempotency_key(request: Request) -> str:

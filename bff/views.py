@@ -9,6 +9,7 @@ the names the UI's form fields use.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -254,6 +255,14 @@ def parse_flow_write(data: Any) -> FlowWrite:
         errors.append(("name", "Enter a name.", "required" if name is None else "invalid"))
     elif len(name) > NAME_MAX:
         errors.append(("name", f"Use at most {NAME_MAX} characters.", "too_long"))
+    elif has_invisible_characters(name):
+        errors.append(
+            (
+                "name",
+                "Use visible characters only: no control, formatting or direction marks.",
+                "invalid_character",
+            )
+        )
     source_id = _id_field(data, "sourceId", "Choose a source.", errors)
     destination_id = _id_field(data, "destinationId", "Choose a destination.", errors)
 
@@ -354,3 +363,14 @@ def _ui_words(match: re.Match[str]) -> str:
 def ui_text(text: str) -> str:
     """Rewrite backend field names inside a message, e.g. ``source_id: endpoint not found``."""
     return _SNAKE_PATH.sub(_ui_words, text)
+
+
+# Control characters (C0, C1), format characters (bidi overrides and isolates, zero-width
+# spaces and joiners, the byte-order mark…), line and paragraph separators, surrogates, private
+# use and unassigned code points: none of them belongs in a name a person reads.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def has_invisible_characters(text: str) -> bool:
+    """Whether ``text`` holds a character that is not shown, or that changes how others show."""
+    return any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)

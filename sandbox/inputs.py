@@ -54,7 +54,8 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise validation_problem([FieldError("body", "is required", "required")])
     try:
         return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    # UnicodeDecodeError: a string that is not UTF-8; RecursionError: nesting too deep.
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise validation_problem(
             [FieldError("body", "is not valid JSON", "malformed_json")]
         ) from exc

@@ -8,6 +8,7 @@ named as such rather than reported as merely unknown.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from sandbox.config import SandboxSettings
@@ -20,6 +21,9 @@ DEFAULT_BACKOFF_SECONDS = 10
 MAX_ATTEMPTS_RANGE = (1, 10)
 BACKOFF_SECONDS_RANGE = (1, 3600)
 
+# Controls, format characters (bidi overrides, zero-width), separators U+2028/2029, surrogates,
+# private use, unassigned: not characters a name shows.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _TOP_LEVEL_FIELDS = ("name", "cluster_id", "source_id", "destination_id", "config")
 _READ_ONLY_FIELDS = frozenset({"id", "tenant_id", "version", "created_at", "updated_at"})
 _FANOUT_FIELDS = frozenset(
@@ -66,8 +70,14 @@ def parse_flow(body: Any, catalog: Catalog, tenant_id: str) -> FlowSpec:
             )
         elif not name.strip():
             errors.append(FieldError("name", "must not be blank", "too_short"))
-        elif any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
-            errors.append(FieldError("name", "must not contain control characters", "invalid"))
+        elif any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in name):
+            errors.append(
+                FieldError(
+                    "name",
+                    "must not contain control, formatting or direction characters",
+                    "invalid",
+                )
+            )
 
     cluster_id = _string(body, "cluster_id", errors)
     cluster_ok = cluster_id is not None and catalog.has_cluster(tenant_id, cluster_id)

@@ -706,3 +706,69 @@ async def test_well_formed_preconditions_and_keys_are_forwarded(
         '"1", "2"',
     ]
     assert {c.request.headers["idempotency-key"] for c in delete.calls} == {"ui:key_1.a-b"}
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'{"name": "a\xff\xfeb"}', "The body is not valid UTF-8."),
+        (b'{"name": "\xc3"}', "The body is not valid UTF-8."),
+        (b'{"name": "a", "name": "b"}', "The body names 'name' twice."),
+        (
+            b'{"name": "a", "retryPolicy": {"maxAttempts": 3, "maxAttempts": 4}}',
+            "The body names 'maxAttempts' twice.",
+        ),
+        (b'{"name": "a", "retryPolicy": {"maxAttempts": Infinity}}', "not a JSON number"),
+    ],
+)
+async def test_bodies_that_are_not_strict_json_are_400_saying_why(
+    harness: Harness, content: bytes, detail: str
+) -> None:
+    response = await harness.client.post(
+        FLOWS, content=content, headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 400, "validation-error")
+    assert problem["errors"][0]["code"] == "malformed_json"
+    assert detail in problem["detail"]
+    assert harness.upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pay\u202eload",  # right-to-left override
+        "pay\u2066load\u2069",  # isolates
+        "pay\u200bload",  # zero-width space
+        "pay\u200dload",  # zero-width joiner
+        "\ufeffpayload",  # byte-order mark
+        "pay\x00load",
+        "pay\x1bload",  # C0: escape
+        "pay\x85load",  # C1: next line
+        "pay\u2028load",  # line separator
+        "pay\u2029load",  # paragraph separator
+        "pay\ud800load",  # a lone surrogate, as JSON allows it escaped
+    ],
+)
+async def test_names_with_invisible_or_direction_characters_are_refused(
+    harness: Harness, name: str
+) -> None:
+    response = await harness.client.post(
+        FLOWS,
+        content=json.dumps({**GOOD_BODY, "name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 400, "validation-error")
+    assert [(e["field"], e["code"]) for e in problem["errors"]] == [("name", "invalid_character")]
+    assert harness.upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "name", ["Zahlungseingänge", "支払い-取り込み", "δοκιμή 2", "café à Paris"]
+)
+async def test_names_in_any_script_are_accepted(
+    harness: Harness, upstream: respx.MockRouter, name: str
+) -> None:
+    created = upstream.post(UP_FLOWS).respond(201, json=upstream_flow(name=name))
+    response = await harness.client.post(FLOWS, json={**GOOD_BODY, "name": name})
+    assert response.status_code == 201, response.text
+    assert json.loads(created.calls.last.request.content)["name"] == name

@@ -209,7 +209,12 @@ NOT_V1 = "not offered in V1"
         (flow_body(name=""), "name", "too_short", "must not be empty"),
         (flow_body(name="   "), "name", "too_short", "must not be blank"),
         (flow_body(name="x" * 129), "name", "too_long", "must be at most 128 characters"),
-        (flow_body(name="a\nb"), "name", "invalid", "must not contain control characters"),
+        (
+            flow_body(name="a\nb"),
+            "name",
+            "invalid",
+            "must not contain control, formatting or direction characters",
+        ),
         (flow_body(name=5), "name", "type", "must be a string"),
         (flow_body(cluster_id=...), "cluster_id", "required", "is required"),
         (flow_body(cluster_id="plane_nope"), "cluster_id", "not_found", "cluster not found"),
@@ -327,3 +332,30 @@ async def test_every_invalid_field_is_reported(client: httpx.AsyncClient) -> Non
 async def test_null_optional_config_means_defaults(client: httpx.AsyncClient) -> None:
     flow = (await create_flow(client, config=None)).json()
     assert flow["config"]["retry_policy"] == {"max_attempts": 3, "backoff_seconds": 10}
+
+
+async def test_a_body_that_is_not_utf_8_is_400_not_500(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        FLOWS,
+        content=b'{"name": "a\xff\xfeb", "cluster_id": "plane_dev_us_east_1"}',
+        headers={**ACME_RW, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert problem(response)["errors"][0]["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    "name", ["pay\u202eload", "pay\u200bload", "\ufeffpay", "pay\x85load", "pay\u2028load"]
+)
+async def test_names_with_invisible_or_direction_characters_are_refused(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    response = await client.post(FLOWS, json=flow_body(name=name), headers=ACME_RW)
+    assert response.status_code == 400, response.text
+    assert [error["field"] for error in problem(response)["errors"]] == ["name"]
+
+
+async def test_names_in_any_script_are_kept(client: httpx.AsyncClient) -> None:
+    response = await client.post(FLOWS, json=flow_body(name="支払い-Zahlung δ"), headers=ACME_RW)
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "支払い-Zahlung δ"
