@@ -404,3 +404,38 @@ async def test_conformance_check_catches_a_wrong_body(upstream: respx.MockRouter
         assert_conforms(LIST_PATH, "get", tampered)
     with pytest.raises(AssertionError, match="does not document 418"):
         assert_conforms(LIST_PATH, "get", httpx.Response(418, json={}))
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("document", "parameters"),
+    [
+        ("bff/openapi.json", ["IfMatch"]),
+        ("sandbox/openapi.json", ["Cursor"]),
+    ],
+)
+def test_the_documents_refuse_the_empty_values_the_services_refuse(
+    document: str, parameters: list[str]
+) -> None:
+    # Both services answer 400 to an empty cursor and the gateway to an empty If-Match; a
+    # document that allowed them would promise what the service refuses.
+    doc = json.loads((REPO_ROOT / document).read_text())
+    for name in parameters:
+        schema = doc["components"]["parameters"][name]["schema"]
+        assert not Draft202012Validator(schema).is_valid(""), name
+
+
+def test_the_gateways_cursor_parameters_refuse_an_empty_value() -> None:
+    doc = json.loads((REPO_ROOT / "bff" / "openapi.json").read_text())
+    cursors = [
+        parameter["schema"]
+        for operations in doc["paths"].values()
+        for operation in operations.values()
+        if isinstance(operation, dict)
+        for parameter in operation.get("parameters", [])
+        if isinstance(parameter, dict) and parameter.get("name") == "cursor"
+    ]
+    assert cursors
+    assert all(not Draft202012Validator(schema).is_valid("") for schema in cursors)
