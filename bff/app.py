@@ -170,7 +170,7 @@ def create_app(
         *signin.routes,
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -189,6 +189,10 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # A path with a trailing slash is not found, not redirected: Starlette would build the
+    # redirect from the request's Host header, which the caller chooses.
+    app.router.redirect_slashes = False
+    return app
 
 
 def _spans(settings: Settings) -> OtelSpans | None:

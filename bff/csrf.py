@@ -3,8 +3,10 @@
 A browser attaches the cookie to any request to our origin, including ones a hostile page starts.
 So a cookie-authenticated call must also prove it comes from our own page's script: every call
 carries ``X-CSRF: 1`` (a custom header no cross-site form or simple request can set), and every
-unsafe one names an allowed ``Origin`` (or ``Sec-Fetch-Site: same-origin``) and sends JSON.
-Bearer-token calls carry no ambient credential and need none of this.
+unsafe one names an allowed ``Origin`` (or ``Sec-Fetch-Site: same-origin``) and sends JSON. Fetch
+Metadata is a second line behind the origin: a browser that says ``Sec-Fetch-Site: cross-site``
+is refused whatever the ``Origin``. Bearer-token calls carry no ambient credential and need none
+of this.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def check_csrf(request: Request, allowed_origins: frozenset[str]) -> None:
         raise _csrf_failed("Send the X-CSRF: 1 header with every API call.")
     if request.method in SAFE_METHODS:
         return
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise _csrf_failed("Changes from another site are not accepted.")
     origin = request.headers.get("origin")
     if origin is not None:
         if origin.lower() not in allowed_origins:

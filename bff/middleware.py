@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import context, logs, tracecontext
@@ -83,6 +84,15 @@ def is_plain_api_path(raw_path: bytes) -> bool:
 
 
 HSTS = "max-age=31536000; includeSubDomains"
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_BYTES = 32 * 1024
+"""A browser sends a few dozen fields and a few KiB; more is refused with 431 before routing."""
+_HEADERS_TOO_LARGE = ProblemError(
+    431,
+    "headers-too-large",
+    f"Send at most {MAX_HEADER_FIELDS} header fields and {MAX_HEADER_BYTES // 1024} KiB of them.",
+    headers={"Connection": "close"},
+)
 _SHUTTING_DOWN = ProblemError(
     503,
     "service-unavailable",
@@ -120,7 +130,11 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         offered = traceparent = tracestate = None
-        for name, value in scope["headers"]:
+        headers_in = scope["headers"]
+        oversized = len(headers_in) > MAX_HEADER_FIELDS or (
+            sum(len(name) + len(value) for name, value in headers_in) > MAX_HEADER_BYTES
+        )
+        for name, value in headers_in:
             if name == b"x-request-id":
                 offered = value.decode("latin-1")
             elif name == b"traceparent":
@@ -166,6 +180,11 @@ class EdgeMiddleware:
         token = context.enter(request)
         self.metrics.in_flight.inc()
         try:
+            if oversized:
+                await _HEADERS_TOO_LARGE.response(request_id, request.trace_id)(
+                    scope, receive, send_at_edge
+                )
+                return
             raw_path = scope.get("raw_path") or scope["path"].encode()
             if is_api and not is_plain_api_path(raw_path):
                 await not_found().response(request_id, request.trace_id)(
@@ -184,6 +203,10 @@ class EdgeMiddleware:
                     await _SHUTTING_DOWN.response(request_id, request.trace_id)(
                         scope, receive, send_at_edge
                     )
+            except ClientDisconnect:
+                # The caller hung up before its body arrived: nothing to answer, nothing broken.
+                status = 499
+                logger.info("client went away in %s %s", scope["method"], route_template(scope))
             except Exception:
                 logger.exception("unhandled error in %s %s", scope["method"], route_template(scope))
                 if started:

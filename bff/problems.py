@@ -37,6 +37,7 @@ TITLES: dict[str, str] = {
     "method-not-allowed": "Method Not Allowed",
     "not-acceptable": "Not Acceptable",
     "payload-too-large": "Payload Too Large",
+    "headers-too-large": "Request Header Fields Too Large",
     "unsupported-media-type": "Unsupported Media Type",
     "login-failed": "Sign-in Failed",
     "conflict": "Conflict",

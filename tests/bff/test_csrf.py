@@ -34,6 +34,8 @@ REFUSED: dict[str, tuple[dict[str, str | None], str | None]] = {
     "no-origin-cross-site": ({"Origin": None, "Sec-Fetch-Site": "cross-site"}, JSON_BODY),
     "no-origin-same-site": ({"Origin": None, "Sec-Fetch-Site": "same-site"}, JSON_BODY),
     "no-origin-no-fetch-metadata": ({"Origin": None}, JSON_BODY),
+    # Fetch Metadata is a second line: a browser that says cross-site is refused, Origin or not.
+    "allowed-origin-but-cross-site": ({"Sec-Fetch-Site": "cross-site"}, JSON_BODY),
     "form-urlencoded": (
         {"Content-Type": "application/x-www-form-urlencoded"},
         "name=x&sourceId=ing_stripe_prod&destinationId=dest_orders_api",
