@@ -137,6 +137,10 @@ class SessionsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only
     """A pooled connection idle this long is pinged before use."""
     idle_timeout_seconds: float = 30 * 60
     absolute_timeout_seconds: float = 8 * 60 * 60
+    max_pending_sign_ins: int = 10_000
+    """Sign-ins started and not finished (each kept 10 minutes), in all; more are refused."""
+    max_pending_sign_ins_per_client: int = 20
+    """The same, per client address (read through ``[bff].trusted_proxies``)."""
 
 
 class CacheSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -459,6 +463,8 @@ def _check(settings: Settings) -> None:
         ("[cache].max_entries", settings.cache.max_entries, 1),
         ("[sessions].redis_max_connections", sessions.redis_max_connections, 1),
         ("[sessions].redis_health_check_seconds", sessions.redis_health_check_seconds, 0),
+        ("[sessions].max_pending_sign_ins", sessions.max_pending_sign_ins, 1),
+        ("[sessions].max_pending_sign_ins_per_client", sessions.max_pending_sign_ins_per_client, 1),
         ("[bff].rate_limit_per_minute", settings.bff.rate_limit_per_minute, 0),
     ):
         if not value >= low:

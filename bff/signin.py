@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
 from .authenticators import SessionAuthenticator, session_principal, tenants_from_claims
-from .context import request_facts
+from .context import client_ip, request_facts
 from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
 from .observability import Metrics
@@ -107,7 +107,15 @@ class SignIn:
             logger.error("cannot start sign-in: %s", exc)
             raise signin_unavailable() from None
         handle = secrets.token_urlsafe(32)
-        await self.logins.put(handle, login)
+        client = client_ip(request.scope, self.settings.bff.trusted_proxies) or "unknown"
+        if not await self.logins.put(handle, login, client):
+            self.metrics.sign_ins.labels("refused", "rate-limited").inc()
+            raise ProblemError(
+                429,
+                "rate-limited",
+                "Too many sign-ins were started from here; try again in a few minutes.",
+                headers={"Retry-After": str(int(LOGIN_TTL // 10))},
+            )
         self.metrics.sign_ins.labels("started", "").inc()
         response = RedirectResponse(url, status_code=302)
         # Lax, not Strict: the provider's redirect back to the callback is a cross-site

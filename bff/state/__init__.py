@@ -88,7 +88,12 @@ async def open_stores(
                 sessions=RedisSessionStore(
                     redis, idle_timeout=idle, absolute_timeout=absolute, clock=clock
                 ),
-                logins=RedisLoginStore(redis),
+                logins=RedisLoginStore(
+                    redis,
+                    total=sessions_config.max_pending_sign_ins,
+                    per_client=sessions_config.max_pending_sign_ins_per_client,
+                    clock=clock,
+                ),
                 refresh_lock=RedisRefreshLock(redis),
                 replay_cache=RedisReplayCache(redis),
                 invalidation=invalidation,
@@ -105,7 +110,10 @@ async def open_stores(
                 sessions=MemorySessionStore(
                     idle_timeout=idle, absolute_timeout=absolute, clock=clock
                 ),
-                logins=MemoryLoginStore(),
+                logins=MemoryLoginStore(
+                    total=sessions_config.max_pending_sign_ins,
+                    per_client=sessions_config.max_pending_sign_ins_per_client,
+                ),
                 refresh_lock=MemoryRefreshLock(),
                 replay_cache=None,
                 invalidation=MemoryInvalidation(forget),

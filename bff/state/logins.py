@@ -2,6 +2,11 @@
 
 The browser holds only a random handle in a short-lived cookie; ``state``, ``nonce`` and the PKCE
 verifier stay here, keyed by a hash of that handle, and are taken out exactly once.
+
+Anyone may start a sign-in, so the store is bounded without letting a flood push out the sign-ins
+of others: at most ``per_client`` pending sign-ins per client address and ``total`` in all, each
+for :data:`LOGIN_TTL` seconds. Past either bound a new sign-in is refused (``put`` says so); the
+ones already pending are never evicted.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ def _key(handle: str) -> str:
 
 
 class LoginStore(Protocol):
-    async def put(self, handle: str, login: LoginRequest) -> None: ...
+    async def put(self, handle: str, login: LoginRequest, client: str) -> bool:
+        """Keep ``login``; False (and nothing kept) when ``client`` or everyone has too many."""
+        ...
 
     async def take(self, handle: str) -> LoginRequest | None:
         """Remove and return the login; a second take of the same handle returns None."""
@@ -37,30 +44,72 @@ class MemoryLoginStore:
         self,
         *,
         ttl: float = LOGIN_TTL,
-        maxsize: int = 50_000,
+        total: int = 10_000,
+        per_client: int = 20,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._logins: TTLCache[str, LoginRequest] = TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
+        # One more slot than the bound, so that the cache itself never has to evict.
+        self._logins: TTLCache[str, LoginRequest] = TTLCache(
+            maxsize=total + 1, ttl=ttl, timer=timer
+        )
+        self._by_client: TTLCache[str, list[float]] = TTLCache(
+            maxsize=total + 1, ttl=ttl, timer=timer
+        )
+        self._ttl, self._total, self._per_client, self._timer = ttl, total, per_client, timer
 
-    async def put(self, handle: str, login: LoginRequest) -> None:
+    async def put(self, handle: str, login: LoginRequest, client: str) -> bool:
+        now = self._timer()
+        started = [at for at in self._by_client.get(client, []) if now - at < self._ttl]
+        self._logins.expire()
+        if len(started) >= self._per_client or len(self._logins) >= self._total:
+            return False
+        self._by_client[client] = [*started, now]
         self._logins[_key(handle)] = login
+        return True
 
     async def take(self, handle: str) -> LoginRequest | None:
         return self._logins.pop(_key(handle), None)
 
 
 class RedisLoginStore:
-    """Shared by every instance, so the callback may land on another one than the login."""
+    """Shared by every instance, so the callback may land on another one than the login.
 
-    def __init__(self, redis: Redis, *, ttl: float = LOGIN_TTL, prefix: str = "bff:login:") -> None:
+    The bounds count sign-ins started per ``ttl`` window, per client and in all, across instances.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl: float = LOGIN_TTL,
+        total: int = 10_000,
+        per_client: int = 20,
+        prefix: str = "bff:login:",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = redis
+        self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
+        self._total, self._per_client = total, per_client
         self._prefix = prefix
+        self._clock = clock
 
-    async def put(self, handle: str, login: LoginRequest) -> None:
+    async def put(self, handle: str, login: LoginRequest, client: str) -> bool:
+        window = int(self._clock() // self._ttl)
+        client_key = f"{self._prefix}started:{window}:{_key(client)}"
+        total_key = f"{self._prefix}started:{window}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(client_key)
+            pipe.pexpire(client_key, 2 * self._ttl_ms)
+            pipe.incr(total_key)
+            pipe.pexpire(total_key, 2 * self._ttl_ms)
+            from_client, _, in_all, _ = await pipe.execute()
+        if int(from_client) > self._per_client or int(in_all) > self._total:
+            return False
         await self._redis.set(
             self._prefix + _key(handle), msgspec.msgpack.encode(login), px=self._ttl_ms
         )
+        return True
 
     async def take(self, handle: str) -> LoginRequest | None:
         raw = await self._redis.getdel(self._prefix + _key(handle))
