@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from sandbox.auth import READ_SCOPES, WRITE_SCOPES, Authenticator, require_tenant_scope
 from sandbox.config import SandboxSettings
-from sandbox.idempotency import Idempotency
+from sandbox.idempotency import Idempotency, Keyed
 from sandbox.inputs import (
     JSON_MEDIA_TYPE,
     if_match,
@@ -264,14 +264,21 @@ class _Api:
         spec = parse_flow(body, self.catalog, tenant_id)
         now = self.clock()
 
-        async def create() -> Response:
-            flow_id = _new_flow_id(now)
-            record = await self._run(
-                lambda: self.store.create_flow(tenant_id, flow_id, spec, _timestamp(now))
-            )
+        def created(record: FlowRecord | None) -> Response:
+            assert record is not None
             response = _flow_response(record, 201)
             response.headers["Location"] = f"/v1/tenants/{tenant_id}/delivery-flows/{record.id}"
             return response
+
+        async def create(keyed: Keyed | None) -> Response:
+            flow_id = _new_flow_id(now)
+            completion = keyed.completion(created) if keyed is not None else None
+            record = await self._run(
+                lambda: self.store.create_flow(
+                    tenant_id, flow_id, spec, _timestamp(now), completion=completion
+                )
+            )
+            return created(record)
 
         return await self.idempotency.run(request, tenant_id, body, create)
 
@@ -290,7 +297,12 @@ class _Api:
                     [FieldError("cluster_id", "cannot be changed; create a new flow", "immutable")]
                 )
 
-        async def replace() -> Response:
+        def replaced(record: FlowRecord | None) -> Response:
+            assert record is not None
+            return _flow_response(record, 200)
+
+        async def replace(keyed: Keyed | None) -> Response:
+            completion = keyed.completion(replaced) if keyed is not None else None
             record = await self._run(
                 lambda: self.store.replace_flow(
                     tenant_id,
@@ -299,9 +311,10 @@ class _Api:
                     _timestamp(now),
                     check=check,
                     before_write=keep_cluster,
+                    completion=completion,
                 )
             )
-            return _flow_response(record, 200)
+            return replaced(record)
 
         return await self.idempotency.run(request, tenant_id, body, replace)
 
@@ -311,9 +324,17 @@ class _Api:
         flow_id = request.path_params["flow_id"]
         check = if_match(request)
 
-        async def delete() -> Response:
-            await self._run(lambda: self.store.delete_flow(tenant_id, flow_id, check=check))
+        def deleted(record: FlowRecord | None) -> Response:
             return Response(status_code=204)
+
+        async def delete(keyed: Keyed | None) -> Response:
+            completion = keyed.completion(deleted) if keyed is not None else None
+            await self._run(
+                lambda: self.store.delete_flow(
+                    tenant_id, flow_id, check=check, completion=completion
+                )
+            )
+            return deleted(None)
 
         return await self.idempotency.run(request, tenant_id, None, delete)
 

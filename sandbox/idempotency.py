@@ -6,6 +6,10 @@ claims the key in the database; a retry of the same request replays the stored r
 ``Idempotency-Replayed: true``; a different request with the key is a 422; a retry while the
 first is still running is a 409. Validation and authorization failures happen before the claim,
 so they do not consume the key; server errors release it.
+
+A write records its response in its own transaction (:class:`sandbox.store.Completion`): a crash
+cannot leave a write done whose retry would do it again. A claim left by a crash before the write
+goes stale after ``IN_FLIGHT_STALE_SECONDS`` and the retry then runs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from sandbox.problems import FieldError, Problem, validation_problem
 from sandbox.request_context import request_id
 from sandbox.store import (
     Claimed,
+    Completion,
+    FlowRecord,
     IdempotencyInFlight,
     IdempotencyKeyReused,
     Store,
@@ -31,6 +37,36 @@ from sandbox.store import (
 )
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+class Keyed:
+    """The claimed key of one request, for the operation to complete with its write."""
+
+    def __init__(self, tenant_id: str, key: str) -> None:
+        self.tenant_id = tenant_id
+        self.key = key
+        self.made: Completion | None = None
+
+    def completion(self, respond: Callable[[FlowRecord | None], Response]) -> Completion:
+        """What the store runs in the write's transaction: ``respond``'s answer, recorded."""
+        self.made = Completion(
+            self.tenant_id, self.key, lambda record: stored_response(respond(record))
+        )
+        return self.made
+
+
+Operation = Callable[[Keyed | None], Awaitable[Response]]
+"""A write: given the claimed key (``None`` without one), it passes ``keyed.completion(…)`` to
+the store call that writes, so that the response is recorded in the same transaction."""
+
+
+def stored_response(response: Response) -> StoredResponse:
+    kept = {
+        name: response.headers[name]
+        for name in ("content-type", "etag", "location")
+        if name in response.headers
+    }
+    return StoredResponse(status=response.status_code, body=bytes(response.body), headers=kept)
 
 
 class Idempotency:
@@ -46,12 +82,12 @@ class Idempotency:
         request: Request,
         tenant_id: str,
         body: Any,
-        operation: Callable[[], Awaitable[Response]],
+        operation: Operation,
     ) -> Response:
         """Run ``operation`` once per ``Idempotency-Key`` and replay its response after."""
         key = request.headers.get("idempotency-key")
         if key is None:
-            return await respond(request, operation)
+            return await respond(request, lambda: operation(None))
         if not _IDEMPOTENCY_KEY.fullmatch(key):
             raise validation_problem(
                 [
@@ -94,22 +130,20 @@ class Idempotency:
             headers = {**outcome.headers, "Idempotency-Replayed": "true"}
             return Response(outcome.body, status_code=outcome.status, headers=headers)
         assert isinstance(outcome, Claimed)
+        keyed = Keyed(tenant_id, key)
         try:
-            response = await respond(request, operation)
+            response = await respond(request, lambda: operation(keyed))
         except BaseException:
-            await self._release(tenant_id, key)
+            if keyed.made is None or not keyed.made.done:
+                await self._release(tenant_id, key)
             raise
+        if keyed.made is not None and keyed.made.done:
+            return response  # recorded with the write
         if response.status_code >= 500:
             await self._release(tenant_id, key)
             return response
-        kept = {
-            name: response.headers[name]
-            for name in ("content-type", "etag", "location")
-            if name in response.headers
-        }
-        stored = StoredResponse(
-            status=response.status_code, body=bytes(response.body), headers=kept
-        )
+        # Refused without writing (a 412, a 409 name clash…): replayed to retries all the same.
+        stored = stored_response(response)
         await anyio.to_thread.run_sync(
             lambda: self._store.complete_idempotency_key(tenant_id, key, stored)
         )

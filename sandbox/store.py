@@ -136,6 +136,27 @@ class Claimed(msgspec.Struct, frozen=True):
     """The caller holds the idempotency key and must complete or release it."""
 
 
+class Completion:
+    """A claimed idempotency key, completed in the same transaction as the write it guards.
+
+    A write and the record of its response commit together or not at all: a process that dies in
+    between leaves either nothing (the claim goes stale and a retry runs the write) or both (a
+    retry replays the response), never a write whose retry would run it again.
+    """
+
+    def __init__(
+        self, tenant_id: str, key: str, render: Callable[[FlowRecord | None], StoredResponse]
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.key = key
+        self.render = render
+        self.done = False
+
+    def complete_in(self, db: sqlite3.Connection, record: FlowRecord | None) -> None:
+        _complete_key(db, self.tenant_id, self.key, self.render(record))
+        self.done = True
+
+
 VersionCheck = Callable[[int], bool]
 
 
@@ -233,8 +254,17 @@ class Store:
         with self._read() as db:
             return _fetch(db, tenant_id, flow_id)
 
-    def create_flow(self, tenant_id: str, flow_id: str, spec: FlowSpec, now: str) -> FlowRecord:
-        """Insert a new flow at version 1; raises :class:`NameTaken`."""
+    def create_flow(
+        self,
+        tenant_id: str,
+        flow_id: str,
+        spec: FlowSpec,
+        now: str,
+        *,
+        completion: Completion | None = None,
+    ) -> FlowRecord:
+        """Insert a new flow at version 1; raises :class:`NameTaken`. ``completion`` (of the
+        request's idempotency key) commits with it."""
         record = FlowRecord(
             id=flow_id,
             tenant_id=tenant_id,
@@ -255,6 +285,8 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     msgspec.structs.astuple(record),
                 )
+                if completion is not None:
+                    completion.complete_in(db, record)
         except sqlite3.IntegrityError as exc:
             raise NameTaken(spec.name) from exc
         return record
@@ -268,6 +300,7 @@ class Store:
         *,
         check: VersionCheck | None,
         before_write: Callable[[FlowRecord], None] | None = None,
+        completion: Completion | None = None,
     ) -> FlowRecord:
         """Replace the writable fields of a flow and bump its version.
 
@@ -308,11 +341,20 @@ class Store:
                         flow_id,
                     ),
                 )
+                if completion is not None:
+                    completion.complete_in(db, updated)
         except sqlite3.IntegrityError as exc:
             raise NameTaken(spec.name) from exc
         return updated
 
-    def delete_flow(self, tenant_id: str, flow_id: str, *, check: VersionCheck | None) -> None:
+    def delete_flow(
+        self,
+        tenant_id: str,
+        flow_id: str,
+        *,
+        check: VersionCheck | None,
+        completion: Completion | None = None,
+    ) -> None:
         """Delete a flow; raises :class:`FlowNotFound` or :class:`VersionMismatch`."""
         with self._write() as db:
             current = _fetch(db, tenant_id, flow_id)
@@ -321,6 +363,8 @@ class Store:
             db.execute(
                 "DELETE FROM delivery_flows WHERE tenant_id = ? AND id = ?", (tenant_id, flow_id)
             )
+            if completion is not None:
+                completion.complete_in(db, None)
 
     # -- idempotency -----------------------------------------------------------------------
 
@@ -364,19 +408,10 @@ class Store:
             return Claimed()
 
     def complete_idempotency_key(self, tenant_id: str, key: str, response: StoredResponse) -> None:
-        """Record the response of a claimed key so that retries replay it."""
+        """Record the response of a claimed key whose request wrote nothing (a refusal), so
+        that retries replay it. Writes complete their key themselves (:class:`Completion`)."""
         with self._write() as db:
-            db.execute(
-                "UPDATE idempotency_keys SET completed = 1, status = ?, body = ?, headers = ? "
-                "WHERE tenant_id = ? AND key = ?",
-                (
-                    response.status,
-                    response.body,
-                    msgspec.json.encode(response.headers).decode(),
-                    tenant_id,
-                    key,
-                ),
-            )
+            _complete_key(db, tenant_id, key, response)
 
     def release_idempotency_key(self, tenant_id: str, key: str) -> None:
         """Forget a claimed key whose request failed, so that a retry runs again."""
@@ -385,6 +420,22 @@ class Store:
                 "DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND completed = 0",
                 (tenant_id, key),
             )
+
+
+def _complete_key(
+    db: sqlite3.Connection, tenant_id: str, key: str, response: StoredResponse
+) -> None:
+    db.execute(
+        "UPDATE idempotency_keys SET completed = 1, status = ?, body = ?, headers = ? "
+        "WHERE tenant_id = ? AND key = ?",
+        (
+            response.status,
+            response.body,
+            msgspec.json.encode(response.headers).decode(),
+            tenant_id,
+            key,
+        ),
+    )
 
 
 def _fetch(db: sqlite3.Connection, tenant_id: str, flow_id: str) -> FlowRecord:

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+import sandbox
 from sandbox.store import IN_FLIGHT_STALE_SECONDS
 from tests.sandbox.conftest import (
     ACME_RO,
     ACME_RW,
+    DEV_CONFIG,
     FLOWS,
     GLOBEX_RW,
     bearer,
@@ -231,3 +235,56 @@ async def test_two_apps_on_one_database_file_share_keys_safely(
     created_ids = {r.json()["id"] for r in responses if r.status_code == 201}
     assert len(created_ids) == 1
     assert await flow_count(first) == await flow_count(second) == 1
+
+
+# The sandbox in a process of its own, killed by SIGKILL's equivalent (os._exit) at the moment
+# it records the response of a create: after the flow's INSERT ran, before anything committed.
+_DIES_MID_WRITE = """
+import asyncio, os, sqlite3, sys
+import httpx
+import sandbox
+
+real_connect = sqlite3.connect
+
+def connect(*args, **kwargs):
+    db = real_connect(*args, **kwargs)
+    def die_when_recording(sql):
+        if sql.lstrip().upper().startswith("UPDATE IDEMPOTENCY_KEYS SET COMPLETED"):
+            os._exit(9)
+    db.set_trace_callback(die_when_recording)
+    return db
+
+sqlite3.connect = connect
+
+async def main():
+    app = sandbox.create_app(sandbox.load_settings(sys.argv[1], db=sys.argv[2]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://s") as c:
+        await c.post(sys.argv[3], json={body!r}, headers={headers!r})
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_process_killed_mid_write_leaves_a_retry_that_writes_once(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "sandbox.db"
+    body, headers = flow_body(name="crash-safe"), keyed("crash-1")
+    script = _DIES_MID_WRITE.format(body=body, headers=headers)
+    died = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(DEV_CONFIG), str(db), FLOWS
+    )
+    assert await died.wait() == 9, "the process did not die while recording the response"
+
+    # Restarted, and asked again once the dead process's claim has gone stale.
+    later = FakeClock(time.time() + IN_FLIGHT_STALE_SECONDS + 1)
+    app = sandbox.create_app(sandbox.load_settings(DEV_CONFIG, db=str(db)), clock=later)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://s") as c:
+        retried = await c.post(FLOWS, json=body, headers=headers)
+        replayed = await c.post(FLOWS, json=body, headers=headers)
+        names = [f["name"] for f in (await c.get(FLOWS, headers=ACME_RW)).json()["delivery_flows"]]
+    assert retried.status_code == 201, retried.text
+    assert replayed.headers.get("idempotency-replayed") == "true"
+    assert replayed.json()["id"] == retried.json()["id"]
+    assert names.count("crash-safe") == 1
