@@ -23,7 +23,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY bff ./bff
 COPY upstream_client ./upstream_client
 COPY sandbox ./sandbox
@@ -34,7 +34,8 @@ COPY config/dev.toml ./config/dev.toml
 # (package data included), and the dev extra (test and lint tools) never enters the image.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /wheels/flows_bff-*.whl
+ && /opt/venv/bin/pip install -c requirements.lock /wheels/flows_bff-*.whl \
+ && cp requirements.lock /opt/venv/requirements.lock
 
 # ---------------------------------------------------------------------------------------------
 # runtime: no compilers, no pip cache, no source tree; a non-root user
@@ -70,7 +71,7 @@ CMD ["serve", "--config", "/etc/flows-bff/compose.toml", "--host", "0.0.0.0", "-
 FROM runtime AS demo
 USER root
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      "oidc-provider-mock>=0.3,<0.4"
+      -c /opt/venv/requirements.lock "oidc-provider-mock>=0.3,<0.4"
 USER 10001:10001
 
 # The default target is the production image.

@@ -4,16 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint format bench venv clean
+.PHONY: dev test lint format bench venv lock clean
 
 venv: $(STAMP)
 
-# Reinstall only when the dependency list changes.
-$(STAMP): pyproject.toml
+# Reinstall only when the dependencies or their locked versions change.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,otel]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,otel]'
 	@touch $(STAMP)
+
+# Resolve pyproject.toml's dependencies (and the dev and otel extras) into requirements.lock,
+# keeping the versions already locked where they still fit; every install takes them from there.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra otel --python-version 3.11 \
+	  --universal --quiet -o requirements.lock
 
 dev: $(STAMP)
 	$(BIN)/bff dev

@@ -323,7 +323,7 @@ def test_the_image_installs_the_wheel_without_the_dev_extra(
 ) -> None:
     runs = " ".join(args for word, args in dockerfile if word == "RUN")
     assert "pip wheel --no-deps" in runs
-    assert "pip install /wheels/flows_bff-*.whl" in runs
+    assert "pip install -c requirements.lock /wheels/flows_bff-*.whl" in runs
     assert "[dev]" not in runs and "-e " not in runs
 
 
