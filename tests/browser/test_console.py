@@ -346,3 +346,40 @@ def test_next_page_follows_the_cursor(page: Page, stack: ServerProcess) -> None:
     page.get_by_role("button", name="First page").click()
     expect(page.locator("#flow-rows tr")).to_have_count(20)
     expect(page.locator("#flow-rows .flow-name")).to_have_text(first_page)
+
+
+def test_a_create_retried_after_a_lost_answer_reuses_its_key_and_creates_once(
+    page: Page, stack: ServerProcess
+) -> None:
+    _sign_in(page, stack, "alice")
+    _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # the flow is created upstream; its answer never reaches the page
+            route.fulfill(
+                status=504,
+                content_type="application/problem+json",
+                body='{"type":"https://api.zen-mesh.io/errors/upstream-timeout",'
+                '"title":"Upstream Timeout","status":504,"detail":"No answer in time."}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/delivery-flows", lose_the_first_answer)
+    page.locator("#flow-name").fill("retried-once")
+    _choose(page, "#flow-source", "Stripe production")
+    _choose(page, "#flow-destination", "Orders API")
+    page.get_by_role("button", name="Create flow").click()
+    expect(page.locator("#problem-title")).to_have_text("Upstream Timeout")
+    page.get_by_role("button", name="Create flow").click()  # the same form, again
+    expect(page.locator("#flow-rows .flow-name", has_text="retried-once")).to_have_count(1)
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
+    page.reload()
+    _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
+    expect(page.locator("#flow-rows .flow-name", has_text="retried-once")).to_have_count(1)
