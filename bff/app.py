@@ -110,14 +110,7 @@ def create_app(
                     on_rate_limit_fallback=metrics.rate_limit_fallbacks.inc,
                 )
             )
-            oidc = OIDCClient(
-                issuer=settings.oidc.issuer,
-                client_id=settings.oidc.client_id,
-                client_secret=settings.oidc.client_secret,
-                scopes=settings.oidc.scopes,
-                http=http,
-                clock=clock,
-            )
+            oidc = OIDCClient.for_settings(settings.oidc, http, clock=clock)
             session_auth = SessionAuthenticator(
                 settings,
                 oidc=oidc,

@@ -56,13 +56,7 @@ async def probe(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     """Contact the provider (discovery, keys, the client's credentials) and the upstream."""
     checks: list[Check] = []
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-        oidc = OIDCClient(
-            issuer=settings.oidc.issuer,
-            client_id=settings.oidc.client_id,
-            client_secret=settings.oidc.client_secret,
-            scopes=settings.oidc.scopes,
-            http=http,
-        )
+        oidc = OIDCClient.for_settings(settings.oidc, http)
         try:
             metadata = await oidc.metadata()
         except Exception as exc:

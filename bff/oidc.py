@@ -24,6 +24,8 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from .jwt_validation import InvalidToken, JWKSCache, JWKSUnavailable, JWTValidator
+from .settings import OidcSection
+from .state.logins import LoginRequest
 
 logger = logging.getLogger("bff.oidc")
 
@@ -66,16 +68,6 @@ class RefreshRejected(Exception):
     """The provider refused the refresh token (``invalid_grant``): the session is over."""
 
 
-class LoginRequest(msgspec.Struct, frozen=True):
-    """What the callback needs to finish a login; kept server-side, never in the browser."""
-
-    state: str
-    nonce: str
-    code_verifier: str
-    return_to: str
-    created_at: float
-
-
 class OIDCClient:
     def __init__(
         self,
@@ -103,6 +95,24 @@ class OIDCClient:
         self.client_refused = False
         """The token endpoint last answered ``invalid_client``: the configured secret is wrong."""
         self._validators: dict[str, tuple[JWKSCache, JWTValidator]] = {}
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: OidcSection,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> OIDCClient:
+        """The client of the provider ``[oidc]`` names."""
+        return cls(
+            issuer=settings.issuer,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            scopes=settings.scopes,
+            http=http,
+            clock=clock,
+        )
 
     # --- discovery -----------------------------------------------------------------------------
 

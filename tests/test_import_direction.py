@@ -67,3 +67,38 @@ def test_the_running_gateway_loads_nothing_of_the_development_stack() -> None:
     )
     # Building the command line loads devstack.cli (the `dev` entry point) and nothing more.
     assert result.stdout.strip() == "['devstack', 'devstack.cli']"
+
+
+def _modules(package: str) -> list[str]:
+    names = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_every_module_of_the_gateway_imports_first_without_a_cycle() -> None:
+    # A cycle shows only when its modules are imported in one order: each goes first, alone.
+    # bff.otel is left out: it needs the otel extra and is imported only when tracing is on.
+    # bff.__main__ runs the command line on import.
+    modules = [name for name in _modules("bff") if name not in {"bff.otel", "bff.__main__"}]
+    script = (
+        "import subprocess, sys\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "def first(name):\n"
+        "    done = subprocess.run([sys.executable, '-c', 'import ' + name],\n"
+        "                          capture_output=True, text=True)\n"
+        "    return name if done.returncode else None\n"
+        "with ThreadPoolExecutor(8) as pool:\n"
+        "    failed = [n for n in pool.map(first, sys.argv[1:]) if n]\n"
+        "print(' '.join(failed))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *modules],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert done.stdout.split() == [], f"these fail when imported first: {done.stdout}"

@@ -20,9 +20,17 @@ import msgspec
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
-from ..oidc import LoginRequest
-
 LOGIN_TTL = 600.0
+
+
+class LoginRequest(msgspec.Struct, frozen=True):
+    """What the callback needs to finish a login; kept server-side, never in the browser."""
+
+    state: str
+    nonce: str
+    code_verifier: str
+    return_to: str
+    created_at: float
 
 
 def _key(handle: str) -> str:
