@@ -176,8 +176,15 @@ class SessionAuthenticator:
         return await asyncio.shield(task)
 
     def _needs_refresh(self, session: Session) -> bool:
+        """Within the margin of expiry: ``[oidc].refresh_margin_seconds``, or a fifth of the
+        token's lifetime when that is less (a 60 s margin on a 60 s token would refresh always)."""
         expires = session.access_expires_at
-        return expires is not None and expires - self._margin <= self._clock()
+        if expires is None:
+            return False
+        margin = self._margin
+        if session.access_lifetime:
+            margin = min(margin, session.access_lifetime / 5)
+        return expires - margin <= self._clock()
 
     async def _refresh(self, raw_id: str, session: Session) -> Session:
         # Other instances sharing the session store must not refresh at the same time either.
@@ -238,6 +245,7 @@ class SessionAuthenticator:
             refresh_token=tokens.refresh_token,
             id_token=tokens.id_token or session.id_token,
             access_expires_at=tokens.expires_at,
+            access_lifetime=tokens.lifetime,
         )
         self._refreshes.labels("succeeded", "").inc()
         if not await self._sessions.save(raw_id, session):

@@ -50,10 +50,16 @@ class TokenSet(msgspec.Struct, frozen=True):
     refresh_token: str | None
     id_token: str | None
     expires_at: float | None
+    lifetime: float | None = None
+    """Seconds the access token was good for when issued (what the refresh margin scales to)."""
 
 
 class LoginError(Exception):
     """The login cannot complete (bad code, bad ID token, provider error)."""
+
+
+class UserinfoRefused(LoginError):
+    """The provider refused our fresh access token at its userinfo endpoint (a 4xx)."""
 
 
 class ProviderUnavailable(Exception):
@@ -300,6 +306,8 @@ class OIDCClient:
         return claims
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
+        """The userinfo claims; :class:`UserinfoRefused` when the provider refuses the token (a
+        4xx: a sign-in that cannot complete), :class:`ProviderUnavailable` when it fails."""
         metadata = await self.metadata()
         if not metadata.userinfo_endpoint:
             return {}
@@ -307,6 +315,11 @@ class OIDCClient:
             response = await self._http.get(
                 metadata.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
             )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"userinfo failed: {type(exc).__name__}") from exc
+        if 400 <= response.status_code < 500:
+            raise UserinfoRefused(f"userinfo answered {response.status_code}")
+        try:
             response.raise_for_status()
             info = response.json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -367,11 +380,13 @@ def _token_set(token: dict[str, Any], now: float) -> TokenSet:
         expires_at = now + float(expires_in)
     if expires_at is None:
         expires_at = _jwt_expiry(token.get("access_token"))
+    expires = float(expires_at) if expires_at is not None else None
     return TokenSet(
         access_token=token.get("access_token"),
         refresh_token=token.get("refresh_token"),
         id_token=token.get("id_token"),
-        expires_at=float(expires_at) if expires_at is not None else None,
+        expires_at=expires,
+        lifetime=expires - now if expires is not None and expires > now else None,
     )
 
 

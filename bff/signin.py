@@ -29,7 +29,7 @@ from .context import client_ip, request_facts
 from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
 from .observability import Metrics
-from .oidc import LoginError, OIDCClient, ProviderUnavailable, TokenSet
+from .oidc import LoginError, OIDCClient, ProviderUnavailable, TokenSet, UserinfoRefused
 from .paths import CALLBACK_PATH
 from .principal import permissions
 from .problems import (
@@ -163,12 +163,26 @@ class SignIn:
                 # OpenID Connect Core 5.3.2: an answer about another subject must not be used.
                 if userinfo.get("sub") == claims["sub"]:
                     claims = {**userinfo, **claims}
+        except UserinfoRefused as exc:
+            logger.warning("sign-in failed: %s", exc)
+            raise _login_failed(
+                "The identity provider would not say who you are (its userinfo endpoint "
+                "refused the sign-in); start again, or ask an administrator to check the client."
+            ) from None
         except LoginError as exc:
             logger.warning("sign-in failed: %s", exc)
             raise _login_failed("The sign-in could not be completed; start again.") from None
         except ProviderUnavailable as exc:
             logger.error("sign-in failed, provider unavailable: %s", exc)
             raise signin_unavailable() from None
+        claim = self.settings.oidc.tenants_claim
+        if claim not in claims:
+            logger.warning(
+                "sign-in of %r: neither the ID token nor userinfo has the tenants claim %r "
+                "([oidc].tenants_claim); the user can see no tenant",
+                claims.get("sub"),
+                claim,
+            )
         # A fresh id for every sign-in: an id planted before it (fixation) is worthless.
         previous = request.cookies.get(self.cookies.session)
         if previous:
@@ -200,6 +214,7 @@ class SignIn:
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,
             access_expires_at=tokens.expires_at,
+            access_lifetime=tokens.lifetime,
             sid=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
         )
 

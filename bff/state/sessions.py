@@ -65,6 +65,8 @@ class Session(msgspec.Struct, kw_only=True):
     access_token: str | None = None
     refresh_token: str | None = None
     access_expires_at: float | None = None
+    access_lifetime: float | None = None
+    """What the access token was good for when issued: the refresh margin scales to it."""
     sid: str | None = None
     created_at: float = 0.0
     last_seen_at: float = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
@@ -536,3 +537,37 @@ async def test_session_fixation_with_the_development_provider(
         assert victim.cookies[SESSION] != planted
         assert_problem(await attacker.api("GET", WHOAMI), 401, "session-expired")
         assert (await victim.api("GET", WHOAMI)).json()["user"]["sub"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected", "slug"),
+    [(401, 400, "login-failed"), (403, 400, "login-failed"), (502, 503, "upstream-unavailable")],
+)
+async def test_a_userinfo_refusal_is_a_failed_sign_in_and_its_failure_a_503(
+    upstream: respx.MockRouter, status: int, expected: int, slug: str
+) -> None:
+    async with running_app(upstream) as h:
+        h.provider.id_token_hook = lambda claims: h.provider.signed(
+            {k: v for k, v in claims.items() if k != "zen_tenants"}
+        )
+        h.provider.userinfo.respond(status)
+        browser = h.browser()
+        start = await browser.get(LOGIN, params={"returnTo": "/"})
+        callback = await browser.get(h.provider.authorize(start.headers["location"], "alice"))
+    assert callback.status_code == expected, callback.text
+    assert callback.json()["type"].endswith("/" + slug)
+    if expected == 400:
+        assert "userinfo" in callback.json()["detail"]
+
+
+async def test_a_sign_in_without_the_tenants_claim_is_logged_naming_the_claim(
+    upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_app(upstream) as h:
+        h.provider.id_token_hook = lambda claims: h.provider.signed(
+            {k: v for k, v in claims.items() if k != "zen_tenants"}
+        )
+        h.provider.userinfo.respond(json={"sub": "alice", "name": "Alice"})
+        await h.login(h.browser(), "alice")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'zen_tenants'" in message and "'alice'" in message for message in warnings)

@@ -307,3 +307,21 @@ async def test_with_minted_upstream_tokens_a_provider_outage_does_not_stop_the_s
     assert response.status_code == 200, response.text
     assert h.provider.refresh_calls == 1
     assert flows.calls.last.request.headers["authorization"].startswith("Bearer ey")
+
+
+async def test_a_short_lived_token_is_refreshed_in_the_last_fifth_of_its_life_not_always(
+    upstream: respx.MockRouter,
+) -> None:
+    # The default margin (60 s) is the token's whole life here: a fifth of it (12 s) is used.
+    upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+    async with running_app(upstream) as h:
+        h.provider.expires_in = 60
+        browser = h.browser()
+        await h.login(browser, "alice")
+        for _ in range(4):
+            h.clock.advance(10)  # 40 s of 60: no refresh yet
+            assert (await browser.api("GET", FLOWS)).status_code == 200
+        assert h.provider.refresh_calls == 0
+        h.clock.advance(9)  # 49 s: inside the last 12 s
+        assert (await browser.api("GET", FLOWS)).status_code == 200
+        assert h.provider.refresh_calls == 1
