@@ -43,6 +43,7 @@ class ProviderMetadata(msgspec.Struct, frozen=True):
     end_session_endpoint: str | None = None
     revocation_endpoint: str | None = None
     code_challenge_methods_supported: list[str] | None = None
+    authorization_response_iss_parameter_supported: bool = False
 
 
 class TokenSet(msgspec.Struct, frozen=True):
@@ -100,6 +101,8 @@ class OIDCClient:
         self._jwks: JWKSCache | None = None
         self.client_refused = False
         """The token endpoint last answered ``invalid_client``: the configured secret is wrong."""
+        self.authorization_params: dict[str, str] = {}
+        """Sent with every sign-in (``[oidc].prompt``, ``extra_authorization_params``)."""
         self._validators: dict[str, tuple[JWKSCache, JWTValidator]] = {}
 
     @classmethod
@@ -111,7 +114,7 @@ class OIDCClient:
         clock: Callable[[], float] = time.time,
     ) -> OIDCClient:
         """The client of the provider ``[oidc]`` names."""
-        return cls(
+        client = cls(
             issuer=settings.issuer,
             client_id=settings.client_id,
             client_secret=settings.client_secret,
@@ -119,6 +122,14 @@ class OIDCClient:
             http=http,
             clock=clock,
         )
+        prompt = settings.prompt
+        if prompt is None and "offline_access" in settings.scopes:
+            prompt = "consent"
+        client.authorization_params = {
+            **({"prompt": prompt} if prompt else {}),
+            **settings.extra_authorization_params,
+        }
+        return client
 
     # --- discovery -----------------------------------------------------------------------------
 
@@ -248,15 +259,23 @@ class OIDCClient:
             return str(exc) != "invalid_client"
         return True
 
-    async def start_login(self, redirect_uri: str, return_to: str) -> tuple[str, LoginRequest]:
-        """The provider URL to send the browser to, and what to remember until the callback."""
+    async def start_login(
+        self, redirect_uri: str, return_to: str, options: dict[str, str] | None = None
+    ) -> tuple[str, LoginRequest]:
+        """The provider URL to send the browser to, and what to remember until the callback.
+
+        ``options`` are authorization parameters of this sign-in (``prompt``, ``max_age``,
+        ``login_hint``, ``acr_values``); they come after the configured ones and win.
+        """
         metadata = await self.metadata()
+        params = {**self.authorization_params, **(options or {})}
         login = LoginRequest(
             state=generate_token(32),
             nonce=generate_token(32),
             code_verifier=generate_token(64),
             return_to=return_to,
             created_at=self._clock(),
+            silent=params.get("prompt") == "none",
         )
         url = prepare_grant_uri(
             metadata.authorization_endpoint,
@@ -268,8 +287,20 @@ class OIDCClient:
             nonce=login.nonce,
             code_challenge=create_s256_code_challenge(login.code_verifier),
             code_challenge_method="S256",
+            **params,
         )
         return url, login
+
+    async def check_response_issuer(self, iss: str | None) -> None:
+        """RFC 9207: the ``iss`` of an authorization response names our provider; a provider
+        that says it sends one must send it. :class:`LoginError` otherwise (a mix-up)."""
+        metadata = await self.metadata()
+        if iss is None:
+            if metadata.authorization_response_iss_parameter_supported:
+                raise LoginError("the authorization response has no iss (RFC 9207)")
+            return
+        if iss.rstrip("/") != self.issuer:
+            raise LoginError(f"the authorization response comes from issuer {iss!r}")
 
     async def finish_login(
         self, login: LoginRequest, code: str, redirect_uri: str

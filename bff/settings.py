@@ -122,6 +122,11 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     bearer_audience: str | None = None
     """Audience required of bearer JWTs; defaults to client_id."""
     refresh_margin_seconds: float = 60.0
+    prompt: str | None = None
+    """``prompt`` sent with every sign-in. Unset: ``consent`` when ``offline_access`` is among
+    the scopes (OpenID Connect Core 11: without it a provider may issue no refresh token)."""
+    extra_authorization_params: dict[str, str] = {}
+    """Sent as they are with every sign-in: ``resource``, ``audience``, ``acr_values``…"""
     timeout_seconds: float = 3.0
     """The longest wait for the provider (discovery, keys, tokens, userinfo, revocation)."""
 
@@ -382,6 +387,19 @@ def _origin(url: str) -> str:
 
 
 # What both logging and uvicorn accept, as uvicorn spells them.
+# Authorization request parameters the gateway sets on every sign-in: not configurable.
+_PROTOCOL_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    }
+)
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -416,6 +434,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError("[audit].path: required when [audit].sink = 'file'")
     if settings.cache.ttl_seconds < 0:
         raise ConfigError("[cache].ttl_seconds: must be >= 0")
+    reserved = set(settings.oidc.extra_authorization_params) & _PROTOCOL_PARAMS
+    if reserved:
+        raise ConfigError(
+            f"[oidc].extra_authorization_params: {', '.join(sorted(reserved))} "
+            "is set by the gateway itself"
+        )
     if settings.log.level not in _LOG_LEVELS:
         raise ConfigError(f"[log].level: must be one of {', '.join(_LOG_LEVELS)}")
     for proxy in settings.bff.trusted_proxies:

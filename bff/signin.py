@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import msgspec
 from starlette.requests import Request
@@ -30,7 +30,7 @@ from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
 from .observability import Metrics
 from .oidc import LoginError, OIDCClient, ProviderUnavailable, TokenSet, UserinfoRefused
-from .paths import CALLBACK_PATH
+from .paths import CALLBACK_PATH, LOGIN_PATH
 from .principal import permissions
 from .problems import (
     FieldError,
@@ -56,6 +56,27 @@ class SessionView(msgspec.Struct, rename="camel"):
     user: dict[str, str | None]
     tenants: list[dict[str, Any]]
     expires_at: str
+
+
+_LOGIN_OPTIONS = (
+    (
+        "prompt",
+        re.compile(r"none|login|consent|select_account"),
+        "Use none, login, consent or select_account.",
+    ),
+    ("max_age", re.compile(r"[0-9]{1,9}"), "Use a number of seconds."),
+    ("login_hint", re.compile(r"[!-~]{1,256}", re.ASCII), "Use 1 to 256 visible characters."),
+    (
+        "acr_values",
+        re.compile(r"[A-Za-z0-9:._/-]{1,128}( [A-Za-z0-9:._/-]{1,128}){0,7}"),
+        "Use up to 8 space-separated values.",
+    ),
+)
+_LOGIN_PARAMETERS = frozenset({"returnTo", *(name for name, _, _ in _LOGIN_OPTIONS)})
+# OpenID Connect Core 3.1.2.6: a prompt=none request that would need the user to act.
+_NEEDS_THE_USER = frozenset(
+    {"login_required", "consent_required", "interaction_required", "account_selection_required"}
+)
 
 
 def _iso(epoch: float) -> str:
@@ -95,14 +116,27 @@ class SignIn:
         self._redirect_uri = settings.bff.public_origin.rstrip("/") + CALLBACK_PATH
 
     async def login(self, request: Request) -> Response:
-        unknown = set(request.query_params) - {"returnTo"}
-        if unknown:
-            raise validation_error(
-                [FieldError(k, "Unknown query parameter.", "unknown_parameter") for k in unknown]
-            )
+        """Start a sign-in: ``returnTo`` (a path of ours), and the sign-in options a dashboard
+        needs: ``prompt`` (none, login, consent, select_account), ``max_age`` (seconds),
+        ``login_hint`` and ``acr_values`` (for a step-up before a sensitive action)."""
+        errors = [
+            FieldError(k, "Unknown query parameter.", "unknown_parameter")
+            for k in request.query_params
+            if k not in _LOGIN_PARAMETERS
+        ]
+        options: dict[str, str] = {}
+        for name, pattern, message in _LOGIN_OPTIONS:
+            value = request.query_params.get(name)
+            if value is None:
+                continue
+            if not pattern.fullmatch(value):
+                errors.append(FieldError(name, message, "invalid"))
+            options[name] = value
+        if errors:
+            raise validation_error(errors)
         return_to = safe_return_to(request.query_params.get("returnTo"))
         try:
-            url, login = await self.oidc.start_login(self._redirect_uri, return_to)
+            url, login = await self.oidc.start_login(self._redirect_uri, return_to, options)
         except ProviderUnavailable as exc:
             logger.error("cannot start sign-in: %s", exc)
             raise signin_unavailable() from None
@@ -138,25 +172,40 @@ class SignIn:
             self.metrics.sign_ins.labels("failed", problem.slug).inc()
             await self._audit(request, "session.sign_in", "failed", problem.status, problem.slug)
             raise
+        if sub is None:
+            return response  # a silent sign-in that needs the user: it starts again, in view
         self.metrics.sign_ins.labels("succeeded", "").inc()
         await self._audit(request, "session.sign_in", "succeeded", response.status_code, sub=sub)
         return response
 
-    async def _callback(self, request: Request) -> tuple[Response, str]:
+    async def _callback(self, request: Request) -> tuple[Response, str | None]:
         handle = request.cookies.get(self.cookies.login)
         login = await self.logins.take(handle) if handle else None
         if login is None:
             raise _login_failed("This sign-in has expired or was already used; start again.")
+        state = request.query_params.get("state", "")
+        state_matches = secrets.compare_digest(state.encode(), login.state.encode())
+        if not state_matches:
+            # Errors too (RFC 6749 4.1.2.1 echoes state): an answer to another request is no answer.
+            raise _login_failed("The sign-in response does not match this browser's request.")
+        if login.silent and request.query_params.get("error") in _NEEDS_THE_USER:
+            # A silent sign-in (prompt=none) that needs the user: ask them, as a sign-in does.
+            return (
+                RedirectResponse(
+                    f"{LOGIN_PATH}?{urlencode({'returnTo': login.return_to})}", status_code=302
+                ),
+                None,
+            )
         if "error" in request.query_params:
             # Only a well-formed OAuth error code is repeated back, never arbitrary text.
             code = request.query_params["error"]
             reason = f" ({code})" if _OAUTH_ERROR_CODE.fullmatch(code) else ""
             raise _login_failed(f"The identity provider refused the sign-in{reason}.")
-        state = request.query_params.get("state", "")
         code = request.query_params.get("code", "")
-        if not secrets.compare_digest(state.encode(), login.state.encode()) or not code:
+        if not code:
             raise _login_failed("The sign-in response does not match this browser's request.")
         try:
+            await self.oidc.check_response_issuer(request.query_params.get("iss"))
             tokens, claims = await self.oidc.finish_login(login, code, self._redirect_uri)
             if self.settings.oidc.tenants_claim not in claims and tokens.access_token:
                 userinfo = await self.oidc.userinfo(tokens.access_token)

@@ -31,6 +31,8 @@ class LoginRequest(msgspec.Struct, frozen=True):
     code_verifier: str
     return_to: str
     created_at: float
+    silent: bool = False
+    """Sent with ``prompt=none``: a refusal that needs the user falls back to a sign-in."""
 
 
 def _key(handle: str) -> str:

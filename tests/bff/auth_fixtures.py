@@ -150,7 +150,8 @@ class FakeProvider:
 
     ``id_token_hook(claims) -> str`` replaces the signed ID token of a code exchange;
     ``code_error`` makes the code exchange answer that OAuth error; ``refresh_mode`` is ``"ok"``,
-    ``"invalid_grant"`` or ``"down"``; ``refresh_gate`` (an event) holds refresh answers back.
+    ``"invalid_grant"`` or ``"down"``; ``refresh_gate`` (an event) holds refresh answers back;
+    ``metadata_extra`` adds members to its discovery document.
     """
 
     def __init__(self, clock: FakeClock) -> None:
@@ -175,14 +176,18 @@ class FakeProvider:
         self.access_tokens: list[str] = []
         self.refresh_tokens: dict[str, DemoUser] = {}
         self._grants: dict[str, _Grant] = {}
+        self.metadata_extra: dict[str, Any] = {}
 
     @property
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.router.async_handler)
 
     # the browser's part: the login page answers with a code
-    def authorize(self, location: str, user: str = "alice") -> str:
-        """What the provider's login page does for ``user``: the callback URL it redirects to."""
+    def authorize(
+        self, location: str, user: str = "alice", extra: dict[str, str] | None = None
+    ) -> str:
+        """What the provider's login page does for ``user``: the callback URL it redirects to
+        (with ``extra`` parameters, such as an RFC 9207 ``iss``)."""
         request = AuthorizeRequest.from_location(location)
         params = request.params
         assert location.startswith(f"{ISSUER}/authorize?"), location
@@ -193,7 +198,8 @@ class FakeProvider:
         self._grants[code] = _Grant(
             USERS[user], params["nonce"], params["code_challenge"], params["redirect_uri"]
         )
-        return f"{params['redirect_uri']}?" + urlencode({"code": code, "state": params["state"]})
+        answer = {"code": code, "state": params["state"], **(extra or {})}
+        return f"{params['redirect_uri']}?" + urlencode(answer)
 
     # tokens
     def id_claims(self, user: DemoUser, nonce: str | None, **overrides: Any) -> dict[str, Any]:
@@ -258,6 +264,7 @@ class FakeProvider:
                 "end_session_endpoint": f"{ISSUER}/logout",
                 "revocation_endpoint": f"{ISSUER}/revoke",
                 "code_challenge_methods_supported": ["S256"],
+                **self.metadata_extra,
             },
         )
 
