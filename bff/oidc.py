@@ -23,7 +23,13 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from .jwt_validation import InvalidToken, JWKSCache, JWKSUnavailable, JWTValidator
+from .jwt_validation import (
+    SUPPORTED_ALGORITHMS,
+    InvalidToken,
+    JWKSCache,
+    JWKSUnavailable,
+    JWTValidator,
+)
 from .settings import OidcSection
 from .state.logins import LoginRequest
 
@@ -44,6 +50,7 @@ class ProviderMetadata(msgspec.Struct, frozen=True):
     revocation_endpoint: str | None = None
     code_challenge_methods_supported: list[str] | None = None
     authorization_response_iss_parameter_supported: bool = False
+    id_token_signing_alg_values_supported: list[str] | None = None
 
 
 class TokenSet(msgspec.Struct, frozen=True):
@@ -103,7 +110,7 @@ class OIDCClient:
         """The token endpoint last answered ``invalid_client``: the configured secret is wrong."""
         self.authorization_params: dict[str, str] = {}
         """Sent with every sign-in (``[oidc].prompt``, ``extra_authorization_params``)."""
-        self._validators: dict[str, tuple[JWKSCache, JWTValidator]] = {}
+        self._validators: dict[tuple[str, tuple[str, ...]], tuple[JWKSCache, JWTValidator]] = {}
 
     @classmethod
     def for_settings(
@@ -187,15 +194,38 @@ class OIDCClient:
             self._jwks = JWKSCache(metadata.jwks_uri, http=self._http)
         return self._jwks
 
-    async def token_validator(self, audience: str) -> JWTValidator:
-        """One validator per audience, rebuilt only when the provider's key set URL changes."""
+    async def id_token_algorithms(self) -> tuple[str, ...]:
+        """What ID (and logout) tokens may be signed with: what the provider says it uses, within
+        :data:`SUPPORTED_ALGORITHMS` (asymmetric only: never ``none``, never HMAC); RS256 when it
+        says nothing, as OpenID Connect Discovery defines."""
+        advertised = (await self.metadata()).id_token_signing_alg_values_supported
+        if advertised is None:
+            return ("RS256",)
+        safe = tuple(sorted(set(advertised) & SUPPORTED_ALGORITHMS))
+        if not safe:
+            raise ProviderUnavailable(
+                f"the provider signs ID tokens only with {sorted(advertised)}, none of which is "
+                f"accepted ({', '.join(sorted(SUPPORTED_ALGORITHMS))})"
+            )
+        return safe
+
+    async def token_validator(
+        self, audience: str, algorithms: tuple[str, ...] | None = None
+    ) -> JWTValidator:
+        """One validator per audience and algorithms (default: every supported one, as for
+        access tokens, which no metadata describes), rebuilt when the key set URL changes."""
+        algorithms = algorithms or tuple(sorted(SUPPORTED_ALGORITHMS))
         jwks = await self.jwks()
-        cached = self._validators.get(audience)
+        cached = self._validators.get((audience, algorithms))
         if cached is None or cached[0] is not jwks:
             validator = JWTValidator(
-                issuer=self.issuer, audience=audience, jwks=jwks, clock=self._clock
+                issuer=self.issuer,
+                audience=audience,
+                jwks=jwks,
+                clock=self._clock,
+                algorithms=algorithms,
             )
-            cached = self._validators[audience] = (jwks, validator)
+            cached = self._validators[(audience, algorithms)] = (jwks, validator)
         return cached[1]
 
     # --- login ---------------------------------------------------------------------------------
@@ -322,7 +352,7 @@ class OIDCClient:
         return tokens, claims
 
     async def validate_id_token(self, id_token: str, *, nonce: str | None) -> dict[str, Any]:
-        validator = await self.token_validator(self.client_id)
+        validator = await self.token_validator(self.client_id, await self.id_token_algorithms())
         try:
             claims = await validator.validate(id_token)
         except InvalidToken as exc:

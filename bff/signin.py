@@ -385,6 +385,7 @@ class SignIn:
             self._logout_validator = LogoutTokenValidator(
                 issuer=self.oidc.issuer,
                 audience=self.settings.oidc.client_id,
+                algorithms=await self.oidc.id_token_algorithms(),
                 jwks=await self.oidc.jwks(),
                 replay_cache=self._replay_cache,
                 clock=self._clock,

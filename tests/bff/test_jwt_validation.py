@@ -7,13 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from joserfc.jwk import ECKey, Key, OctKey, RSAKey
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bff.jwt_validation import (
@@ -541,3 +542,25 @@ async def test_redis_replay_cache_is_shared_between_instances(
     finally:
         await client.flushdb()
         await client.aclose()
+
+
+async def test_ed25519_eddsa_and_ps256_tokens_validate_when_allowed(
+    world: World, rsa_key: RSAKey
+) -> None:
+    ed_key = OKPKey.generate_key("Ed25519", parameters={"kid": "ed-1", "use": "sig"})
+    world.idp.keys = [rsa_key, ed_key]
+    validator = JWTValidator(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks=world.jwks,
+        clock=world.clock,
+        algorithms=("Ed25519", "EdDSA", "PS256"),
+    )
+    assert (await validator.validate(sign(claims(), ed_key, alg="Ed25519")))["sub"] == "alice"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc warns when signing with "EdDSA" too
+        legacy = sign(claims(), ed_key, alg="EdDSA")
+    assert (await validator.validate(legacy))["sub"] == "alice"
+    assert (await validator.validate(sign(claims(), rsa_key, alg="PS256")))["sub"] == "alice"
+    with pytest.raises(InvalidToken):  # allowed by the key set, not by this validator
+        await validator.validate(sign(claims(), rsa_key, alg="RS256"))

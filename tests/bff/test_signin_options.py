@@ -112,3 +112,37 @@ async def test_the_issuer_of_the_authorization_response_is_checked(
             h.provider.authorize(start.headers["location"], "alice", extra=extra)
         )
     assert (callback.status_code == 302) is signed_in, callback.text
+
+
+@pytest.mark.parametrize(
+    ("advertised", "signed_with", "signed_in"),
+    [
+        (["PS256"], "PS256", True),
+        (["RS256", "PS512"], "PS512", True),
+        (None, "RS256", True),  # no list: RS256, as OpenID Connect Discovery says
+        (["PS256"], "RS256", False),  # an algorithm the provider does not use
+        (None, "PS256", False),
+    ],
+)
+async def test_id_tokens_are_checked_with_the_algorithms_the_provider_names(
+    upstream: respx.MockRouter, advertised: list[str] | None, signed_with: str, signed_in: bool
+) -> None:
+    async with running_app(upstream) as h:
+        if advertised is not None:
+            h.provider.metadata_extra = {"id_token_signing_alg_values_supported": advertised}
+        h.provider.id_token_hook = lambda claims: h.provider.signed(claims, alg=signed_with)
+        browser = h.browser()
+        start = await browser.get(LOGIN, params={"returnTo": "/"})
+        callback = await browser.get(h.provider.authorize(start.headers["location"], "alice"))
+    assert (callback.status_code == 302) is signed_in, callback.text
+
+
+async def test_a_provider_that_only_names_unsafe_algorithms_cannot_sign_anyone_in(
+    upstream: respx.MockRouter,
+) -> None:
+    async with running_app(upstream) as h:
+        h.provider.metadata_extra = {"id_token_signing_alg_values_supported": ["none", "HS256"]}
+        browser = h.browser()
+        start = await browser.get(LOGIN, params={"returnTo": "/"})
+        callback = await browser.get(h.provider.authorize(start.headers["location"], "alice"))
+    assert callback.status_code == 503
