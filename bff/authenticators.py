@@ -80,7 +80,7 @@ def session_principal(session: Session) -> Principal:
 class BearerAuthenticator:
     def __init__(self, settings: Settings, oidc: OIDCClient) -> None:
         self._oidc = oidc
-        self._audience = settings.oidc.bearer_audience or settings.oidc.client_id
+        self._audience = settings.oidc.bearer_audience
         self._tenants_claim = settings.oidc.tenants_claim
 
     async def __call__(self, request: Request) -> Principal | None:
@@ -93,14 +93,20 @@ class BearerAuthenticator:
             raise authentication_required(
                 "Use Authorization: Bearer <token>.", error="invalid_request"
             )
+        if self._audience is None:
+            raise authentication_required(
+                "This gateway takes no bearer tokens ([oidc].bearer_audience is not set).",
+                error="invalid_token",
+            )
         try:
             validator = await self._oidc.token_validator(self._audience)
             claims = await validator.validate(token)
             if "nonce" in claims:
-                # Our sign-in's ID tokens carry a nonce, access tokens never do. An ID token names
-                # this client as audience and reaches the browser in the end-session URL: it must
-                # not outlive the session as a bearer credential.
+                # Our sign-in's ID tokens carry a nonce, access tokens never do: an ID token
+                # must not outlive the session as a bearer credential.
                 raise InvalidToken("id-token", "an ID token is not a bearer token")
+            if "events" in claims:
+                raise InvalidToken("logout-token", "a logout token is not a bearer token")
         except InvalidToken as exc:
             logger.info("bearer token rejected: %s", exc.reason)
             raise authentication_required(

@@ -120,7 +120,8 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     )
     tenants_claim: str = "zen_tenants"
     bearer_audience: str | None = None
-    """Audience required of bearer JWTs; defaults to client_id."""
+    """The audience a bearer token must name (the API's, as the provider puts it in access
+    tokens). Unset: bearer tokens are refused. Never the client id alone: ID tokens name it."""
     refresh_margin_seconds: float = 60.0
     prompt: str | None = None
     """``prompt`` sent with every sign-in. Unset: ``consent`` when ``offline_access`` is among

@@ -48,6 +48,8 @@ CLIENT_ID = "flows-bff-test"
 CLIENT_SECRET = "test-client-secret"
 CALLBACK_URL = f"{BFF}{API}/auth/callback"
 LOGIN = f"{API}/auth/login"
+BEARER_AUDIENCE = "https://flows.example/api"
+"""What the fake provider's access tokens name as audience, and what the test gateway requires."""
 CALLBACK = f"{API}/auth/callback"
 WHOAMI = f"{API}/auth/session"
 LOGOUT = f"{API}/auth/logout"
@@ -223,7 +225,8 @@ class FakeProvider:
         return sign(claims, self.key, **header)
 
     def bearer_token(self, user: str = "alice", **overrides: Any) -> str:
-        """An access token for this BFF as audience (what a script would send)."""
+        """An access token for this BFF's API audience (what a script would send)."""
+        overrides = {"aud": [BEARER_AUDIENCE, CLIENT_ID], **overrides}
         return self.signed(self.id_claims(USERS[user], None, **overrides), typ="at+jwt")
 
     def logout_token(self, *, sid: str | None = None, sub: str | None = None, **extra: Any) -> str:
@@ -391,7 +394,12 @@ class Browser:
 def auth_settings(**sections: dict[str, Any]) -> Settings:
     """Test settings with the fake provider as issuer and short, round session timeouts."""
     base: dict[str, dict[str, Any]] = {
-        "oidc": {"issuer": ISSUER, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        "oidc": {
+            "issuer": ISSUER,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "bearer_audience": BEARER_AUDIENCE,
+        },
         "sessions": {
             "idle_timeout_seconds": IDLE_TIMEOUT,
             "absolute_timeout_seconds": ABSOLUTE_TIMEOUT,

@@ -14,11 +14,14 @@ import httpx
 import pytest
 import respx
 
+from bff.jwt_validation import BACKCHANNEL_LOGOUT_EVENT
 from tests.bff.auth_fixtures import (
+    CLIENT_ID,
     USERS,
     FakeProvider,
     assert_problem,
     attacker_key,
+    auth_settings,
     b64,
     b64json,
     running_app,
@@ -70,6 +73,9 @@ ATTACKS: dict[str, Callable[[FakeProvider], str]] = {
     "foreign-key-same-kid": lambda p: sign(claims(p), attacker_key()),
     "tampered-payload": tampered,
     "logout-token": lambda p: p.logout_token(sub="alice"),
+    # The client id is an ID token's audience, never an access token's for this API.
+    "client-id-audience-only": lambda p: p.bearer_token(aud=CLIENT_ID),
+    "logout-event-typed-jwt": lambda p: p.bearer_token(events={BACKCHANNEL_LOGOUT_EVENT: {}}),
     "not-a-jwt": lambda p: "zen_key_dev_acme_rw",
 }
 
@@ -207,3 +213,16 @@ async def test_a_token_stops_working_when_the_clock_passes_its_expiry(
         response = await h.client.get(FLOWS, headers=auth)
     assert_problem(response, 401, "authentication-required")
     assert len(backend.calls) == calls_while_valid
+
+
+async def test_without_a_configured_audience_no_bearer_token_is_taken(
+    backend: respx.MockRouter,
+) -> None:
+    settings = auth_settings(oidc={"bearer_audience": None})
+    async with running_app(backend, settings=settings) as h:
+        refused = await h.client.get(
+            FLOWS, headers={"Authorization": f"Bearer {h.provider.bearer_token('alice')}"}
+        )
+    assert refused.status_code == 401
+    assert "bearer_audience" in refused.json()["detail"]
+    assert not [c for c in backend.calls if c.request.url.path == UP_FLOWS]

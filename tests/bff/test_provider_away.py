@@ -28,7 +28,12 @@ async def gateway(upstream: respx.MockRouter) -> AsyncIterator[httpx.AsyncClient
     with silent_listener() as port:
         issuer = f"http://127.0.0.1:{port}"
         settings = make_settings(
-            oidc={"issuer": issuer, "client_id": CLIENT_ID, "timeout_seconds": TIMEOUT}
+            oidc={
+                "issuer": issuer,
+                "client_id": CLIENT_ID,
+                "timeout_seconds": TIMEOUT,
+                "bearer_audience": "https://flows.example/api",
+            }
         )
         app = create_app(settings, upstream_transport=httpx.MockTransport(upstream.async_handler))
         async with (
@@ -61,7 +66,10 @@ async def test_a_bearer_call_waits_for_the_provider_at_most_the_timeout(
     gateway: httpx.AsyncClient,
 ) -> None:
     key = RSAKey.generate_key(2048, parameters={"kid": "k1"})
-    token = sign({"iss": "x", "sub": "alice", "aud": CLIENT_ID, "exp": time.time() + 60}, key)
+    token = sign(
+        {"iss": "x", "sub": "alice", "aud": "https://flows.example/api", "exp": time.time() + 60},
+        key,
+    )
     answer, waited = await _timed(gateway.get(FLOWS, headers={"Authorization": f"Bearer {token}"}))
     assert answer.status_code == 503, answer.text
     assert waited < TIMEOUT * 2 + 0.5, waited
