@@ -418,7 +418,15 @@ class OIDCClient:
         except (httpx.HTTPError, ProviderUnavailable) as exc:
             logger.warning("refresh token revocation failed: %s", type(exc).__name__)
 
-    async def end_session_url(self, id_token: str | None, post_logout_redirect: str) -> str | None:
+    async def end_session_url(
+        self,
+        post_logout_redirect: str,
+        *,
+        id_token_hint: str | None = None,
+        logout_hint: str | None = None,
+    ) -> str | None:
+        """RP-Initiated Logout: the provider's end-session URL naming this client, with a hint
+        only when given (the caller decides by configuration whether a token goes in a URL)."""
         try:
             metadata = await self.metadata()
         except ProviderUnavailable:
@@ -426,8 +434,10 @@ class OIDCClient:
         if not metadata.end_session_endpoint:
             return None
         params = {"client_id": self.client_id, "post_logout_redirect_uri": post_logout_redirect}
-        if id_token:
-            params["id_token_hint"] = id_token
+        if id_token_hint:
+            params["id_token_hint"] = id_token_hint
+        if logout_hint:
+            params["logout_hint"] = logout_hint
         separator = "&" if "?" in metadata.end_session_endpoint else "?"
         return f"{metadata.end_session_endpoint}{separator}{urlencode(params)}"
 

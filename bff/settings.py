@@ -128,6 +128,15 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     the scopes (OpenID Connect Core 11: without it a provider may issue no refresh token)."""
     extra_authorization_params: dict[str, str] = {}
     """Sent as they are with every sign-in: ``resource``, ``audience``, ``acr_values``…"""
+    post_logout_redirect: str | None = None
+    """Where the provider sends the browser after sign-out (register it there); default: the
+    public origin's ``/``."""
+    end_session_id_token_hint: bool = False
+    """Put the ID token in the end-session URL (``id_token_hint``), for providers that need it.
+    Off, the URL carries no token: it names the client (``client_id``) instead."""
+    end_session_logout_hint: bool = False
+    """Name the user in the end-session URL (``logout_hint``, the subject), where the provider
+    takes it."""
     timeout_seconds: float = 3.0
     """The longest wait for the provider (discovery, keys, tokens, userinfo, revocation)."""
 
@@ -450,6 +459,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(
                 f"[bff].trusted_proxies: {proxy!r} is not an IP address or network"
             ) from None
+    redirect = settings.oidc.post_logout_redirect
+    if redirect is not None and urlsplit(redirect).scheme not in {"http", "https"}:
+        raise ConfigError(f"[oidc].post_logout_redirect: expected an http(s) URL, got {redirect!r}")
     endpoint = settings.tracing.otlp_endpoint
     if endpoint is not None:
         if urlsplit(endpoint).scheme not in {"http", "https"}:

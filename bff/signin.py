@@ -299,8 +299,11 @@ class SignIn:
                 await self._audit(request, "session.sign_out", "succeeded", 200, sub=session.sub)
                 if session.refresh_token:
                     await self.oidc.revoke(session.refresh_token)
+                oidc = self.settings.oidc
                 end_session_url = await self.oidc.end_session_url(
-                    session.id_token, self.settings.bff.public_origin.rstrip("/") + "/"
+                    oidc.post_logout_redirect or self.settings.bff.public_origin.rstrip("/") + "/",
+                    id_token_hint=session.id_token if oidc.end_session_id_token_hint else None,
+                    logout_hint=session.sub if oidc.end_session_logout_hint else None,
                 )
         response = Response(
             msgspec.json.encode({"endSessionUrl": end_session_url}),

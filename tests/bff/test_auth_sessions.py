@@ -139,8 +139,30 @@ async def test_logout_ends_the_session_revokes_the_refresh_token_and_clears_the_
         params = {k: v[0] for k, v in parse_qs(urlsplit(end_session).query).items()}
         assert params["client_id"] == CLIENT_ID
         assert params["post_logout_redirect_uri"] == f"{BFF}/"
-        assert params["id_token_hint"].startswith("eyJ")
+        assert "id_token_hint" not in params, "no token in a URL unless configured"
+        assert "logout_hint" not in params
         await assert_signed_out(h, browser, raw_id)
+
+
+async def test_the_end_session_url_takes_the_configured_redirect_and_hints(
+    upstream: respx.MockRouter,
+) -> None:
+    settings = auth_settings(
+        oidc={
+            "post_logout_redirect": f"{BFF}/signed-out",
+            "end_session_id_token_hint": True,
+            "end_session_logout_hint": True,
+        }
+    )
+    async with running_app(upstream, settings=settings) as h:
+        browser = h.browser()
+        await h.login(browser, "alice")
+        response = await browser.api("POST", LOGOUT)
+    end_session = response.json()["endSessionUrl"]
+    params = {k: v[0] for k, v in parse_qs(urlsplit(end_session).query).items()}
+    assert params["post_logout_redirect_uri"] == f"{BFF}/signed-out"
+    assert params["id_token_hint"].startswith("eyJ")
+    assert params["logout_hint"] == "alice"
 
 
 async def test_logout_is_csrf_checked(upstream: respx.MockRouter) -> None:

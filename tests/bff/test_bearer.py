@@ -135,9 +135,10 @@ async def test_forged_or_unfit_tokens_are_refused_before_the_upstream(
 async def test_the_id_token_handed_out_at_logout_is_not_a_bearer_token(
     backend: respx.MockRouter,
 ) -> None:
-    # The end-session URL gives the browser the ID token (id_token_hint); it names this BFF as
-    # its audience, but it must not keep the signed-out user in once the session is gone.
-    async with running_app(backend) as h:
+    # Configured to, the end-session URL gives the browser the ID token (id_token_hint); it names
+    # this BFF as its audience, but must not keep the signed-out user in once the session is gone.
+    settings = auth_settings(oidc={"end_session_id_token_hint": True})
+    async with running_app(backend, settings=settings) as h:
         browser = h.browser()
         await h.login(browser, "alice")
         logout = await browser.api("POST", "/api/bff/v1/auth/logout")
