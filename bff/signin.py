@@ -56,6 +56,9 @@ class SessionView(msgspec.Struct, rename="camel"):
     user: dict[str, str | None]
     tenants: list[dict[str, Any]]
     expires_at: str
+    auth_time: str | None
+    acr: str | None
+    refreshable: bool
 
 
 _LOGIN_OPTIONS = (
@@ -77,6 +80,13 @@ _LOGIN_PARAMETERS = frozenset({"returnTo", *(name for name, _, _ in _LOGIN_OPTIO
 _NEEDS_THE_USER = frozenset(
     {"login_required", "consent_required", "interaction_required", "account_selection_required"}
 )
+
+
+def _time(value: object) -> float | None:
+    """A NumericDate claim (seconds since the epoch), or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def _iso(epoch: float) -> str:
@@ -265,6 +275,8 @@ class SignIn:
             access_expires_at=tokens.expires_at,
             access_lifetime=tokens.lifetime,
             sid=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
+            auth_time=_time(claims.get("auth_time")),
+            acr=claims.get("acr") if isinstance(claims.get("acr"), str) else None,
         )
 
     async def whoami(self, request: Request) -> Response:
@@ -283,9 +295,21 @@ class SignIn:
                 }
                 for tenant, scopes in sorted(principal.tenants.items())
             ],
-            expires_at=_iso(self.sessions.expires_at(session)),
+            expires_at=_iso(self._ends_at(session)),
+            auth_time=_iso(session.auth_time or session.created_at),
+            acr=session.acr,
+            refreshable=session.refresh_token is not None,
         )
         return Response(msgspec.json.encode(view), media_type="application/json")
+
+    def _ends_at(self, session: Session) -> float:
+        """When this session stops working, honestly: relaying the user's token without a
+        refresh token, it ends with that token, whatever the session store would allow."""
+        ends = self.sessions.expires_at(session)
+        relays = self.settings.upstream.credential == "relay"
+        if relays and session.refresh_token is None and session.access_expires_at is not None:
+            ends = min(ends, session.access_expires_at)
+        return ends
 
     async def logout(self, request: Request) -> Response:
         raw_id = request.cookies.get(self.cookies.session)

@@ -67,6 +67,10 @@ class Session(msgspec.Struct, kw_only=True):
     access_expires_at: float | None = None
     access_lifetime: float | None = None
     """What the access token was good for when issued: the refresh margin scales to it."""
+    auth_time: float | None = None
+    """When the user last authenticated at the provider (the ID token's ``auth_time``)."""
+    acr: str | None = None
+    """How they authenticated (the ID token's ``acr``), for a step-up before a sensitive action."""
     sid: str | None = None
     created_at: float = 0.0
     last_seen_at: float = 0.0

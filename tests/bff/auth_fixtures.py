@@ -153,7 +153,8 @@ class FakeProvider:
     ``id_token_hook(claims) -> str`` replaces the signed ID token of a code exchange;
     ``code_error`` makes the code exchange answer that OAuth error; ``refresh_mode`` is ``"ok"``,
     ``"invalid_grant"`` or ``"down"``; ``refresh_gate`` (an event) holds refresh answers back;
-    ``metadata_extra`` adds members to its discovery document.
+    ``metadata_extra`` adds members to its discovery document; ``issues_refresh_tokens`` False
+    leaves refresh tokens out, as a provider does that was not asked the way it wants.
     """
 
     def __init__(self, clock: FakeClock) -> None:
@@ -179,6 +180,7 @@ class FakeProvider:
         self.refresh_tokens: dict[str, DemoUser] = {}
         self._grants: dict[str, _Grant] = {}
         self.metadata_extra: dict[str, Any] = {}
+        self.issues_refresh_tokens = True
 
     @property
     def transport(self) -> httpx.MockTransport:
@@ -246,13 +248,15 @@ class FakeProvider:
         access = f"at_{user.sub}_{secrets.token_urlsafe(12)}"
         refresh = f"rt_{user.sub}_{secrets.token_urlsafe(12)}"
         self.access_tokens.append(access)
-        self.refresh_tokens[refresh] = user
-        return {
+        tokens: dict[str, Any] = {
             "access_token": access,
-            "refresh_token": refresh,
             "token_type": "Bearer",
             "expires_in": self.expires_in,
         }
+        if self.issues_refresh_tokens:
+            self.refresh_tokens[refresh] = user
+            tokens["refresh_token"] = refresh
+        return tokens
 
     # endpoints
     def _discovery(self, request: httpx.Request) -> httpx.Response:

@@ -72,6 +72,9 @@ async def test_session_describes_the_user_their_tenants_and_the_expiry(
         ],
         # Activity at +100 s slides the idle timeout: the session now ends at +100 + idle.
         "expiresAt": iso(START + 100 + IDLE_TIMEOUT),
+        "authTime": iso(START),
+        "acr": None,
+        "refreshable": True,
     }
 
 
@@ -347,3 +350,31 @@ async def test_a_short_lived_token_is_refreshed_in_the_last_fifth_of_its_life_no
         h.clock.advance(9)  # 49 s: inside the last 12 s
         assert (await browser.api("GET", FLOWS)).status_code == 200
         assert h.provider.refresh_calls == 1
+
+
+async def test_the_session_reports_when_and_how_the_user_authenticated(
+    upstream: respx.MockRouter,
+) -> None:
+    async with running_app(upstream) as h:
+        h.provider.id_token_hook = lambda claims: h.provider.signed(
+            {**claims, "auth_time": int(START) - 30, "acr": "urn:mfa"}
+        )
+        browser = h.browser()
+        await h.login(browser, "alice")
+        me = (await browser.api("GET", WHOAMI)).json()
+    assert me["authTime"] == iso(START - 30)
+    assert me["acr"] == "urn:mfa"
+
+
+async def test_a_relayed_session_without_a_refresh_token_says_it_ends_with_the_token(
+    upstream: respx.MockRouter,
+) -> None:
+    # Relay mode (the test default): the user's own access token goes upstream.
+    async with running_app(upstream) as h:
+        h.provider.issues_refresh_tokens = False
+        h.provider.expires_in = 300
+        browser = h.browser()
+        await h.login(browser, "alice")
+        me = (await browser.api("GET", WHOAMI)).json()
+    assert me["refreshable"] is False
+    assert me["expiresAt"] == iso(START + 300)
