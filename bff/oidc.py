@@ -219,7 +219,9 @@ class OIDCClient:
         cached = self._validators.get((audience, algorithms))
         if cached is None or cached[0] is not jwks:
             validator = JWTValidator(
-                issuer=self.issuer,
+                # Tokens name the issuer exactly as the provider's metadata does, trailing slash
+                # and all (https://tenant.auth0.com/); the configured value may lack it.
+                issuer=(await self.metadata()).issuer,
                 audience=audience,
                 jwks=jwks,
                 clock=self._clock,

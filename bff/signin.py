@@ -410,7 +410,7 @@ class SignIn:
     async def _logout_tokens(self) -> LogoutTokenValidator:
         if self._logout_validator is None:
             self._logout_validator = LogoutTokenValidator(
-                issuer=self.oidc.issuer,
+                issuer=(await self.oidc.metadata()).issuer,
                 audience=self.settings.oidc.client_id,
                 algorithms=await self.oidc.id_token_algorithms(),
                 jwks=await self.oidc.jwks(),
