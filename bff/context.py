@@ -33,7 +33,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class ServerSpan(Protocol):
     trace_id: str
-    span_id: str
     flags: str
 
     def end(self, scope: Any, status: int, route: str) -> None: ...
@@ -66,7 +65,6 @@ class RequestContext:
         "request_id",
         "retries",
         "span",
-        "span_id",
         "started",
         "trace_id",
         "tracestate",
@@ -82,12 +80,12 @@ class RequestContext:
         self.started = time.perf_counter()
         self.span = span
         if span is not None:
-            self.trace_id, self.span_id, self.flags = span.trace_id, span.span_id, span.flags
+            self.trace_id, self.flags = span.trace_id, span.flags
         elif parent is not None:
-            self.trace_id, self.span_id, self.flags = parent.trace_id, new_span_id(), parent.flags
+            self.trace_id, self.flags = parent.trace_id, parent.flags
         else:
             # Nothing records this trace here, so it is not marked sampled downstream.
-            self.trace_id, self.span_id, self.flags = new_trace_id(), new_span_id(), "00"
+            self.trace_id, self.flags = new_trace_id(), "00"
         self.tracestate = parent.tracestate if parent is not None else None
         self.upstream_seconds = 0.0
         self.upstream_calls = 0

@@ -63,14 +63,14 @@ _write_access: Callable[[dict[str, Any]], None] = _through_logging
 """Until :func:`configure` runs (embedded apps, tests), access lines are ``bff.access`` records."""
 
 
+def access_enabled() -> bool:
+    """Whether access lines are wanted; callers ask before they assemble one."""
+    return _access.isEnabledFor(logging.INFO)
+
+
 def access(fields: dict[str, Any]) -> None:
     """Log one request (the fields are those of the access line; see ``README.md``)."""
-    if _access.isEnabledFor(logging.INFO):
-        _write_access(fields)
-
-
-def access_enabled() -> bool:
-    return _access.isEnabledFor(logging.INFO)
+    _write_access(fields)
 
 
 class _StdoutAccess:
@@ -88,12 +88,12 @@ class _StdoutAccess:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        head = {"time": rfc3339(record.created), "level": record.levelname.lower()}
         fields: dict[str, Any] | None = getattr(record, "access", None)
         if fields is not None:
             return _access_json(fields, record.created)
         line: dict[str, Any] = {
-            **head,
+            "time": rfc3339(record.created),
+            "level": record.levelname.lower(),
             "log": "app",
             "logger": record.name,
             "message": record.getMessage(),

@@ -131,10 +131,9 @@ class EdgeMiddleware:
             return
         offered = traceparent = tracestate = None
         headers_in = scope["headers"]
-        oversized = len(headers_in) > MAX_HEADER_FIELDS or (
-            sum(len(name) + len(value) for name, value in headers_in) > MAX_HEADER_BYTES
-        )
+        size = 0
         for name, value in headers_in:
+            size += len(name) + len(value)
             if name == b"x-request-id":
                 offered = value.decode("latin-1")
             elif name == b"traceparent":
@@ -144,6 +143,7 @@ class EdgeMiddleware:
                 # Several tracestate fields are one list (RFC 9110 field combination).
                 state = value.decode("latin-1")
                 tracestate = state if tracestate is None else f"{tracestate},{state}"
+        oversized = len(headers_in) > MAX_HEADER_FIELDS or size > MAX_HEADER_BYTES
         request_id = (
             offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
         )

@@ -42,13 +42,12 @@ except ImportError as exc:  # pragma: no cover - exercised by the wheel without 
 
 
 class _Server:
-    __slots__ = ("flags", "span", "span_id", "trace_id")
+    __slots__ = ("flags", "span", "trace_id")
 
     def __init__(self, span: Span) -> None:
         self.span = span
         context = span.get_span_context()
         self.trace_id = f"{context.trace_id:032x}"
-        self.span_id = f"{context.span_id:016x}"
         # Only the sampled bit goes downstream (as for an incoming traceparent, see
         # tracecontext.parse), not the SDK's "random trace id" bit of a trace it starts.
         self.flags = "01" if context.trace_flags.sampled else "00"
