@@ -79,6 +79,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
     client_ip: str | None = None
     user_agent: str | None = None
     changes: list[str] | None = None
+    session_id: str | None = None
 
 
 def new_audit_id() -> str:

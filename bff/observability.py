@@ -93,7 +93,8 @@ class Metrics:
         )
         self.sign_outs = Counter(
             "bff_sign_outs",
-            "Sessions ended, by kind: user (signed out) or backchannel (the provider said so).",
+            "Sessions ended, by kind: user (signed out), revoked (ended from the session list) "
+            "or backchannel (the provider said so).",
             ["kind"],
             registry=self.registry,
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 API_PREFIX = "/api/bff/v1"
 CALLBACK_PATH = API_PREFIX + "/auth/callback"
 LOGIN_PATH = API_PREFIX + "/auth/login"
+LOGOUT_PATH = API_PREFIX + "/auth/logout"
+SESSIONS_PATH = API_PREFIX + "/auth/sessions"
 JWKS_PATH = API_PREFIX + "/.well-known/jwks.json"
 
 

@@ -2,9 +2,11 @@
 
 Under :data:`bff.paths.API_PREFIX`: ``GET /auth/login`` → the provider (authorization code, PKCE,
 nonce); ``GET /auth/callback`` → a fresh server-side session and an HttpOnly cookie;
-``GET /auth/session`` (who am I); ``POST /auth/logout``; ``POST /auth/backchannel-logout``
-(OpenID Connect Back-Channel Logout 1.0); ``GET /.well-known/jwks.json`` (the public keys of the
-upstream tokens this gateway mints).
+``GET /auth/session`` (who am I); ``POST /auth/logout``; ``GET /auth/sessions`` (the user's
+sessions on every device) and ``DELETE /auth/sessions[/{sessionId}]`` (end one, or all of them:
+"sign out everywhere"); ``POST /auth/backchannel-logout`` (OpenID Connect Back-Channel
+Logout 1.0); ``GET /.well-known/jwks.json`` (the public keys of the upstream tokens this gateway
+mints).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
 from .observability import Metrics
 from .oidc import LoginError, OIDCClient, ProviderUnavailable, TokenSet, UserinfoRefused
-from .paths import CALLBACK_PATH, LOGIN_PATH
+from .paths import CALLBACK_PATH, LOGIN_PATH, LOGOUT_PATH, SESSIONS_PATH
 from .principal import permissions
 from .problems import (
     FieldError,
@@ -45,6 +47,7 @@ from .state.logins import LOGIN_TTL, LoginStore
 from .state.replay import ReplayCache
 from .state.sessions import Session, SessionStore
 from .upstream_tokens import UpstreamTokenMinter
+from .user_agents import describe, kept
 
 logger = logging.getLogger("bff.auth")
 
@@ -59,6 +62,21 @@ class SessionView(msgspec.Struct, rename="camel"):
     auth_time: str | None
     acr: str | None
     refreshable: bool
+    session_id: str
+    sign_out_url: str
+    sessions_url: str
+
+
+class SessionSummary(msgspec.Struct, rename="camel"):
+    """One of the user's sessions, as ``GET /auth/sessions`` lists them."""
+
+    id: str
+    current: bool
+    device: str
+    user_agent: str | None
+    created_at: str
+    last_seen_at: str
+    expires_at: str
 
 
 _LOGIN_OPTIONS = (
@@ -177,18 +195,23 @@ class SignIn:
 
     async def callback(self, request: Request) -> Response:
         try:
-            response, sub = await self._callback(request)
+            response, signed_in = await self._callback(request)
         except ProblemError as problem:
             self.metrics.sign_ins.labels("failed", problem.slug).inc()
             await self._audit(request, "session.sign_in", "failed", problem.status, problem.slug)
             raise
-        if sub is None:
+        if signed_in is None:
             return response  # a silent sign-in that needs the user: it starts again, in view
+        sub, session_id = signed_in
         self.metrics.sign_ins.labels("succeeded", "").inc()
-        await self._audit(request, "session.sign_in", "succeeded", response.status_code, sub=sub)
+        await self._audit(
+            request, "session.sign_in", "succeeded", response.status_code, sub=sub,
+            session_id=session_id,
+        )  # fmt: skip
         return response
 
-    async def _callback(self, request: Request) -> tuple[Response, str | None]:
+    async def _callback(self, request: Request) -> tuple[Response, tuple[str, str | None] | None]:
+        """The response, and who signed in with which session (None: nobody, yet)."""
         handle = request.cookies.get(self.cookies.login)
         login = await self.logins.take(handle) if handle else None
         if login is None:
@@ -246,7 +269,9 @@ class SignIn:
         previous = request.cookies.get(self.cookies.session)
         if previous:
             await self.sessions.delete(previous)
-        raw_id = await self.sessions.create(self._new_session(tokens, claims))
+        session = self._new_session(tokens, claims)
+        session.user_agent = kept(request.headers.get("user-agent"))
+        raw_id = await self.sessions.create(session)
         response = RedirectResponse(login.return_to, status_code=302)
         response.set_cookie(
             self.cookies.session,
@@ -260,7 +285,7 @@ class SignIn:
         response.delete_cookie(
             self.cookies.login, path="/", secure=self.settings.secure_cookies, httponly=True
         )
-        return response, str(claims["sub"])
+        return response, (session.sub, self.sessions.handle(raw_id))
 
     def _new_session(self, tokens: TokenSet, claims: dict[str, Any]) -> Session:
         tenants = tenants_from_claims(claims, self.settings.oidc.tenants_claim)
@@ -283,7 +308,7 @@ class SignIn:
         current = await self.session_auth.current(request)
         if current is None:
             raise authentication_required()
-        session = current[1]
+        raw_id, session = current
         principal = session_principal(session)
         view = SessionView(
             user={"sub": session.sub, "name": session.name, "email": session.email},
@@ -299,8 +324,77 @@ class SignIn:
             auth_time=_iso(session.auth_time or session.created_at),
             acr=session.acr,
             refreshable=session.refresh_token is not None,
+            session_id=self.sessions.handle(raw_id) or "",
+            sign_out_url=LOGOUT_PATH,
+            sessions_url=SESSIONS_PATH,
         )
         return Response(msgspec.json.encode(view), media_type="application/json")
+
+    async def list_sessions(self, request: Request) -> Response:
+        """The signed-in user's sessions on every device, the most recently used first."""
+        raw_id, session = await self._signed_in(request)
+        mine = self.sessions.handle(raw_id)
+        listed = [
+            SessionSummary(
+                id=handle,
+                current=handle == mine,
+                device=describe(other.user_agent),
+                user_agent=other.user_agent,
+                created_at=_iso(other.created_at),
+                last_seen_at=_iso(other.last_seen_at),
+                expires_at=_iso(self._ends_at(other)),
+            )
+            for handle, other in await self.sessions.sessions_of(session.sub)
+        ]
+        return Response(
+            msgspec.json.encode({"sessions": listed}),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def revoke_session(self, request: Request) -> Response:
+        """End one of the user's sessions, on whatever device it is; 404 unless it is theirs."""
+        raw_id, session = await self._signed_in(request)
+        handle = request.path_params["sessionId"]
+        ended = await self.sessions.delete_handle(session.sub, handle)
+        if ended is None:
+            raise ProblemError(404, "not-found", "You have no session with this id.")
+        await self._ended_by_user([(handle, ended)], request, 204)
+        response = Response(status_code=204)
+        if handle == self.sessions.handle(raw_id):
+            self._clear_session_cookie(response)
+        return response
+
+    async def revoke_all_sessions(self, request: Request) -> Response:
+        """Sign out everywhere: every session of the user ends, this one included."""
+        _, session = await self._signed_in(request)
+        ended = await self.sessions.sessions_of(session.sub)
+        await self.sessions.delete_by_sub(session.sub)
+        await self._ended_by_user(ended, request, 200)
+        response = Response(
+            msgspec.json.encode({"revoked": len(ended)}), media_type="application/json"
+        )
+        self._clear_session_cookie(response)
+        return response
+
+    async def _signed_in(self, request: Request) -> tuple[str, Session]:
+        current = await self.session_auth.current(request)
+        if current is None:
+            raise authentication_required()
+        return current
+
+    async def _ended_by_user(
+        self, ended: list[tuple[str, Session]], request: Request, status: int
+    ) -> None:
+        """After the user revoked sessions: each audited, counted, its refresh token revoked."""
+        self.metrics.sign_outs.labels("revoked").inc(len(ended))
+        for handle, session in ended:
+            await self._audit(
+                request, "session.revoke", "succeeded", status, sub=session.sub,
+                session_id=handle,
+            )  # fmt: skip
+            if session.refresh_token:
+                await self.oidc.revoke(session.refresh_token)
 
     def _ends_at(self, session: Session) -> float:
         """When this session stops working, honestly: relaying the user's token without a
@@ -320,7 +414,10 @@ class SignIn:
             await self.sessions.delete(raw_id)
             if session is not None:
                 self.metrics.sign_outs.labels("user").inc()
-                await self._audit(request, "session.sign_out", "succeeded", 200, sub=session.sub)
+                await self._audit(
+                    request, "session.sign_out", "succeeded", 200, sub=session.sub,
+                    session_id=self.sessions.handle(raw_id),
+                )  # fmt: skip
                 if session.refresh_token:
                     await self.oidc.revoke(session.refresh_token)
                 oidc = self.settings.oidc
@@ -333,6 +430,10 @@ class SignIn:
             msgspec.json.encode({"endSessionUrl": end_session_url}),
             media_type="application/json",
         )
+        self._clear_session_cookie(response)
+        return response
+
+    def _clear_session_cookie(self, response: Response) -> None:
         response.delete_cookie(
             self.cookies.session,
             path="/",
@@ -340,7 +441,6 @@ class SignIn:
             httponly=True,
             samesite="strict",
         )
-        return response
 
     async def backchannel_logout(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -389,6 +489,7 @@ class SignIn:
         reason: str | None = None,
         *,
         sub: str | None = None,
+        session_id: str | None = None,
     ) -> None:
         """Record a sign-in event; these are not write-ahead, so a failure is only logged."""
         if self.audit is None:
@@ -400,6 +501,7 @@ class SignIn:
             actor=Actor(iss=self.oidc.issuer, sub=sub, auth="session"),
             status=status,
             reason=reason,
+            session_id=session_id,
             **request_facts(request.scope, self.settings.bff.trusted_proxies),
         )
         try:
@@ -455,6 +557,9 @@ routes = [
     Route("/auth/callback", _endpoint(SignIn.callback), methods=["GET"]),
     Route("/auth/session", _endpoint(SignIn.whoami), methods=["GET"]),
     Route("/auth/logout", _endpoint(SignIn.logout), methods=["POST"]),
+    Route("/auth/sessions", _endpoint(SignIn.list_sessions), methods=["GET"]),
+    Route("/auth/sessions", _endpoint(SignIn.revoke_all_sessions), methods=["DELETE"]),
+    Route("/auth/sessions/{sessionId}", _endpoint(SignIn.revoke_session), methods=["DELETE"]),
     Route("/auth/backchannel-logout", _endpoint(SignIn.backchannel_logout), methods=["POST"]),
     Route("/.well-known/jwks.json", _endpoint(SignIn.jwks), methods=["GET"]),
 ]

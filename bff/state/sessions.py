@@ -48,6 +48,7 @@ _SESSION_ID_BYTES = 32
 # Anything outside this shape is not an id we issued; reject it before touching the store.
 _SESSION_ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
 _REDACTED = "<redacted>"
+_HANDLE_SHAPE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -72,6 +73,9 @@ class Session(msgspec.Struct, kw_only=True):
     acr: str | None = None
     """How they authenticated (the ID token's ``acr``), for a step-up before a sensitive action."""
     sid: str | None = None
+    user_agent: str | None = None
+    """The browser that signed in (its ``User-Agent``, bounded), so the user can tell sessions
+    apart when they list them."""
     created_at: float = 0.0
     last_seen_at: float = 0.0
 
@@ -147,6 +151,20 @@ class SessionStore(Protocol):
         """Delete every session of one user (`sub`); return how many were deleted."""
         ...
 
+    def handle(self, raw_id: str) -> str | None:
+        """The public name of a session: the hash its record is stored under, never the id
+        itself. None for something that is not an id we issue."""
+        ...
+
+    async def sessions_of(self, sub: str) -> list[tuple[str, Session]]:
+        """Every live session of one user with its handle, the most recently used first."""
+        ...
+
+    async def delete_handle(self, sub: str, handle: str) -> Session | None:
+        """Delete one session of this user by handle; what it was, or None when the user has
+        no such session (another user's handle is no exception)."""
+        ...
+
     def expires_at(self, session: Session) -> float:
         """When the session ends without further activity (the earlier of both timeouts)."""
         ...
@@ -219,7 +237,8 @@ class MemorySessionStore(_Timeouts):
         self._by_sid: dict[str, set[str]] = {}
         self._by_sub: dict[str, set[str]] = {}
 
-    def _key(self, raw_id: str) -> str | None:
+    def handle(self, raw_id: str) -> str | None:
+        """The hash the session is stored under; None for something that is not an id."""
         if not _SESSION_ID_SHAPE.match(raw_id):
             return None
         return hash_session_id(raw_id, self._hash_key)
@@ -270,7 +289,7 @@ class MemorySessionStore(_Timeouts):
 
     async def get(self, raw_id: str) -> Session | None:
         """Return the live session for a raw id and slide its idle expiry."""
-        key = self._key(raw_id)
+        key = self.handle(raw_id)
         if key is None:
             return None
         data = self._records.get(key)
@@ -289,7 +308,7 @@ class MemorySessionStore(_Timeouts):
 
     async def save(self, raw_id: str, session: Session) -> bool:
         """Replace the record; False (and nothing stored) when the session is gone."""
-        key = self._key(raw_id)
+        key = self.handle(raw_id)
         if key is None or key not in self._records:
             return False
         current = _decoder.decode(self._records[key])
@@ -306,7 +325,7 @@ class MemorySessionStore(_Timeouts):
 
     async def delete(self, raw_id: str) -> None:
         """Delete the session for a raw id (no error when it is already gone)."""
-        key = self._key(raw_id)
+        key = self.handle(raw_id)
         if key is not None:
             self._remove(key)
 
@@ -317,6 +336,26 @@ class MemorySessionStore(_Timeouts):
     async def delete_by_sub(self, sub: str) -> int:
         """Delete every session of one user; return how many were deleted."""
         return sum(self._remove(key) for key in list(self._by_sub.get(sub, ())))
+
+    async def sessions_of(self, sub: str) -> list[tuple[str, Session]]:
+        """Every live session of one user with its handle, the most recently used first."""
+        now = self._clock()
+        found: list[tuple[str, Session]] = []
+        for key in list(self._by_sub.get(sub, ())):
+            session = _decoder.decode(self._records[key])
+            if self._is_expired(session, now):
+                self._remove(key)
+            else:
+                found.append((key, session))
+        return _most_recent_first(found)
+
+    async def delete_handle(self, sub: str, handle: str) -> Session | None:
+        """Delete one session of this user by handle; what it was, or None."""
+        if handle not in self._by_sub.get(sub, ()):
+            return None
+        session = _decoder.decode(self._records[handle])
+        self._remove(handle)
+        return None if self._is_expired(session, self._clock()) else session
 
     async def count(self) -> int:
         """Live sessions; timed-out records found on the way are dropped."""
@@ -370,6 +409,10 @@ end
 redis.call('DEL', KEYS[1])
 return deleted
 """
+
+
+def _most_recent_first(found: list[tuple[str, Session]]) -> list[tuple[str, Session]]:
+    return sorted(found, key=lambda item: (-item[1].last_seen_at, item[0]))
 
 
 def _ms(seconds: float) -> int:
@@ -432,7 +475,8 @@ class RedisSessionStore(_Timeouts):
             keys.append(f"{self.prefix}sid:{session.sid}")
         return keys
 
-    def _digest(self, raw_id: str) -> str | None:
+    def handle(self, raw_id: str) -> str | None:
+        """The hash the session is stored under; None for something that is not an id."""
         if not _SESSION_ID_SHAPE.match(raw_id):
             return None
         return hash_session_id(raw_id, self._hash_key)
@@ -472,7 +516,7 @@ class RedisSessionStore(_Timeouts):
 
     async def get(self, raw_id: str) -> Session | None:
         """Return the live session for a raw id and slide its idle expiry."""
-        digest = self._digest(raw_id)
+        digest = self.handle(raw_id)
         if digest is None:
             return None
         key = self._record_key(digest)
@@ -491,7 +535,7 @@ class RedisSessionStore(_Timeouts):
 
     async def save(self, raw_id: str, session: Session) -> bool:
         """Replace the record; False (and nothing stored) when the session is gone."""
-        digest = self._digest(raw_id)
+        digest = self.handle(raw_id)
         if digest is None:
             return False
         key = self._record_key(digest)
@@ -517,7 +561,7 @@ class RedisSessionStore(_Timeouts):
 
     async def delete(self, raw_id: str) -> None:
         """Delete the session for a raw id (no error when it is already gone)."""
-        digest = self._digest(raw_id)
+        digest = self.handle(raw_id)
         if digest is not None:
             await self._redis.delete(self._record_key(digest))
 
@@ -532,6 +576,44 @@ class RedisSessionStore(_Timeouts):
     async def delete_by_sub(self, sub: str) -> int:
         """Delete every session of one user; return how many were deleted."""
         return await self._delete_indexed(f"{self.prefix}sub:{sub}")
+
+    async def sessions_of(self, sub: str) -> list[tuple[str, Session]]:
+        """Every live session of one user with its handle, the most recently used first.
+
+        Index entries whose record has expired are dropped on the way.
+        """
+        index_key = f"{self.prefix}sub:{sub}"
+        members = await self._redis.smembers(index_key)
+        now = self._clock()
+        found: list[tuple[str, Session]] = []
+        gone: list[bytes | str] = []
+        for member in members:
+            digest = member.decode() if isinstance(member, bytes) else member
+            session = await self._load(self._record_key(digest))
+            if session is None or session.sub != sub or self._is_expired(session, now):
+                gone.append(member)
+            else:
+                found.append((digest, session))
+        if gone:
+            await self._redis.srem(index_key, *gone)
+        return _most_recent_first(found)
+
+    async def delete_handle(self, sub: str, handle: str) -> Session | None:
+        """Delete one session of this user by handle; what it was, or None."""
+        if not _HANDLE_SHAPE.match(handle):
+            return None
+        key = self._record_key(handle)
+        session = await self._load(key)
+        if session is None or session.sub != sub:
+            return None
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            for index_key in self._index_keys(session):
+                pipe.srem(index_key, handle)
+            deleted, *_ = await pipe.execute()
+        if not deleted or self._is_expired(session, self._clock()):
+            return None
+        return session
 
     async def count(self) -> int:
         """Live session records (Redis expires the others), counted with SCAN."""

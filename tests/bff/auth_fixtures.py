@@ -53,6 +53,7 @@ BEARER_AUDIENCE = "https://flows.example/api"
 CALLBACK = f"{API}/auth/callback"
 WHOAMI = f"{API}/auth/session"
 LOGOUT = f"{API}/auth/logout"
+SESSIONS = f"{API}/auth/sessions"
 BACKCHANNEL = f"{API}/auth/backchannel-logout"
 PROBLEM = "application/problem+json"
 ERRORS = "https://api.zen-mesh.io/errors/"
@@ -361,11 +362,14 @@ class Browser:
     client: httpx.AsyncClient
     cookies: dict[str, str] = field(default_factory=dict)
     origin: str = BFF
+    user_agent: str | None = None
 
     async def request(
         self, method: str, url: str, *, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
         sent = dict(headers or {})
+        if self.user_agent is not None:
+            sent.setdefault("User-Agent", self.user_agent)
         if self.cookies and "Cookie" not in sent:
             sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         response = await self.client.request(method, url, headers=sent, **kwargs)
@@ -427,8 +431,8 @@ class Harness:
     def cookie_name(self) -> str:
         return self.app.state.signin.cookies.session
 
-    def browser(self) -> Browser:
-        return Browser(self.client, origin=self.base_url)
+    def browser(self, user_agent: str | None = None) -> Browser:
+        return Browser(self.client, origin=self.base_url, user_agent=user_agent)
 
     async def login(self, browser: Browser, user: str = "alice", return_to: str = "/") -> str:
         """Sign ``user`` in through the fake provider; returns the new session id."""

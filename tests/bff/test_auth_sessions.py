@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import respx
 
+from bff.state.sessions import hash_session_id
 from tests.bff.auth_fixtures import (
     ABSOLUTE_TIMEOUT,
     BFF,
@@ -16,6 +17,7 @@ from tests.bff.auth_fixtures import (
     IDLE_TIMEOUT,
     ISSUER,
     LOGOUT,
+    SESSIONS,
     WHOAMI,
     Browser,
     Harness,
@@ -57,7 +59,7 @@ async def test_session_describes_the_user_their_tenants_and_the_expiry(
 ) -> None:
     async with running_app(upstream) as h:
         browser = h.browser()
-        await h.login(browser, "alice")
+        raw_id = await h.login(browser, "alice")
         h.clock.advance(100)
         response = await browser.api("GET", WHOAMI)
     assert response.status_code == 200, response.text
@@ -75,6 +77,9 @@ async def test_session_describes_the_user_their_tenants_and_the_expiry(
         "authTime": iso(START),
         "acr": None,
         "refreshable": True,
+        "sessionId": hash_session_id(raw_id),
+        "signOutUrl": LOGOUT,
+        "sessionsUrl": SESSIONS,
     }
 
 

@@ -379,6 +379,29 @@ async def test_sign_in_routes_conform(upstream: respx.MockRouter) -> None:
         assert_conforms(path, method, response)
 
 
+async def test_session_routes_of_a_signed_in_user_conform(upstream: respx.MockRouter) -> None:
+    async with running_app(upstream) as h:
+        browser, other = h.browser(), h.browser()
+        await h.login(browser, "alice")
+        await h.login(other, "alice")
+        sessions = f"{API}/auth/sessions"
+        one = "/auth/sessions/{sessionId}"
+        whoami = await browser.api("GET", f"{API}/auth/session")
+        listed = await browser.api("GET", sessions)
+        others = [s["id"] for s in listed.json()["sessions"] if not s["current"]]
+        checks = [
+            ("/auth/session", "get", whoami, 200),
+            ("/auth/sessions", "get", listed, 200),
+            (one, "delete", await browser.api("DELETE", f"{sessions}/x"), 404),
+            (one, "delete", await browser.api("DELETE", f"{sessions}/{others[0]}"), 204),
+            ("/auth/sessions", "delete", await browser.api("DELETE", sessions), 200),
+            ("/auth/sessions", "get", await browser.api("GET", sessions), 401),
+        ]  # fmt: skip
+    assert [r.status_code for _, _, r, _ in checks] == [s for _, _, _, s in checks]
+    for path, method, response, _ in checks:
+        assert_conforms(path, method, response)
+
+
 async def test_who_am_i_while_the_provider_is_down_conforms(upstream: respx.MockRouter) -> None:
     # The access token has run out and cannot be refreshed: the same 503 as the flow routes.
     async with running_app(upstream) as h:

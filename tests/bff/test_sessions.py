@@ -302,6 +302,69 @@ async def test_delete_by_sub_ends_every_session_of_the_user(harness: StoreHarnes
     assert await harness.store.delete_by_sid("sid-2") == 1
 
 
+async def test_a_user_lists_their_live_sessions_most_recent_first(harness: StoreHarness) -> None:
+    first = await harness.store.create(make_session(user_agent="Firefox"))
+    harness.clock.advance(10)
+    second = await harness.store.create(make_session(sid=None, user_agent="curl/8"))
+    await harness.store.create(make_session(sub="bob"))
+    harness.clock.advance(10)
+    assert await harness.store.get(first) is not None  # used last: listed first
+
+    listed = await harness.store.sessions_of("alice")
+
+    assert [handle for handle, _ in listed] == [
+        harness.store.handle(first),
+        harness.store.handle(second),
+    ]
+    assert [s.user_agent for _, s in listed] == ["Firefox", "curl/8"]
+    assert listed[0][1].last_seen_at == START + 20 and listed[1][1].created_at == START + 10
+    assert await harness.store.sessions_of("nobody") == []
+
+
+async def test_a_timed_out_session_is_not_listed(harness: StoreHarness) -> None:
+    stale = await harness.store.create(make_session())
+    harness.clock.advance(IDLE - 1)
+    fresh = await harness.store.create(make_session())
+    harness.clock.advance(2)
+    listed = await harness.store.sessions_of("alice")
+    assert [handle for handle, _ in listed] == [harness.store.handle(fresh)]
+    assert await harness.store.get(stale) is None
+
+
+async def test_a_handle_is_the_stored_hash_and_never_the_id(harness: StoreHarness) -> None:
+    raw_id = await harness.store.create(make_session())
+    handle = harness.store.handle(raw_id)
+    assert handle == hash_session_id(raw_id) and handle != raw_id
+    assert handle in await harness.record_keys()
+    assert harness.store.handle("not an id!") is None
+
+
+async def test_a_user_ends_one_of_their_sessions_by_handle(harness: StoreHarness) -> None:
+    keep = await harness.store.create(make_session(sid="sid-1"))
+    end = await harness.store.create(make_session(sid="sid-2", user_agent="old laptop"))
+    handle = harness.store.handle(end)
+    assert handle is not None
+
+    ended = await harness.store.delete_handle("alice", handle)
+
+    assert ended is not None and ended.user_agent == "old laptop"
+    assert await harness.store.get(end) is None
+    assert await harness.store.get(keep) is not None
+    assert [h for h, _ in await harness.store.sessions_of("alice")] == [harness.store.handle(keep)]
+    assert await harness.store.delete_handle("alice", handle) is None, "already gone"
+    assert await harness.store.delete_by_sid("sid-2") == 0, "its index entries went with it"
+
+
+async def test_nobody_ends_another_users_session_by_its_handle(harness: StoreHarness) -> None:
+    bobs = await harness.store.create(make_session(sub="bob"))
+    handle = harness.store.handle(bobs)
+    assert handle is not None
+    assert await harness.store.delete_handle("alice", handle) is None
+    assert await harness.store.delete_handle("alice", "0" * 64) is None
+    assert await harness.store.delete_handle("alice", "../../etc") is None
+    assert await harness.store.get(bobs) is not None
+
+
 async def test_sid_index_follows_a_save_that_changes_sid(harness: StoreHarness) -> None:
     raw_id = await harness.store.create(make_session(sid="sid-old"))
     assert await harness.store.save(raw_id, make_session(sid="sid-new"))
