@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 
 import upstream_client as uc
 
-from . import console, flows, signin
+from . import console, flows, pages, signin
 from .audit import AuditLog, FileSink, Sink, StdoutSink
 from .authenticators import BearerAuthenticator, SessionAuthenticator
 from .catalog import Catalog
@@ -161,6 +161,7 @@ def create_app(
     api_routes: list[Any] = [
         *flows.routes,
         *signin.routes,
+        *pages.routes,
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     app = Starlette(
@@ -327,7 +328,15 @@ async def openapi_document(request: Request) -> Response:
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
-    return exc.response(*_ids(request))
+    return _answer(request, exc)
+
+
+def _answer(request: Request, problem: ProblemError) -> Response:
+    """problem+json, or, to a browser that navigated to a sign-in route, a page."""
+    ids = _ids(request)
+    if pages.wants_page(request):
+        return pages.failure_page(problem, request, ids[0])
+    return problem.response(*ids)
 
 
 async def _upstream_handler(request: Request, exc: Exception) -> Response:
@@ -344,7 +353,7 @@ async def _store_unavailable_handler(request: Request, exc: Exception) -> Respon
         "Sessions are temporarily unavailable; try again shortly.",
         headers={"Retry-After": str(DEFAULT_RETRY_AFTER)},
     )
-    return problem.response(*_ids(request))
+    return _answer(request, problem)
 
 
 async def _http_exception_handler(request: Request, exc: Exception) -> Response:
