@@ -147,8 +147,7 @@ def create_app(
                 responses=responses,
                 invalidation=stores.invalidation,
                 rate_limiter=stores.rate_limiter,
-                credentials=credentials
-                or UpstreamCredentials(settings.upstream.credential, minter),
+                credentials=credentials or UpstreamCredentials.for_settings(settings, minter),
                 audit=audit,
                 authenticators=(
                     [BearerAuthenticator(settings, oidc), session_auth]
@@ -310,8 +309,12 @@ async def readyz(request: Request) -> Response:
     if signin.oidc.client_refused and checks["identityProvider"] == "ok":
         checks["identityProvider"] = "failing: it refuses this client's id or secret"
     ready = all(value == "ok" for value in checks.values())
+    # Reported, but no reason to leave the rotation: one caller's odd token could cause it.
+    warnings: dict[str, str] = {}
+    if refusals := services.credentials.refusals():
+        warnings["upstreamCredentials"] = refusals
     return JSONResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks},
+        {"status": "ok" if ready else "unavailable", "checks": checks, "warnings": warnings},
         status_code=200 if ready else 503,
     )
 
@@ -341,8 +344,9 @@ def _answer(request: Request, problem: ProblemError) -> Response:
 
 async def _upstream_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, uc.UpstreamError)
-    relayed = request.app.state.services.credentials.relays_caller_token
-    return problem_from_upstream(exc, relayed=relayed).response(*_ids(request))
+    if isinstance(exc, uc.AuthenticationError):
+        request.app.state.services.credentials.refused(request_id_of(request.scope))
+    return problem_from_upstream(exc).response(*_ids(request))
 
 
 async def _store_unavailable_handler(request: Request, exc: Exception) -> Response:

@@ -156,14 +156,19 @@ def not_found(detail: str = "The resource does not exist.") -> ProblemError:
     return ProblemError(404, "not-found", detail)
 
 
-def problem_from_upstream(exc: uc.UpstreamError, *, relayed: bool = False) -> ProblemError:
+def problem_from_upstream(exc: uc.UpstreamError) -> ProblemError:
     """Translate an ``upstream_client`` exception into what the browser may see.
 
-    ``relayed``: the upstream credential was the caller's own token, so a 401 means the caller
-    must sign in again rather than that the gateway is misconfigured.
+    A 401 is the gateway's fault whichever credential it sent (see
+    :class:`bff.credentials.UpstreamCredentials`): signing in again would not help the user.
     """
-    if relayed and isinstance(exc, uc.AuthenticationError):
-        return session_expired("The backend no longer accepts your sign-in; sign in again.")
+    if isinstance(exc, uc.AuthenticationError):
+        return ProblemError(
+            502,
+            "bad-gateway",
+            "The backend does not accept the credentials this gateway sends: a configuration "
+            "error, reported to the operators. Signing in again will not help.",
+        )
     if isinstance(exc, uc.APITimeoutError):
         return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
     if isinstance(exc, uc.APIConnectionError):
@@ -234,8 +239,7 @@ def _from_status(exc: uc.APIStatusError) -> ProblemError:
         )
     if exc.status_code == 504:
         return ProblemError(504, "upstream-timeout", "The backend did not answer in time.")
-    # A 401 here means the backend refused the gateway's own minted credential; other statuses
-    # are not in the contract: the browser can do nothing about either, it is the gateway's fault.
+    # Other statuses are not in the contract: the browser can do nothing about them.
     logger.error(
         "upstream answered %s (request %s): %s",
         exc.status_code,

@@ -181,13 +181,7 @@ class Call:
         try:
             result = await forward()
         except (uc.UpstreamError, ProblemError) as exc:
-            problem = (
-                exc
-                if isinstance(exc, ProblemError)
-                else problem_from_upstream(
-                    exc, relayed=self.services.credentials.relays_caller_token
-                )
-            )
+            problem = exc if isinstance(exc, ProblemError) else problem_from_upstream(exc)
             await self._outcome(base, "failed", problem.status, problem.slug, flow_id)
             raise
         done_id = flow_id_of(result) if flow_id_of is not None else flow_id

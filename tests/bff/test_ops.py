@@ -46,6 +46,7 @@ async def test_readyz_reports_each_dependency(upstream: respx.MockRouter) -> Non
     assert ready.json() == {
         "status": "ok",
         "checks": {"upstream": "ok", "identityProvider": "ok", "sessions": "ok"},
+        "warnings": {},
     }
     assert "authorization" not in health.calls.last.request.headers
 

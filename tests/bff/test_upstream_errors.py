@@ -140,11 +140,12 @@ async def test_upstream_400_field_errors_are_camelcased(upstream: respx.MockRout
 
 CASES: list[tuple[str, httpx.Response | type[Exception], int, str]] = [
     (
-        # The caller's own token was relayed (these tests' credential mode): sign in again.
+        # The caller's token was relayed (these tests' credential mode) after the gateway
+        # checked or renewed it: the backend and the gateway disagree, signing in cannot help.
         "401-relayed",
         upstream_problem(401, "unauthorized", "token expired: " + INTERNALS),
-        401,
-        "session-expired",
+        502,
+        "bad-gateway",
     ),
     (
         "403-scope",
@@ -195,17 +196,54 @@ async def test_upstream_answer_becomes_the_bff_problem(
         assert response.headers["retry-after"] == "5"
 
 
-async def test_upstream_401_to_the_gateways_own_token_is_a_bad_gateway(
+@pytest.mark.parametrize(
+    ("credential", "logged"),
+    [
+        (
+            "relay",
+            "the backend refused a relayed access token (401, request {request_id}); the "
+            "backend must trust access tokens of http://127.0.0.1:8002",
+        ),
+        (
+            "internal-jwt",
+            "the backend refused a minted token (401, request {request_id}); the backend must "
+            "trust issuer http://127.0.0.1:8000 with keys from "
+            "http://127.0.0.1:8000/api/bff/v1/.well-known/jwks.json and audience 'zen-backend'",
+        ),
+    ],
+)
+async def test_an_upstream_401_is_a_configuration_error_for_operators_not_the_user(
     upstream: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+    credential: str,
+    logged: str,
 ) -> None:
     route = upstream.get(UP_FLOW).mock(
         return_value=upstream_problem(401, "unauthorized", INTERNALS)
     )
-    minted = make_settings(upstream={"credential": "internal-jwt", "max_attempts": 1})
-    async with bff_client(upstream, minted) as client:
+    upstream.get("/healthz").respond(200)
+    settings = make_settings(upstream={"credential": credential, "max_attempts": 1})
+    async with bff_client(upstream, settings) as client:
+        ready_before = await client.get("/readyz")
         response = await client.get(FLOW_URL)
-    assert_clean_problem(response, 502, "bad-gateway")
-    assert route.calls.last.request.headers["authorization"].startswith("Bearer ey")
+        ready_after = await client.get("/readyz")
+
+    problem = assert_clean_problem(response, 502, "bad-gateway")
+    assert "Signing in again will not help" in problem["detail"]
+    assert "set-cookie" not in response.headers and "www-authenticate" not in response.headers
+    if credential == "internal-jwt":
+        assert route.calls.last.request.headers["authorization"].startswith("Bearer ey")
+    (record,) = [r for r in caplog.records if "configuration error" in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert logged.format(request_id=response.headers["x-request-id"]) in record.getMessage()
+    assert ready_before.json()["warnings"] == {}
+    # Reported, yet readiness is what it was: one caller's odd token must not take the instance
+    # out of rotation.
+    assert ready_after.status_code == ready_before.status_code
+    assert ready_after.json()["checks"] == ready_before.json()["checks"]
+    warning = ready_after.json()["warnings"]["upstreamCredentials"]
+    assert warning.startswith("the backend refused ")
+    assert "1 time(s) in the last 5 min" in warning
 
 
 async def test_upstream_409_and_422_keep_only_the_user_facing_detail(
