@@ -40,6 +40,8 @@ logger = logging.getLogger("bff.auth")
 REFRESH_WAIT_SECONDS = 10.0
 """How long a call waits for another instance's refresh of the same session."""
 REFRESH_POLL_SECONDS = 0.05
+RELAY_SAFETY_SECONDS = 5.0
+"""A relayed token this close to expiry is not sent: it could expire before the backend reads it."""
 
 
 class CookieNames(msgspec.Struct, frozen=True):
@@ -220,7 +222,10 @@ class SessionAuthenticator:
 
     async def _refresh_holding_lock(self, raw_id: str, session: Session) -> Session:
         if not session.refresh_token:
-            if self._relays_tokens:
+            # Nothing to renew: a relayed token serves until it expires (as /auth/session says),
+            # but not so close to it that it could expire on its way to the backend.
+            left = (session.access_expires_at or 0.0) - self._clock()
+            if self._relays_tokens and left <= RELAY_SAFETY_SECONDS:
                 await self._sessions.delete(raw_id)
                 raise session_expired(
                     "Your sign-in has expired.", clear_cookie=self.cookies.session

@@ -26,7 +26,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
-from .authenticators import SessionAuthenticator, session_principal, tenants_from_claims
+from .authenticators import (
+    RELAY_SAFETY_SECONDS,
+    SessionAuthenticator,
+    session_principal,
+    tenants_from_claims,
+)
 from .context import client_ip, request_facts
 from .csrf import check_csrf
 from .jwt_validation import InvalidToken, JWKSUnavailable, LogoutTokenValidator
@@ -402,7 +407,7 @@ class SignIn:
         ends = self.sessions.expires_at(session)
         relays = self.settings.upstream.credential == "relay"
         if relays and session.refresh_token is None and session.access_expires_at is not None:
-            ends = min(ends, session.access_expires_at)
+            ends = min(ends, session.access_expires_at - RELAY_SAFETY_SECONDS)
         return ends
 
     async def logout(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import respx
 
+from bff.authenticators import RELAY_SAFETY_SECONDS
 from bff.state.sessions import hash_session_id
 from tests.bff.auth_fixtures import (
     ABSOLUTE_TIMEOUT,
@@ -381,5 +382,14 @@ async def test_a_relayed_session_without_a_refresh_token_says_it_ends_with_the_t
         browser = h.browser()
         await h.login(browser, "alice")
         me = (await browser.api("GET", WHOAMI)).json()
+        upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+        # ...and serves until then, its last fifth included (there is nothing to renew)...
+        h.clock.advance(300 - RELAY_SAFETY_SECONDS - 1)
+        assert (await browser.api("GET", FLOWS)).status_code == 200
+        # ...but never sends a token about to expire on its way.
+        h.clock.advance(1)
+        assert_problem(await browser.api("GET", FLOWS), 401, "session-expired")
+        assert h.provider.refresh_calls == 0
     assert me["refreshable"] is False
-    assert me["expiresAt"] == iso(START + 300)
+    # It ends with the token (less the few seconds a token needs to reach the backend)...
+    assert me["expiresAt"] == iso(START + 300 - RELAY_SAFETY_SECONDS)
