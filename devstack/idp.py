@@ -15,6 +15,8 @@ dummy end-session page. What this module adds on top, because the BFF relies on 
 - PKCE with ``S256`` is required and checked at the token endpoint (the mock ignores PKCE);
   authorization codes expire after a minute (the mock's never do);
 - a ``nonce`` is required;
+- Deny on the authorize page answers ``access_denied`` with the request's ``state``, as
+  RFC 6749 4.1.2.1 says (the mock leaves ``state`` out);
 - refresh tokens rotate: each one is good for exactly one refresh (the mock keeps them valid
   forever); a replayed one gets ``invalid_grant`` and revokes the token that replaced it, as
   providers with reuse detection do, so a BFF that refreshes twice loses the login;
@@ -102,16 +104,22 @@ class DevUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     sub: str
     name: str
     email: str
-    zen_tenants: dict[str, list[str]] = {}
+    zen_tenants: dict[str, list[str]] | None = None
+    """Unset: the user's tokens carry no tenants claim at all, as for someone not yet given
+    access."""
 
     def claims(self) -> dict[str, object]:
         """Claims for the ID token and userinfo (name and email need scopes profile, email)."""
-        return {
+        claims: dict[str, object] = {
             "name": self.name,
             "email": self.email,
             "email_verified": True,
-            "zen_tenants": {tenant: list(scopes) for tenant, scopes in self.zen_tenants.items()},
         }
+        if self.zen_tenants is not None:
+            claims["zen_tenants"] = {
+                tenant: list(scopes) for tenant, scopes in self.zen_tenants.items()
+            }
+        return claims
 
 
 def load_dev_users(config_path: str | os.PathLike[str]) -> list[DevUser]:
@@ -280,6 +288,11 @@ def _endpoint() -> str:
 def _before_request(state: _ProviderState) -> WerkzeugResponse | None:
     endpoint = _endpoint()
     if endpoint == f"{_MOCK}.authorize":
+        if flask.request.method == "POST" and flask.request.form.get("action") == "deny":
+            # RFC 6749 4.1.2.1: the error carries the request's state (the mock leaves it out).
+            redirect_uri = flask.request.args.get("redirect_uri", "")
+            if redirect_uri in state.redirect_uris:
+                return _redirect_error(redirect_uri, "access_denied", "the user denied access")
         return _check_pkce_request(state)
     if endpoint == f"{_MOCK}.issue_token":
         # The client first, then its grant (RFC 6749 3.2.1): a wrong secret is invalid_client

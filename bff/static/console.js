@@ -21,6 +21,7 @@
     cursor: null, // cursor of the page on screen; null for the first page
     nextCursor: null,
     editing: null, // {id, etag} while the form edits an existing flow
+    expiryTimer: null,
     generation: 0, // bumps on every tenant or cluster change; stale answers are dropped
   };
 
@@ -115,23 +116,100 @@
   function showSignedOut() {
     state.session = null;
     state.generation += 1;
+    clearTimeout(state.expiryTimer);
     $("loading").hidden = true;
     $("account").hidden = true;
     $("signed-in").hidden = true;
+    $("no-access").hidden = true;
+    $("sessions").hidden = true;
+    $("expiry").hidden = true;
     $("signed-out").hidden = false;
+  }
+
+  // A session the gateway cannot renew (no refresh token) ends at expiresAt: two minutes before,
+  // offer a quiet sign-in (prompt=none; the provider asks the user only if it must) that comes
+  // back to this page.
+  const EXPIRY_NOTICE_MS = 120000;
+
+  function watchExpiry(session) {
+    clearTimeout(state.expiryTimer);
+    $("expiry").hidden = true;
+    const ends = Date.parse(session.expiresAt);
+    if (session.refreshable || Number.isNaN(ends)) return;
+    const returnTo = window.location.pathname + window.location.search;
+    $("stay-signed-in").href = API + "/auth/login?prompt=none&returnTo=" + enc(returnTo);
+    state.expiryTimer = setTimeout(() => {
+      const at = new Date(ends).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      $("expiry-text").textContent = "Your sign-in ends at " + at + ".";
+      $("expiry").hidden = false;
+    }, Math.max(0, ends - Date.now() - EXPIRY_NOTICE_MS));
+  }
+
+  // --- sessions on other devices -----------------------------------------------------------------
+
+  async function loadSessions() {
+    try {
+      const { data } = await api("GET", "/auth/sessions");
+      const items = (data.sessions || []).map((item) => {
+        const li = document.createElement("li");
+        const what = document.createElement("span");
+        what.textContent = item.device + (item.current ? " (this browser)" : "");
+        const when = document.createElement("span");
+        when.className = "muted";
+        when.textContent = "last used " + formatTime(item.lastSeenAt);
+        li.append(what, " ", when);
+        if (!item.current) {
+          const end = document.createElement("button");
+          end.type = "button";
+          end.textContent = "Sign out";
+          end.setAttribute("aria-label", "Sign out " + item.device);
+          end.addEventListener("click", () => endSession(item.id, item.device));
+          li.append(" ", end);
+        }
+        return li;
+      });
+      $("session-list").replaceChildren(...items);
+    } catch (err) {
+      showProblem(err);
+    }
+  }
+
+  async function endSession(id, device) {
+    try {
+      await api("DELETE", "/auth/sessions/" + enc(id));
+      setStatus("Signed out " + device + ".");
+      await loadSessions();
+    } catch (err) {
+      showProblem(err);
+    }
+  }
+
+  async function signOutEverywhere() {
+    if (!window.confirm("Sign out of every browser and device, this one included?")) return;
+    try {
+      await api("DELETE", "/auth/sessions");
+      showSignedOut();
+    } catch (err) {
+      showProblem(err);
+    }
   }
 
   function showSignedIn(session) {
     state.session = session;
+    const tenants = Array.isArray(session.tenants) ? session.tenants : [];
+    const user = session.user || {};
     $("loading").hidden = true;
     $("signed-out").hidden = true;
     $("account").hidden = false;
-    $("signed-in").hidden = false;
-    const user = session.user || {};
+    $("sessions").hidden = false;
+    $("signed-in").hidden = tenants.length === 0;
+    $("no-access").hidden = tenants.length > 0;
     $("user-name").textContent = user.name || user.sub || "(unnamed)";
+    $("no-access-user").textContent = user.name || user.sub || "(unnamed)";
     $("user-email").textContent = user.email ? "<" + user.email + ">" : "";
+    watchExpiry(session);
+    if (tenants.length === 0) return;
 
-    const tenants = Array.isArray(session.tenants) ? session.tenants : [];
     $("tenant-list").textContent = tenants.length
       ? tenants.map((t) => t.id + " (" + (t.scopes || []).join(", ") + ")").join("; ")
       : "none";
@@ -462,6 +540,8 @@
     $("first-page").addEventListener("click", () => reloadFlows(null));
     $("flow-form").addEventListener("submit", submitFlow);
     $("flow-cancel").addEventListener("click", () => { clearProblem(); cancelEdit(); });
+    $("sessions").addEventListener("toggle", () => { if ($("sessions").open) loadSessions(); });
+    $("sign-out-everywhere").addEventListener("click", signOutEverywhere);
     loadSession();
   }
 

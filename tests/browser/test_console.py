@@ -14,12 +14,15 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.e2e.dev_stack import running_dev_stack
+from tests.e2e.oidc_login import browser_login
 from tests.support.processes import ServerProcess
 
 
@@ -383,3 +386,100 @@ def test_a_create_retried_after_a_lost_answer_reuses_its_key_and_creates_once(
     page.reload()
     _open_cluster(page, "ten_acme", "plane_dev_us_east_1")
     expect(page.locator("#flow-rows .flow-name", has_text="retried-once")).to_have_count(1)
+
+
+def test_a_user_without_tenants_is_told_they_have_no_access(
+    page: Page, stack: ServerProcess
+) -> None:
+    _sign_in(page, stack, "nina")
+    no_access = page.locator("#no-access")
+    expect(no_access).to_be_visible()
+    expect(no_access).to_contain_text("You have no access yet")
+    expect(no_access).to_contain_text("signed in as Nina Newcomer")
+    expect(page.locator("#signed-in")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out", exact=True)).to_be_visible()
+    # The operator hears of it too, with the claim that is missing.
+    assert "has the tenants claim 'zen_tenants'" in stack.output()
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_pressing_deny_at_the_provider_ends_on_a_page_with_a_way_back(
+    page: Page, stack: ServerProcess
+) -> None:
+    page.goto(stack.url + "/")
+    page.get_by_role("link", name="Sign in").click()
+    page.get_by_role("button", name="Deny").click()
+    page.wait_for_url(stack.url + "/api/bff/v1/auth/callback*")
+    expect(page.get_by_role("heading", name="Sign-in failed")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("refused the sign-in (access_denied)")
+    expect(page.locator("code")).to_have_text(re.compile(r"^req_[0-9a-f]{24}$"))
+    assert _csp_violations(page) == []
+    color = page.evaluate("getComputedStyle(document.querySelector('.button')).backgroundColor")
+    assert color not in {"", "rgba(0, 0, 0, 0)"}, "its own style sheet is applied"
+    page.get_by_role("link", name="Try again").click()
+    page.locator('input[name="sub"]').fill("alice")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(stack.url + "/")
+    expect(page.locator("#user-name")).to_have_text("Alice Admin")
+
+
+def test_signing_out_another_browser_and_everywhere(page: Page, stack: ServerProcess) -> None:
+    _sign_in(page, stack, "carol")
+    # Carol's other browser: a laptop somewhere else, signed in through the same provider.
+    with httpx.Client(
+        headers={"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/128.0"},
+        trust_env=False,
+    ) as laptop:
+        browser_login(laptop, stack.url, "carol")
+        whoami = f"{stack.url}/api/bff/v1/auth/session"
+        assert laptop.get(whoami, headers={"X-CSRF": "1"}).status_code == 200
+
+        page.get_by_text("Where you are signed in").click()
+        sessions = page.locator("#session-list li")
+        expect(sessions).to_have_count(2)
+        expect(sessions.first).to_contain_text("(this browser)")
+        expect(page.locator("#session-list")).to_contain_text("Firefox on Windows")
+        page.get_by_role("button", name="Sign out Firefox on Windows").click()
+        expect(page.locator("#status")).to_have_text("Signed out Firefox on Windows.")
+        expect(sessions).to_have_count(1)
+        assert laptop.get(whoami, headers={"X-CSRF": "1"}).status_code == 401
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Sign out everywhere").click()
+    expect(page.locator("#signed-out")).to_be_visible()
+    page.reload()
+    expect(page.locator("#signed-out")).to_be_visible()
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_a_session_that_cannot_be_renewed_offers_a_quiet_sign_in_before_it_ends(
+    page: Page, stack: ServerProcess
+) -> None:
+    _sign_in(page, stack, "alice")
+
+    def as_if_not_renewable(route: Route) -> None:
+        # The gateway's real answer, as it is for a provider that issued no refresh token.
+        answer = route.fetch()
+        session = answer.json()
+        session["refreshable"] = False
+        ends = datetime.now(UTC) + timedelta(seconds=90)
+        session["expiresAt"] = ends.isoformat(timespec="seconds").replace("+00:00", "Z")
+        route.fulfill(response=answer, json=session)
+
+    page.route("**/api/bff/v1/auth/session", as_if_not_renewable)
+    page.goto(stack.url + "/?tab=flows")
+    notice = page.locator("#expiry")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("Your sign-in ends at")
+    stay = page.get_by_role("link", name="Stay signed in")
+    assert stay.get_attribute("href") == (
+        "/api/bff/v1/auth/login?prompt=none&returnTo=%2F%3Ftab%3Dflows"
+    )
+    page.unroute("**/api/bff/v1/auth/session")
+    stay.click()
+    # The development provider does not do prompt=none: it asks, and the user comes back.
+    page.locator('input[name="sub"]').fill("alice")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(stack.url + "/?tab=flows")
+    expect(page.locator("#user-name")).to_have_text("Alice Admin")
+    expect(notice).to_be_hidden()

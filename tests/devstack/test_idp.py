@@ -203,6 +203,21 @@ def test_each_demo_user_gets_their_own_tenants(
     assert claims.get("zen_tenants") == tenants
 
 
+def test_deny_answers_access_denied_with_the_requests_state(idp: httpx.Client) -> None:
+    login = Login.new()
+    form = find_login_form(idp.get("/oauth2/authorize", params=login.params()))
+
+    answer = idp.post(form.action, data={**form.fields, "action": "deny"})
+
+    assert answer.status_code == 302
+    location = answer.headers["location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["error"] == ["access_denied"]
+    assert query["state"] == [login.state]
+    assert "code" not in query
+
+
 def test_a_wrong_client_secret_is_refused(idp: httpx.Client) -> None:
     login = Login.new()
     code = sign_in(idp, "alice", login)
