@@ -243,6 +243,12 @@ _LIST_KEYS = {
     for key in msgspec.structs.fields(table)
     if typing.get_origin(key.type) is list
 }
+_DICT_KEYS = {
+    (name, key.name)
+    for name, table in TABLES.items()
+    for key in msgspec.structs.fields(table)
+    if typing.get_origin(key.type) is dict
+}
 
 
 def load_settings(
@@ -329,7 +335,23 @@ def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> N
             raise ConfigError(f"{name}: names the table [{table}.{key}]; set its keys ({example})")
         if target is None or key not in _KEYS.get(table, ()):
             raise ConfigError(f"{name}: unknown variable; {_nearest_variable(table, key)}")
-        target[key] = value.split(",") if (table, key) in _LIST_KEYS else value
+        if (table, key) in _LIST_KEYS:
+            target[key] = value.split(",")
+        elif (table, key) in _DICT_KEYS:
+            target[key] = _pairs(name, value)
+        else:
+            target[key] = value
+
+
+def _pairs(name: str, value: str) -> dict[str, str]:
+    """``audience=https://api.example,resource=urn:flows``: a table in one variable."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, value.split(",")):
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"{name}: expected name=value pairs separated by commas")
+        pairs[key.strip()] = text
+    return pairs
 
 
 def _variable(table: str, key: str) -> str:

@@ -259,3 +259,47 @@ def test_serving_the_production_example_without_its_secret_file_exits_2_naming_t
         "bff: configuration error: [oidc].client_secret_file: cannot read "
         "/run/secrets/flows-bff/oidc-client-secret: No such file or directory\n"
     )
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+PROVIDER_EXAMPLES = [
+    (name, example.group(1))
+    for name, body in re.findall(
+        r"^### (.+?)\n(.*?)(?=^### |\Z)",
+        _readme_section("Connecting your identity provider"),
+        flags=re.MULTILINE | re.DOTALL,
+    )
+    if (example := re.search(r"```toml\n(.*?)```", body, flags=re.DOTALL))
+]
+
+
+def test_the_readme_has_settings_for_each_identity_provider() -> None:
+    assert [name for name, _ in PROVIDER_EXAMPLES] == [
+        "Keycloak",
+        "Microsoft Entra ID",
+        "Okta",
+        "Auth0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "example", [text for _, text in PROVIDER_EXAMPLES], ids=[n for n, _ in PROVIDER_EXAMPLES]
+)
+def test_each_identity_provider_example_of_the_readme_loads(example: str, tmp_path: Path) -> None:
+    # The examples name the secret's file as a deployment would; here it is a file of the test's.
+    secret = tmp_path / "oidc-client-secret"
+    secret.write_text("a-client-secret\n")
+    text = example.replace("/run/secrets/flows-bff/oidc-client-secret", str(secret))
+    path = tmp_path / "provider.toml"
+    path.write_text(text)
+    settings = load_settings(path, environ={})
+    parsed = tomllib.loads(example)
+    assert settings.oidc.issuer == parsed["oidc"]["issuer"]
+    assert settings.oidc.client_secret == "a-client-secret"
+    assert settings.upstream.credential == parsed["upstream"]["credential"]

@@ -43,6 +43,27 @@ def test_environment_overrides_scalars_and_lists(tmp_path: Path) -> None:
     assert settings.upstream.base_url == "https://flows.internal"
 
 
+def test_a_table_of_strings_is_name_value_pairs_in_the_environment(tmp_path: Path) -> None:
+    settings = load_settings(
+        _config(tmp_path, ""),
+        environ={
+            "BFF__OIDC__EXTRA_AUTHORIZATION_PARAMS": (
+                "audience=https://flows-api.example,resource=urn:flows?v=1"
+            )
+        },
+    )
+    assert settings.oidc.extra_authorization_params == {
+        "audience": "https://flows-api.example",
+        "resource": "urn:flows?v=1",
+    }
+    with pytest.raises(ConfigError) as error:
+        load_settings(
+            _config(tmp_path, ""),
+            environ={"BFF__OIDC__EXTRA_AUTHORIZATION_PARAMS": "audience"},
+        )
+    assert "BFF__OIDC__EXTRA_AUTHORIZATION_PARAMS: expected name=value pairs" in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("text", "environ", "message"),
     [
