@@ -134,9 +134,10 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     end_session_id_token_hint: bool = False
     """Put the ID token in the end-session URL (``id_token_hint``), for providers that need it.
     Off, the URL carries no token: it names the client (``client_id``) instead."""
-    end_session_logout_hint: bool = False
-    """Name the user in the end-session URL (``logout_hint``, the subject), where the provider
-    takes it."""
+    end_session_logout_hint: Literal["none", "sub", "sid"] = "none"
+    """Name the user's session in the end-session URL as ``logout_hint``, as the provider
+    understands it: ``sub`` (the subject) or ``sid`` (the provider's session id, as Auth0 takes
+    it)."""
     timeout_seconds: float = 3.0
     """The longest wait for the provider (discovery, keys, tokens, userinfo, revocation)."""
 

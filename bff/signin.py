@@ -429,7 +429,9 @@ class SignIn:
                 end_session_url = await self.oidc.end_session_url(
                     oidc.post_logout_redirect or self.settings.bff.public_origin.rstrip("/") + "/",
                     id_token_hint=session.id_token if oidc.end_session_id_token_hint else None,
-                    logout_hint=session.sub if oidc.end_session_logout_hint else None,
+                    logout_hint={"sub": session.sub, "sid": session.sid}.get(
+                        oidc.end_session_logout_hint
+                    ),
                 )
         response = Response(
             msgspec.json.encode({"endSessionUrl": end_session_url}),

@@ -160,7 +160,7 @@ async def test_the_end_session_url_takes_the_configured_redirect_and_hints(
         oidc={
             "post_logout_redirect": f"{BFF}/signed-out",
             "end_session_id_token_hint": True,
-            "end_session_logout_hint": True,
+            "end_session_logout_hint": "sub",
         }
     )
     async with running_app(upstream, settings=settings) as h:
@@ -393,3 +393,17 @@ async def test_a_relayed_session_without_a_refresh_token_says_it_ends_with_the_t
     assert me["refreshable"] is False
     # It ends with the token (less the few seconds a token needs to reach the backend)...
     assert me["expiresAt"] == iso(START + 300 - RELAY_SAFETY_SECONDS)
+
+
+async def test_the_logout_hint_can_be_the_providers_session_id(
+    upstream: respx.MockRouter,
+) -> None:
+    settings = auth_settings(oidc={"end_session_logout_hint": "sid"})
+    async with running_app(upstream, settings=settings) as h:
+        h.provider.sid_of_login = "idp-session-7"
+        browser = h.browser()
+        await h.login(browser, "alice")
+        response = await browser.api("POST", LOGOUT)
+    params = parse_qs(urlsplit(response.json()["endSessionUrl"]).query)
+    assert params["logout_hint"] == ["idp-session-7"]
+    assert "id_token_hint" not in params
