@@ -3,8 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The OpenID provider the interoperability tests run the gateway against (oidc-provider, on Node).
+INTEROP := tests/interop
+INTEROP_STAMP := $(INTEROP)/node_modules/.installed
+NPM := $(shell command -v npm)
 
-.PHONY: dev test lint format bench venv lock clean
+.PHONY: dev test lint format bench venv lock interop clean
 
 venv: $(STAMP)
 
@@ -22,6 +26,13 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra otel --python-version 3.11 \
 	  --universal --quiet -o requirements.lock
 
+# Reinstall only when the provider's locked packages change.
+$(INTEROP_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	npm ci --prefix $(INTEROP) --no-audit --no-fund
+	@touch $(INTEROP_STAMP)
+
+interop: $(INTEROP_STAMP)
+
 dev: $(STAMP)
 	$(BIN)/bff dev
 
@@ -34,7 +45,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# With npm the provider is installed first; without Node the interoperability tests skip (CI
+# sets REQUIRE_INTEROP=1, so there they must run).
+test: lint $(if $(NPM),$(INTEROP_STAMP))
 	$(BIN)/pytest
 
 # Both benchmarks run even if one fails (the client one needs nginx); either failing fails the target.
@@ -45,4 +58,4 @@ bench: $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .data .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .data .mypy_cache .pytest_cache .ruff_cache $(INTEROP)/node_modules
