@@ -52,6 +52,9 @@ T = TypeVar("T")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _READ = "read:delivery-flows"
 _WRITE = "write:delivery-flows"
+# Flows are listed newest first; the order is in the cursor's kind, so a cursor issued when the
+# list was oldest first is refused (400) instead of resuming at the wrong place.
+_FLOW_CURSOR_KIND = "delivery_flows.newest_first"
 
 
 def create_app(
@@ -226,7 +229,7 @@ class _Api:
         if "cursor" in query:
             created_at, flow_id = self.cursors.decode(
                 query["cursor"],
-                kind="delivery_flows",
+                kind=_FLOW_CURSOR_KIND,
                 tenant_id=tenant_id,
                 filter_key=cluster_id or "",
                 arity=2,
@@ -241,7 +244,7 @@ class _Api:
         next_cursor = None
         if len(records) > limit:
             next_cursor = self.cursors.encode(
-                kind="delivery_flows",
+                kind=_FLOW_CURSOR_KIND,
                 tenant_id=tenant_id,
                 filter_key=cluster_id or "",
                 position=(page[-1].created_at, page[-1].id),

@@ -228,9 +228,11 @@ class Store:
         after: tuple[str, str] | None,
         limit: int,
     ) -> list[FlowRecord]:
-        """Flows of the tenant in (created_at, id) order, starting after ``after``.
+        """Flows of the tenant, newest first: (created_at, id) descending, starting after
+        ``after``, the last position of the previous page.
 
-        Returns at most ``limit`` records.
+        Returns at most ``limit`` records. The order is total (ids are unique), so a page never
+        repeats or skips a flow; flows created while a client pages land before its first page.
         """
         clauses = ["tenant_id = ?"]
         params: list[object] = [tenant_id]
@@ -238,12 +240,12 @@ class Store:
             clauses.append("cluster_id = ?")
             params.append(cluster_id)
         if after is not None:
-            clauses.append("(created_at, id) > (?, ?)")
+            clauses.append("(created_at, id) < (?, ?)")
             params.extend(after)
         params.append(limit)
         query = (
             f"SELECT {_FLOW_COLUMNS} FROM delivery_flows WHERE {' AND '.join(clauses)} "
-            "ORDER BY created_at, id LIMIT ?"
+            "ORDER BY created_at DESC, id DESC LIMIT ?"
         )
         with self._read() as db:
             rows = db.execute(query, params).fetchall()

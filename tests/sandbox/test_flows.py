@@ -61,7 +61,7 @@ async def test_get_returns_the_stored_flow_with_its_etag(client: httpx.AsyncClie
     assert response.headers["etag"] == '"1"'
 
 
-async def test_list_returns_created_flows_and_filters_by_cluster(
+async def test_list_returns_created_flows_newest_first_and_filters_by_cluster(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     east = (await create_flow(client)).json()
@@ -76,7 +76,7 @@ async def test_list_returns_created_flows_and_filters_by_cluster(
         )
     ).json()
     everything = (await client.get(FLOWS, headers=ACME_RW)).json()
-    assert everything == {"delivery_flows": [east, eu], "next_cursor": None}
+    assert everything == {"delivery_flows": [eu, east], "next_cursor": None}
     only_eu = await client.get(FLOWS, params={"cluster_id": "plane_dev_eu_west_1"}, headers=ACME_RW)
     assert only_eu.json()["delivery_flows"] == [eu]
 

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sandbox.pagination import CursorCodec
 from tests.sandbox.conftest import ACME_RW, FLOWS, GLOBEX_RW, create_flow, problem
 from tests.support.clock import FakeClock
 
@@ -35,14 +36,15 @@ async def make_flows(client: httpx.AsyncClient, clock: FakeClock, count: int) ->
     return ids
 
 
-async def test_walking_every_page_returns_each_flow_once_in_creation_order(
+async def test_walking_every_page_returns_each_flow_once_newest_first(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     ids = await make_flows(client, clock, 23)
     pages = await walk(client, FLOWS, "delivery_flows", limit=5)
     assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
     flattened = [flow_id for page in pages for flow_id in page]
-    expected = sorted(ids, key=lambda flow_id: (ids.index(flow_id) // 2, flow_id))
+    # Newest first; flows created in the same instant come in descending id order.
+    expected = sorted(ids, key=lambda flow_id: (ids.index(flow_id) // 2, flow_id), reverse=True)
     assert flattened == expected
     assert len(set(flattened)) == 23
 
@@ -66,19 +68,43 @@ async def test_an_exact_last_page_has_no_cursor(
     assert [len(page) for page in await walk(client, FLOWS, "delivery_flows", limit=2)] == [2, 2]
 
 
-async def test_flows_created_while_paging_appear_on_later_pages(
+async def test_flows_created_while_paging_come_first_and_do_not_shift_later_pages(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
-    await make_flows(client, clock, 4)
+    ids = await make_flows(client, clock, 4)
     first = (await client.get(FLOWS, params={"limit": 2}, headers=ACME_RW)).json()
     clock.advance(1)
     late = (await create_flow(client, name="late")).json()["id"]
     rest = await client.get(
         FLOWS, params={"limit": 10, "cursor": first["next_cursor"]}, headers=ACME_RW
     )
-    ids = [flow["id"] for flow in rest.json()["delivery_flows"]]
-    assert len(ids) == 3
-    assert ids[-1] == late
+    shown = [flow["id"] for flow in first["delivery_flows"]]
+    following = [flow["id"] for flow in rest.json()["delivery_flows"]]
+    assert sorted(shown + following) == sorted(ids), "each older flow once, none skipped"
+    assert late not in following
+    again = (await client.get(FLOWS, params={"limit": 2}, headers=ACME_RW)).json()
+    assert [flow["id"] for flow in again["delivery_flows"]] == [late, shown[0]]
+
+
+async def test_a_cursor_from_the_oldest_first_order_is_refused(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A cursor issued before the list turned newest first would resume at the wrong place."""
+    await make_flows(client, clock, 3)
+    cursor = (await client.get(FLOWS, params={"limit": 1}, headers=ACME_RW)).json()["next_cursor"]
+    payload, _, _ = cursor.partition(".")
+    document = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    document["k"] = "delivery_flows"
+    codec = CursorCodec(client.app.state.store.cursor_secret)  # type: ignore[attr-defined]
+    old = codec.encode(
+        kind=document["k"],
+        tenant_id=document["t"],
+        filter_key=document["f"],
+        position=document["p"],
+    )
+    response = await client.get(FLOWS, params={"cursor": old}, headers=ACME_RW)
+    assert response.status_code == 400
+    assert problem(response)["errors"][0]["field"] == "cursor"
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "", "1.5", "٣", "9" * 30])
