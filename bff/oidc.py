@@ -110,6 +110,9 @@ class OIDCClient:
         """The token endpoint last answered ``invalid_client``: the configured secret is wrong."""
         self.authorization_params: dict[str, str] = {}
         """Sent with every sign-in (``[oidc].prompt``, ``extra_authorization_params``)."""
+        self.token_params: dict[str, str] = {}
+        """Sent with every code exchange and refresh: the ``resource`` asked for at sign-in
+        (RFC 8707 2.2), so the access token is the API's whatever the provider's default."""
         self._validators: dict[tuple[str, tuple[str, ...]], tuple[JWKSCache, JWTValidator]] = {}
 
     @classmethod
@@ -136,6 +139,8 @@ class OIDCClient:
             **({"prompt": prompt} if prompt else {}),
             **settings.extra_authorization_params,
         }
+        if resource := settings.extra_authorization_params.get("resource"):
+            client.token_params = {"resource": resource}
         return client
 
     # --- discovery -----------------------------------------------------------------------------
@@ -344,6 +349,7 @@ class OIDCClient:
                 code=code,
                 redirect_uri=redirect_uri,
                 code_verifier=login.code_verifier,
+                **self.token_params,
             )
         except TokenError as exc:
             raise LoginError(f"the provider refused the code: {exc}") from exc
@@ -393,7 +399,9 @@ class OIDCClient:
 
     async def refresh(self, refresh_token: str) -> TokenSet:
         try:
-            token = await self._token_request("refresh_token", refresh_token=refresh_token)
+            token = await self._token_request(
+                "refresh_token", refresh_token=refresh_token, **self.token_params
+            )
         except TokenError as exc:
             if str(exc) in {"invalid_grant", "invalid_token", "unauthorized_client"}:
                 raise RefreshRejected(str(exc)) from exc

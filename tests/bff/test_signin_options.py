@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import respx
 
@@ -28,6 +29,38 @@ async def test_offline_access_asks_for_consent_and_configured_parameters_are_sen
     assert "offline_access" in params["scope"].split()
     assert params["prompt"] == "consent"
     assert params["resource"] == "https://flows.example/api"
+
+
+def _form(request: httpx.Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+
+
+async def test_the_resource_asked_for_at_sign_in_is_named_at_every_token_request(
+    upstream: respx.MockRouter,
+) -> None:
+    # RFC 8707 2.2: a provider may issue the API's access token only to a token request that
+    # names the resource again (panva's oidc-provider by default).
+    settings = auth_settings(
+        oidc={"extra_authorization_params": {"resource": "https://flows.example/api"}}
+    )
+    async with running_app(upstream, settings=settings) as h:
+        h.provider.expires_in = 300
+        browser = h.browser()
+        await h.login(browser, "alice")
+        h.clock.advance(280)
+        assert (await browser.api("GET", "/api/bff/v1/auth/session")).status_code == 200
+    exchange, refresh = (_form(call.request) for call in h.provider.token.calls)
+    assert exchange["grant_type"] == "authorization_code"
+    assert refresh["grant_type"] == "refresh_token"
+    assert exchange["resource"] == refresh["resource"] == "https://flows.example/api"
+
+
+async def test_without_a_resource_the_token_requests_name_none(
+    upstream: respx.MockRouter,
+) -> None:
+    async with running_app(upstream) as h:
+        await h.login(h.browser(), "alice")
+    assert "resource" not in _form(h.provider.token.calls.last.request)
 
 
 @pytest.mark.parametrize(("configured", "sent"), [("login", "login"), ("", None)])

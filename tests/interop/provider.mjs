@@ -125,13 +125,8 @@ const configuration = {
     userinfo: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      // A client that asked for the API at authorization gets the API's access token at the
-      // token endpoint (the code exchange and every refresh) without naming it again. The
-      // userinfo endpoint refuses such a token (its audience is the API), so the provider puts
-      // the profile claims in the ID token instead (conformIdTokenClaims, by default).
-      async useGrantedResource() {
-        return true;
-      },
+      // Left at the provider's defaults: the API's access token is issued only to a token
+      // request that names the resource again (RFC 8707 2.2), as the gateway does.
       async getResourceServerInfo(ctx, resourceIndicator) {
         if (resourceIndicator !== options.resource) throw new errors.InvalidTarget();
         return {
