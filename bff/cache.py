@@ -66,6 +66,21 @@ class SingleFlightCache(Generic[K, V]):
             task.add_done_callback(partial(self._settle, key, self._generation))
         return await asyncio.shield(task)
 
+    @property
+    def enabled(self) -> bool:
+        """False with ``ttl=0``: nothing is kept."""
+        return self._cache is not None
+
+    def peek(self, key: K) -> V | None:
+        """The fresh cached value, reported as a ``hit``; or None, reporting nothing (then
+        :meth:`get`). Lets a hot path answer a hit without awaiting anything."""
+        if self._cache is None:
+            return None
+        value = self._cache.get(key)
+        if value is not None and self._report is not None:
+            self._report("hit")
+        return value
+
     def invalidate(self, predicate: Callable[[K], bool]) -> None:
         """Forget every key matching ``predicate``, including loads already under way."""
         if self._cache is None:

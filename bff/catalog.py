@@ -28,6 +28,21 @@ NAMES_WAIT = 2.0
 _BEST_EFFORT = uc.RetryConfig(max_attempts=1)
 
 Endpoints = tuple[list[uc.Ingester], list[uc.Destination]]
+Token = Callable[[], str]
+"""The caller's upstream credential, made only when a lookup has to call the upstream."""
+
+
+class _Cluster:
+    """A cluster's sources and destinations as loaded, and their display names, built once."""
+
+    __slots__ = ("endpoints", "names")
+
+    def __init__(self, ingesters: list[uc.Ingester], destinations: list[uc.Destination]) -> None:
+        self.endpoints: Endpoints = (ingesters, destinations)
+        self.names = Names(
+            sources={i.id: i.name for i in ingesters},
+            destinations={d.id: d.name for d in destinations},
+        )
 
 
 class Catalog:
@@ -43,25 +58,35 @@ class Catalog:
         self._clusters: SingleFlightCache[str, list[uc.Cluster]] = SingleFlightCache(
             ttl=ttl, maxsize=maxsize
         )
-        self._endpoints: SingleFlightCache[tuple[str, str], Endpoints] = SingleFlightCache(
+        self._endpoints: SingleFlightCache[tuple[str, str], _Cluster] = SingleFlightCache(
             ttl=ttl, maxsize=maxsize
         )
         self._names_failed: TTLCache[tuple[str, str], bool] = TTLCache(
             maxsize=maxsize, ttl=NAMES_RETRY_AFTER, timer=timer
         )
 
-    async def clusters(self, tenant_id: str, *, token: str, request_id: str) -> list[uc.Cluster]:
+    async def clusters(self, tenant_id: str, *, token: Token, request_id: str) -> list[uc.Cluster]:
         return await self._clusters.get(
             tenant_id,
-            lambda: self._client.list_clusters(tenant_id, token=token, request_id=request_id),
+            lambda: self._client.list_clusters(tenant_id, token=token(), request_id=request_id),
         )
 
+    def knows_cluster(self, tenant_id: str, cluster_id: str) -> bool | None:
+        """Whether the cached clusters of the tenant include this one; None when not cached."""
+        clusters = self._clusters.peek(tenant_id)
+        if clusters is None:
+            return None
+        return any(cluster.id == cluster_id for cluster in clusters)
+
     async def require_cluster(
-        self, tenant_id: str, cluster_id: str, *, token: str, request_id: str
+        self, tenant_id: str, cluster_id: str, *, token: Token, request_id: str
     ) -> None:
         """404 unless ``cluster_id`` is one of the tenant's clusters."""
-        clusters = await self.clusters(tenant_id, token=token, request_id=request_id)
-        if not any(cluster.id == cluster_id for cluster in clusters):
+        known = self.knows_cluster(tenant_id, cluster_id)
+        if known is None:
+            clusters = await self.clusters(tenant_id, token=token, request_id=request_id)
+            known = any(cluster.id == cluster_id for cluster in clusters)
+        if not known:
             raise not_found("The cluster does not exist in this tenant.")
 
     async def endpoints(
@@ -69,44 +94,64 @@ class Catalog:
         tenant_id: str,
         cluster_id: str,
         *,
-        token: str,
+        token: Token,
         request_id: str,
         retries: uc.RetryConfig | None = None,
     ) -> Endpoints:
         """The cluster's sources (ingesters) and destinations."""
+        return (await self._cluster(tenant_id, cluster_id, token, request_id, retries)).endpoints
 
-        async def load() -> Endpoints:
+    async def _cluster(
+        self,
+        tenant_id: str,
+        cluster_id: str,
+        token: Token,
+        request_id: str,
+        retries: uc.RetryConfig | None,
+    ) -> _Cluster:
+        async def load() -> _Cluster:
+            credential = token()
             ingesters, destinations = await asyncio.gather(
                 self._client.list_ingesters(
                     tenant_id,
                     cluster_id=cluster_id,
-                    token=token,
+                    token=credential,
                     request_id=request_id,
                     retries=retries,
                 ),
                 self._client.list_destinations(
                     tenant_id,
                     cluster_id=cluster_id,
-                    token=token,
+                    token=credential,
                     request_id=request_id,
                     retries=retries,
                 ),
             )
-            return ingesters, destinations
+            return _Cluster(ingesters, destinations)
 
         return await self._endpoints.get((tenant_id, cluster_id), load)
 
-    async def names(self, tenant_id: str, cluster_id: str, *, token: str, request_id: str) -> Names:
-        """Display names for flows; degrades to unknown names rather than failing the request."""
+    def cached_names(self, tenant_id: str, cluster_id: str) -> Names | None:
+        """The display names when known without a lookup (or a recent lookup failed); else None."""
         key = (tenant_id, cluster_id)
         if key in self._names_failed:
             return UNKNOWN_NAMES
+        cluster = self._endpoints.peek(key)
+        return cluster.names if cluster is not None else None
+
+    async def names(
+        self, tenant_id: str, cluster_id: str, *, token: Token, request_id: str
+    ) -> Names:
+        """Display names for flows; degrades to unknown names rather than failing the request."""
+        cached = self.cached_names(tenant_id, cluster_id)
+        if cached is not None:
+            return cached
         try:
             # A slow lookup must not hold the flows back; the load itself goes on and fills
             # the cache for the next request.
             async with asyncio.timeout(NAMES_WAIT):
-                ingesters, destinations = await self.endpoints(
-                    tenant_id, cluster_id, token=token, request_id=request_id, retries=_BEST_EFFORT
+                cluster = await self._cluster(
+                    tenant_id, cluster_id, token, request_id, _BEST_EFFORT
                 )
         except TimeoutError:
             logger.warning(
@@ -118,7 +163,7 @@ class Catalog:
             )
             return UNKNOWN_NAMES
         except uc.UpstreamError as exc:
-            self._names_failed[key] = True
+            self._names_failed[tenant_id, cluster_id] = True
             logger.warning(
                 "name lookup failed for %s/%s (request %s): %s",
                 tenant_id,
@@ -127,7 +172,4 @@ class Catalog:
                 type(exc).__name__,
             )
             return UNKNOWN_NAMES
-        return Names(
-            sources={i.id: i.name for i in ingesters},
-            destinations={d.id: d.name for d in destinations},
-        )
+        return cluster.names

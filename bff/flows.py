@@ -20,12 +20,12 @@ from . import inputs
 from .paths import flow_path
 from .principal import Action
 from .problems import not_found
-from .services import Call, audited_write
+from .services import Call, PageKey, audited_write
 from .views import (
     ID_PATTERN,
+    Names,
     changed_fields,
     cluster_list_view,
-    flow_list_view,
     flow_view,
     options_view,
     upstream_body,
@@ -62,21 +62,31 @@ async def list_flows(request: Request) -> Response:
     limit, cursor = inputs.list_query(request)
     await call.require_cluster()
     services = call.services
+    key = (call.tenant_id, call.cluster_id, limit, cursor or "")
+    page = services.responses.pages.peek(key)
+    names = services.catalog.cached_names(call.tenant_id, call.cluster_id)
+    if page is None or names is None:
+        page, names = await _load_page(call, key)
+    body = services.responses.render_page(key, page, names, call.permissions())
+    return Response(body, media_type="application/json")
+
+
+async def _load_page(call: Call, key: PageKey) -> tuple[uc.FlowPage, Names]:
+    """The page and its names when either is not cached: both asked for at once."""
+    services = call.services
+    _, _, limit, cursor = key
 
     async def load() -> uc.FlowPage:
         return await services.client.list_flows(
             call.tenant_id,
             cluster_id=call.cluster_id,
             limit=limit,
-            cursor=cursor,
+            cursor=cursor or None,
             token=call.token,
             request_id=call.request_id,
         )
 
-    key = (call.tenant_id, call.cluster_id, limit, cursor or "")
-    page, names = await asyncio.gather(services.responses.pages.get(key, load), call.names())
-    view = flow_list_view(page, limit=limit, names=names, permissions=call.permissions())
-    return json_response(view)
+    return await asyncio.gather(services.responses.pages.get(key, load), call.names())
 
 
 async def get_flow(request: Request) -> Response:
@@ -212,7 +222,7 @@ async def list_clusters(request: Request) -> Response:
     call = await Call.begin(request, Action.READ)
     inputs.no_query(request)
     clusters = await call.services.catalog.clusters(
-        call.tenant_id, token=call.token, request_id=call.request_id
+        call.tenant_id, token=lambda: call.token, request_id=call.request_id
     )
     return json_response(cluster_list_view(clusters))
 
@@ -222,7 +232,7 @@ async def flow_options(request: Request) -> Response:
     inputs.no_query(request)
     await call.require_cluster()
     ingesters, destinations = await call.services.catalog.endpoints(
-        call.tenant_id, call.cluster_id, token=call.token, request_id=call.request_id
+        call.tenant_id, call.cluster_id, token=lambda: call.token, request_id=call.request_id
     )
     view = options_view(call.cluster_id, ingesters, destinations, call.permissions())
     return json_response(view)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets
@@ -65,9 +66,10 @@ def trace_id_of(scope: Scope) -> str | None:
     return request.trace_id if request is not None else None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_plain_api_path(raw_path: bytes) -> bool:
     """No percent-encoding, dot segments, empty segments, trailing slash or odd characters; ids
-    well-formed."""
+    well-formed. Remembered per path: a dashboard asks for the same few paths again and again."""
     try:
         path = raw_path.decode("ascii")
     except UnicodeDecodeError:
@@ -178,7 +180,7 @@ class EdgeMiddleware:
             await send(message)
 
         token = context.enter(request)
-        self.metrics.in_flight.inc()
+        self.metrics.http.in_flight += 1
         try:
             if oversized:
                 await _HEADERS_TOO_LARGE.response(request_id, request.trace_id)(
@@ -214,7 +216,7 @@ class EdgeMiddleware:
                 problem = ProblemError(500, "internal-error", "Something went wrong on our side.")
                 await problem.response(request_id, request.trace_id)(scope, receive, send_at_edge)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.http.in_flight -= 1
             self._finish(scope, request, status)
             context.leave(token)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -12,10 +13,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -48,22 +53,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "bff_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "bff_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template and method.",
-            ["route", "method"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "bff_http_requests_in_flight", "Requests being answered.", registry=self.registry
-        )
+        self.http = HttpMetrics()
+        self.registry.register(self.http)
 
         self.audit_events = Counter(
             "bff_audit_events",
@@ -123,9 +114,7 @@ class Metrics:
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """One request answered (:class:`bff.middleware.EdgeMiddleware` calls this)."""
-        method = method if method in _KNOWN_METHODS else "other"
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        self.http.observe(route, method if method in _KNOWN_METHODS else "other", status, seconds)
 
     async def endpoint(self, request: Request) -> Response:
         if self.sessions is not None:
@@ -143,6 +132,54 @@ def route_template(scope: Scope) -> str:
     if path is None:
         return "unmatched"
     return f"{scope.get('root_path', '')}{path}" if path.startswith("/") else path
+
+
+class HttpMetrics(Collector):
+    """Requests answered, their latency and those in flight: counted per request with plain
+    integers on the event loop's thread, and turned into Prometheus families only at a scrape
+    (``prometheus_client``'s metric objects take a lock on every update, a cost paid on each
+    request of the hot path)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._answered: dict[tuple[str, str, int], int] = {}
+        # (route, method) -> [count per bucket, the last one for +Inf], and the sum of seconds.
+        self._latency: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self._answered[key] = self._answered.get(key, 0) + 1
+        latency = self._latency.get((route, method))
+        if latency is None:
+            latency = self._latency[route, method] = ([0] * (len(_LATENCY_BUCKETS) + 1), [0.0])
+        latency[0][bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        latency[1][0] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        answered = CounterMetricFamily(
+            "bff_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in list(self._answered.items()):
+            answered.add_metric([route, method, str(status)], count)
+        yield answered
+        latency = HistogramMetricFamily(
+            "bff_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            labels=["route", "method"],
+        )
+        bounds = [*(repr(bound) for bound in _LATENCY_BUCKETS), "+Inf"]
+        for (route, method), (counts, total) in list(self._latency.items()):
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric([route, method], cumulative, total[0])
+        yield latency
+        yield GaugeMetricFamily(
+            "bff_http_requests_in_flight", "Requests being answered.", value=self.in_flight
+        )
 
 
 class _BreakerCollector(Collector):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
+from cachetools import LRUCache
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,7 +31,7 @@ from .problems import (
 from .settings import Settings
 from .state.invalidation import Invalidation
 from .state.rate_limit import RateLimiter
-from .views import Names, Permissions
+from .views import Names, Permissions, flow_list_view
 
 logger = logging.getLogger("bff.audit")
 T = TypeVar("T")
@@ -46,10 +47,14 @@ class MicroCache:
     """Upstream answers to GETs, kept for ``[cache].ttl_seconds`` per tenant and cluster.
 
     Concurrent misses share one upstream call; a write to a cluster drops all of its entries.
+    ``rendered`` keeps the encoded view of a cached page for each permission set it was shown
+    with: it is used only while that very page and those very names are the cached ones, so a
+    write, a reload or new names make it unreachable at once.
     """
 
     pages: SingleFlightCache[PageKey, uc.FlowPage]
     flows: SingleFlightCache[FlowKey, uc.Flow]
+    rendered: LRUCache[tuple[PageKey, Permissions], tuple[uc.FlowPage, Names, bytes]]
 
     @classmethod
     def for_settings(cls, settings: Settings) -> MicroCache:
@@ -57,7 +62,24 @@ class MicroCache:
         return cls(
             pages=SingleFlightCache(ttl=ttl, maxsize=maxsize, report=note_cache),
             flows=SingleFlightCache(ttl=ttl, maxsize=maxsize, report=note_cache),
+            rendered=LRUCache(maxsize=maxsize),
         )
+
+    def render_page(
+        self, key: PageKey, page: uc.FlowPage, names: Names, permissions: Permissions
+    ) -> bytes:
+        """The page's view as JSON, encoded once per page, names and permission set."""
+        if not self.pages.enabled:
+            view = flow_list_view(page, limit=key[2], names=names, permissions=permissions)
+            return msgspec.json.encode(view)
+        rendered = self.rendered.get((key, permissions))
+        if rendered is not None and rendered[0] is page and rendered[1] is names:
+            return rendered[2]
+        body = msgspec.json.encode(
+            flow_list_view(page, limit=key[2], names=names, permissions=permissions)
+        )
+        self.rendered[key, permissions] = (page, names, body)
+        return body
 
     def forget(self, tenant_id: str, cluster_id: str) -> None:
         self.pages.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
@@ -88,16 +110,27 @@ class Services:
         await self.invalidation.written(tenant_id, cluster_id)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
-    """One authorized API call: who, for which tenant (and cluster), with which upstream token."""
+    """One authorized API call: who, for which tenant (and cluster), with which upstream token.
+
+    The token is made when an upstream call first needs it (:attr:`token`): a call answered from
+    the caches mints none.
+    """
 
     services: Services
     principal: Principal
     tenant_id: str
     cluster_id: str
-    token: str
     request_id: str
+    _token: str | None = None
+
+    @property
+    def token(self) -> str:
+        """The credential for the upstream (the caller's own, or one minted for this tenant)."""
+        if self._token is None:
+            self._token = self.services.credentials.token_for(self.principal, self.tenant_id)
+        return self._token
 
     @classmethod
     async def begin(cls, request: Request, action: Action) -> Call:
@@ -116,21 +149,27 @@ class Call:
                 )
         tenant_id = request.path_params["tid"]
         authorize(principal, tenant_id, action)
-        return cls(
+        call = cls(
             services=services,
             principal=principal,
             tenant_id=tenant_id,
             cluster_id=request.path_params.get("cid", ""),
-            token=services.credentials.token_for(principal, tenant_id),
             request_id=getattr(request.state, "request_id", None) or new_request_id(),
         )
+        if services.credentials.relays_caller_token:
+            # Nothing to mint; a caller without a token of their own is refused at once.
+            call._token = services.credentials.token_for(principal, tenant_id)
+        return call
 
     def permissions(self) -> Permissions:
         return permissions(self.principal, self.tenant_id)
 
+    def _upstream_token(self) -> str:
+        return self.token
+
     async def names(self) -> Names:
         return await self.services.catalog.names(
-            self.tenant_id, self.cluster_id, token=self.token, request_id=self.request_id
+            self.tenant_id, self.cluster_id, token=self._upstream_token, request_id=self.request_id
         )
 
     async def written(self) -> None:
@@ -207,7 +246,7 @@ class Call:
 
     async def require_cluster(self) -> None:
         await self.services.catalog.require_cluster(
-            self.tenant_id, self.cluster_id, token=self.token, request_id=self.request_id
+            self.tenant_id, self.cluster_id, token=self._upstream_token, request_id=self.request_id
         )
 
 

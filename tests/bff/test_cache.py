@@ -24,6 +24,7 @@ from tests.bff.conftest import (
     CAROL,
     CLUSTERS,
     FLOWS,
+    INGESTERS,
     RW,
     UP_FLOWS,
     UPSTREAM,
@@ -209,6 +210,65 @@ async def test_cache_is_served_only_after_authorization(upstream: respx.MockRout
     assert flows.call_count == 1 and flow.call_count == 1
 
 
+async def test_a_rendered_page_is_reused_only_for_the_same_permissions(
+    upstream: respx.MockRouter,
+) -> None:
+    flows = upstream.get(UP_FLOWS).respond(json=flows_page("flow_1", "flow_2"))
+    async with running(upstream) as bff:
+        writer = [await bff.client.get(FLOWS) for _ in range(2)]
+        reader = [await bff.client.get(FLOWS, headers={"X-Test-User": "bob"}) for _ in range(2)]
+        writer.append(await bff.client.get(FLOWS))
+    assert flows.call_count == 1
+    assert writer[0].content == writer[1].content == writer[2].content
+    assert reader[0].content == reader[1].content != writer[0].content
+    write, read = {"update": True, "delete": True}, {"update": False, "delete": False}
+    assert [item["permissions"] for item in writer[2].json()["items"]] == [write, write]
+    assert [item["permissions"] for item in reader[1].json()["items"]] == [read, read]
+
+
+async def test_a_rendered_page_is_not_shown_after_a_write_or_new_names(
+    upstream: respx.MockRouter,
+) -> None:
+    upstream.get(UP_FLOWS).mock(
+        side_effect=[
+            httpx.Response(200, json=flows_page("flow_1")),
+            httpx.Response(200, json=flows_page("flow_1", "flow_2")),
+        ]
+    )
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow("flow_2"), headers={"ETag": '"1"'})
+    async with running(upstream) as bff:
+        before = (await bff.client.get(FLOWS)).json()
+        assert (await bff.client.post(FLOWS, json=BODY)).status_code == 201
+        after = (await bff.client.get(FLOWS)).json()
+        renamed = [{**INGESTERS["ingesters"][0], "name": "Stripe (renamed)"}]
+        upstream.routes["ingesters"].respond(json={"ingesters": renamed, "next_cursor": None})
+        # The names' TTL running out: they are looked up again, the page itself still cached.
+        bff.app.state.services.catalog._endpoints.invalidate(lambda key: True)
+        renamed_page = (await bff.client.get(FLOWS)).json()
+    assert [item["id"] for item in before["items"]] == ["flow_1"]
+    assert [item["id"] for item in after["items"]] == ["flow_1", "flow_2"]
+    assert after["items"][0]["source"]["name"] == "Stripe production"
+    assert renamed_page["items"][0]["source"]["name"] == "Stripe (renamed)"
+
+
+async def test_a_cached_answer_mints_no_upstream_token(upstream: respx.MockRouter) -> None:
+    flows = upstream.get(UP_FLOWS).respond(json=flows_page("flow_1"))
+    minted = make_settings(cache={"ttl_seconds": 300}, upstream={"credential": "internal-jwt"})
+    async with running(upstream, minted) as bff:
+        services = bff.app.state.services
+        minter = services.credentials._minter
+        calls: list[str] = []
+        mint = minter.mint
+        minter.mint = lambda *args: calls.append(args[0]) or mint(*args)
+        await bff.client.get(FLOWS)
+        after_miss = len(calls)
+        for _ in range(3):
+            assert (await bff.client.get(FLOWS)).status_code == 200
+    assert flows.call_count == 1
+    assert after_miss >= 1, "the miss needed a token"
+    assert len(calls) == after_miss, "the hits did not"
+
+
 async def test_ttl_zero_disables_the_cache(upstream: respx.MockRouter) -> None:
     flows = upstream.get(UP_FLOWS).respond(json=flows_page("flow_1"))
     flow = upstream.get(f"{UP_FLOWS}/flow_1").respond(json=upstream_flow())
@@ -261,7 +321,10 @@ async def test_a_failed_lookup_is_tried_again_after_a_short_hold_off(
 
         async def names() -> Names:
             return await catalog.names(
-                "ten_acme", "plane_dev_us_east_1", token="zen_key_dev_acme_rw", request_id="req_1"
+                "ten_acme",
+                "plane_dev_us_east_1",
+                token=lambda: "zen_key_dev_acme_rw",
+                request_id="req_1",
             )
 
         assert (await names()).sources is None
