@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from importlib import resources
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 import upstream_client as uc
 
@@ -157,7 +157,7 @@ def create_app(
             )
             yield
 
-    api_routes: list[Any] = [
+    api_routes: list[Route] = [
         *flows.routes,
         *signin.routes,
         *pages.routes,
@@ -165,10 +165,12 @@ def create_app(
     ]
     app = Starlette(
         routes=[
+            # The API first, at its full paths: the router tries routes in order, and a Mount
+            # would build a scope of its own for every call.
+            *(_under(API_PREFIX, route) for route in api_routes),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
-            Mount(API_PREFIX, routes=api_routes),
             *(console.routes if settings.bff.console else []),
         ],
         middleware=[
@@ -186,6 +188,10 @@ def create_app(
     # redirect from the request's Host header, which the caller chooses.
     app.router.redirect_slashes = False
     return app
+
+
+def _under(prefix: str, route: Route) -> Route:
+    return Route(prefix + route.path, route.endpoint, methods=route.methods, name=route.name)
 
 
 def _spans(settings: Settings) -> OtelSpans | None:

@@ -216,7 +216,8 @@ _decoder = msgspec.msgpack.Decoder(Session)
 class MemorySessionStore(_Timeouts):
     """Sessions in this process: a dict bounded to `max_size`, least recently used evicted first.
 
-    Records are kept encoded, so callers never share mutable state with the store.
+    Records are kept encoded, so callers never share mutable state with the store; the last
+    activity is kept beside them, so that a lookup, which slides it, does not encode anything.
     """
 
     def __init__(
@@ -234,6 +235,7 @@ class MemorySessionStore(_Timeouts):
         self.max_size = max_size
         self._hash_key = hash_key
         self._records: OrderedDict[str, bytes] = OrderedDict()
+        self._seen: dict[str, float] = {}
         self._by_sid: dict[str, set[str]] = {}
         self._by_sub: dict[str, set[str]] = {}
 
@@ -257,11 +259,17 @@ class MemorySessionStore(_Timeouts):
             if not keys:
                 del index[value]
 
+    def _decode(self, key: str, data: bytes) -> Session:
+        session = _decoder.decode(data)
+        session.last_seen_at = self._seen[key]
+        return session
+
     def _remove(self, key: str) -> bool:
         data = self._records.pop(key, None)
         if data is None:
             return False
         session = _decoder.decode(data)
+        del self._seen[key]
         self._unindex(self._by_sub, session.sub, key)
         self._unindex(self._by_sid, session.sid, key)
         return True
@@ -273,6 +281,7 @@ class MemorySessionStore(_Timeouts):
             self._unindex(self._by_sub, previous.sub, key)
             self._unindex(self._by_sid, previous.sid, key)
         self._records[key] = _encoder.encode(session)
+        self._seen[key] = session.last_seen_at
         self._records.move_to_end(key)
         self._index(key, session)
         while len(self._records) > self.max_size:
@@ -295,14 +304,12 @@ class MemorySessionStore(_Timeouts):
         data = self._records.get(key)
         if data is None:
             return None
-        session = _decoder.decode(data)
+        session = self._decode(key, data)
         now = self._clock()
         if self._is_expired(session, now):
             self._remove(key)
             return None
-        session.last_seen_at = now
-        # Only the activity stamp changed: no re-indexing; the caller gets its own decoded copy.
-        self._records[key] = _encoder.encode(session)
+        session.last_seen_at = self._seen[key] = now
         self._records.move_to_end(key)
         return session
 
@@ -311,7 +318,7 @@ class MemorySessionStore(_Timeouts):
         key = self.handle(raw_id)
         if key is None or key not in self._records:
             return False
-        current = _decoder.decode(self._records[key])
+        current = self._decode(key, self._records[key])
         now = self._clock()
         if self._is_expired(current, now):
             self._remove(key)
@@ -342,7 +349,7 @@ class MemorySessionStore(_Timeouts):
         now = self._clock()
         found: list[tuple[str, Session]] = []
         for key in list(self._by_sub.get(sub, ())):
-            session = _decoder.decode(self._records[key])
+            session = self._decode(key, self._records[key])
             if self._is_expired(session, now):
                 self._remove(key)
             else:
@@ -353,7 +360,7 @@ class MemorySessionStore(_Timeouts):
         """Delete one session of this user by handle; what it was, or None."""
         if handle not in self._by_sub.get(sub, ()):
             return None
-        session = _decoder.decode(self._records[handle])
+        session = self._decode(handle, self._records[handle])
         self._remove(handle)
         return None if self._is_expired(session, self._clock()) else session
 
@@ -363,7 +370,7 @@ class MemorySessionStore(_Timeouts):
         expired = [
             key
             for key, data in self._records.items()
-            if self._is_expired(_decoder.decode(data), now)
+            if self._is_expired(self._decode(key, data), now)
         ]
         for key in expired:
             self._remove(key)
