@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from contextvars import ContextVar
 from functools import cache
 from typing import Any, Literal, Protocol, TypedDict
@@ -50,7 +50,7 @@ class Spans(Protocol):
     def server(self, scope: Any, parent: Parent | None) -> ServerSpan: ...
 
     def client(
-        self, server: ServerSpan, request: httpx.Request, attempt: int, peer: Peer
+        self, server: ServerSpan, method: str, url: httpx.URL, attempt: int, peer: Peer
     ) -> ClientSpan: ...
 
 
@@ -151,17 +151,18 @@ class CallObserver:
         self.peer: Peer = peer
         self.spans = spans
 
-    def attempt_started(self, request: httpx.Request, attempt: int) -> object:
+    def attempt_started(
+        self, method: str, url: httpx.URL, headers: MutableMapping[str, str], attempt: int
+    ) -> object:
         context = _current.get()
         if context is None:
             return None  # readiness probes and start-up work: no request to trace
         span = (
-            self.spans.client(context.span, request, attempt, self.peer)
+            self.spans.client(context.span, method, url, attempt, self.peer)
             if self.spans is not None and context.span is not None
             else None
         )
         span_id = span.span_id if span is not None else new_span_id()
-        headers = request.headers
         headers["traceparent"] = traceparent(context.trace_id, span_id, context.flags)
         if context.tracestate:
             headers["tracestate"] = context.tracestate
@@ -196,7 +197,7 @@ class ObservedTransport(httpx.AsyncBaseTransport):
         self._observer = observer
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        started = self._observer.attempt_started(request, 1)
+        started = self._observer.attempt_started(request.method, request.url, request.headers, 1)
         status: int | None = None
         try:
             response = await self._inner.handle_async_request(request)

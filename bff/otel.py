@@ -125,12 +125,11 @@ class OtelSpans:
         return _Server(span)
 
     def client(
-        self, server: ServerSpan, request: httpx.Request, attempt: int, peer: Peer
+        self, server: ServerSpan, method: str, url: httpx.URL, attempt: int, peer: Peer
     ) -> ClientSpan:
         assert isinstance(server, _Server)
-        url = request.url
         attributes: dict[str, Any] = {
-            "http.request.method": request.method,
+            "http.request.method": method,
             "url.full": str(url.copy_with(query=None)),
             "server.address": url.host,
             "server.port": url.port or (443 if url.scheme == "https" else 80),
@@ -139,7 +138,7 @@ class OtelSpans:
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
         span = self.tracer.start_span(
-            request.method,
+            method,
             context=trace.set_span_in_context(server.span),
             kind=SpanKind.CLIENT,
             attributes=attributes,

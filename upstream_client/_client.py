@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -50,7 +50,7 @@ from upstream_client._models import (
 )
 from upstream_client._observer import AttemptObserver
 from upstream_client._retry import backoff_delay, parse_retry_after
-from upstream_client._transport import default_transport
+from upstream_client._transport import AiohttpTransport, default_transport
 from upstream_client._urls import build_url, check_header_value, check_id, normalise_base_url
 
 _T = TypeVar("_T")
@@ -78,7 +78,7 @@ class _Answer:
 
     __slots__ = ("body", "headers", "status")
 
-    def __init__(self, status: int, headers: httpx.Headers, body: bytes | None) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes | None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -134,6 +134,8 @@ class BackendClient:
         self._retries = retries
         self._max_response_bytes = limits.max_response_bytes
         self._transport = transport if transport is not None else default_transport(limits, tls)
+        # The default transport is reached without httpx's request and response objects.
+        self._direct = self._transport if isinstance(self._transport, AiohttpTransport) else None
         self._breaker = CircuitBreaker(breaker, clock)
         self._sleep = sleep
         self._clock = clock
@@ -543,6 +545,51 @@ class BackendClient:
         content: bytes | None,
         attempt: int = 1,
     ) -> _Answer:
+        headers = dict(headers)  # this attempt's own: the observer may add to them
+        observer = self._observer
+        started = (
+            observer.attempt_started(method, url, headers, attempt)
+            if observer is not None
+            else None
+        )
+        status: int | None = None
+        try:
+            with translate_transport_errors():
+                if self._direct is not None:
+                    answer = await self._exchange(self._direct, method, url, headers, content)
+                else:
+                    answer = await self._through_httpx(method, url, headers, content)
+            status = answer.status
+        finally:
+            if observer is not None:
+                observer.attempt_ended(started, status)
+        return answer
+
+    async def _exchange(
+        self,
+        transport: AiohttpTransport,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+    ) -> _Answer:
+        got = await transport.exchange(
+            method,
+            str(url),
+            headers,
+            content,
+            timeout=self._timeout,
+            max_body_bytes=self._max_response_bytes,
+        )
+        if not got.encoded or got.body is None:
+            return _Answer(got.status, got.headers, got.body)
+        # Encoded although we asked for identity: decoded, and capped, as httpx decodes it.
+        response = httpx.Response(got.status, headers=list(got.headers.items()), content=got.body)
+        return _Answer(got.status, got.headers, await self._read_capped(response))
+
+    async def _through_httpx(
+        self, method: str, url: httpx.URL, headers: dict[str, str], content: bytes | None
+    ) -> _Answer:
         request = httpx.Request(
             method,
             url,
@@ -550,20 +597,11 @@ class BackendClient:
             content=content,
             extensions={"timeout": self._timeout_extension},
         )
-        observer = self._observer
-        started = observer.attempt_started(request, attempt) if observer is not None else None
-        status: int | None = None
+        response = await self._transport.handle_async_request(request)
         try:
-            with translate_transport_errors():
-                response = await self._transport.handle_async_request(request)
-                try:
-                    body = await self._read_capped(response)
-                finally:
-                    await response.aclose()
-            status = response.status_code
+            body = await self._read_capped(response)
         finally:
-            if observer is not None:
-                observer.attempt_ended(started, status)
+            await response.aclose()
         return _Answer(response.status_code, response.headers, body)
 
     async def _read_capped(self, response: httpx.Response) -> bytes | None:
@@ -635,7 +673,11 @@ def _status_error(
             problem = _PROBLEM.decode(answer.body)
         except (msgspec.DecodeError, RecursionError):
             problem = None
-    headers = answer.headers
+    headers = (
+        answer.headers
+        if isinstance(answer.headers, httpx.Headers)
+        else httpx.Headers(list(answer.headers.items()))
+    )
     sent_id = headers.get("x-request-id") or (problem.instance if problem else None) or request_id
     summary = f"{method} {url.path}: {answer.status}"
     if problem is not None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator, MutableMapping
 
+import httpx
 import pytest
 from aiohttp import web
 
@@ -12,10 +16,13 @@ from tests.upstream_client.conftest import TENANT, flow_json, serving_on_loopbac
 from upstream_client import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     BackendClient,
     Limits,
+    RateLimitError,
     ResponseTooLargeError,
     RetryConfig,
+    Timeout,
 )
 
 ONE_ATTEMPT = RetryConfig(max_attempts=1)
@@ -38,9 +45,64 @@ async def server() -> AsyncIterator[tuple[str, list[web.Request]]]:
     async def big(request: web.Request) -> web.Response:
         return web.Response(body=b" " * 200_000, content_type="application/json")
 
+    async def chunked_big(request: web.Request) -> web.StreamResponse:
+        # No Content-Length: only counting what arrives can stop it.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(50):
+            await response.write(b" " * 10_000)
+        return response
+
+    async def gzipped(request: web.Request) -> web.Response:
+        # Compressed although the client asked for identity.
+        body = gzip.compress(json.dumps(flow_json("flow_gz")).encode())
+        return web.Response(
+            body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    async def bomb(request: web.Request) -> web.Response:
+        body = gzip.compress(b" " * 5_000_000)
+        return web.Response(
+            body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response(flow_json("flow_slow"))
+
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b'{"id": "flow_')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async def limited(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.json_response(
+            {"type": "about:blank", "title": "Too Many Requests", "status": 429},
+            status=429,
+            headers={"Retry-After": "7", "X-Request-ID": "req_upstream_1"},
+        )
+
+    async def flaky(request: web.Request) -> web.Response:
+        seen.append(request)
+        if len([r for r in seen if r.path.endswith("/flaky")]) == 1:
+            return web.Response(status=503)
+        return web.json_response(flow_json("flaky"))
+
     app = web.Application()
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/flaky", flaky)
     app.router.add_get("/v1/tenants/{tid}/delivery-flows/moved", moved)
     app.router.add_get("/v1/tenants/{tid}/delivery-flows/big", big)
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/chunked_big", chunked_big)
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/gzipped", gzipped)
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/bomb", bomb)
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/slow", slow)
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/cut", cut)
+    app.router.add_get("/v1/tenants/{tid}/delivery-flows/limited", limited)
     app.router.add_get("/v1/tenants/{tid}/delivery-flows/{fid}", flow)
     async with serving_on_loopback(app) as port:
         yield f"http://127.0.0.1:{port}", seen
@@ -100,3 +162,79 @@ async def test_keeps_working_across_many_calls(server: tuple[str, list[web.Reque
         flows = [await client.get_flow(TENANT, f"flow_{i}", token="t") for i in range(20)]
     assert [f.id for f in flows] == [f"flow_{i}" for i in range(20)]
     assert len(seen) == 20
+
+
+async def test_a_body_without_a_length_is_capped_as_it_arrives(
+    server: tuple[str, list[web.Request]],
+) -> None:
+    base_url, _ = server
+    async with BackendClient(base_url, limits=Limits(max_response_bytes=100_000)) as client:
+        with pytest.raises(ResponseTooLargeError):
+            await client.get_flow(TENANT, "chunked_big", token="t")
+
+
+async def test_an_encoded_answer_is_decoded_and_its_decoded_size_capped(
+    server: tuple[str, list[web.Request]],
+) -> None:
+    base_url, _ = server
+    async with BackendClient(base_url, limits=Limits(max_response_bytes=100_000)) as client:
+        assert (await client.get_flow(TENANT, "gzipped", token="t")).id == "flow_gz"
+        with pytest.raises(ResponseTooLargeError):
+            await client.get_flow(TENANT, "bomb", token="t")
+
+
+async def test_a_silent_upstream_is_a_timeout_and_a_cut_answer_a_connection_error(
+    server: tuple[str, list[web.Request]],
+) -> None:
+    base_url, _ = server
+    quick = Timeout(connect=1.0, read=0.2, write=1.0, pool=1.0, total=2.0)
+    async with BackendClient(base_url, timeout=quick, retries=ONE_ATTEMPT) as client:
+        with pytest.raises(APITimeoutError):
+            await client.get_flow(TENANT, "slow", token="t")
+        with pytest.raises(APIConnectionError) as caught:
+            await client.get_flow(TENANT, "cut", token="t")
+    assert type(caught.value) is APIConnectionError
+
+
+async def test_a_status_error_carries_the_answers_headers(
+    server: tuple[str, list[web.Request]],
+) -> None:
+    base_url, _ = server
+    async with BackendClient(base_url, retries=ONE_ATTEMPT) as client:
+        with pytest.raises(RateLimitError) as caught:
+            await client.get_flow(TENANT, "limited", token="t")
+    assert caught.value.retry_after == 7
+    assert caught.value.request_id == "req_upstream_1"
+    assert isinstance(caught.value.headers, httpx.Headers)
+    assert caught.value.headers["retry-after"] == "7"
+
+
+class _Tracing:
+    """Adds a header per attempt and remembers what each attempt was told."""
+
+    def __init__(self) -> None:
+        self.ended: list[int | None] = []
+
+    def attempt_started(
+        self, method: str, url: httpx.URL, headers: MutableMapping[str, str], attempt: int
+    ) -> object:
+        headers["traceparent"] = f"00-{'1' * 32}-{attempt:016x}-01"
+        return attempt
+
+    def attempt_ended(self, started: object, status: int | None) -> None:
+        self.ended.append(status)
+
+
+async def test_each_attempt_carries_the_headers_its_observer_added(
+    server: tuple[str, list[web.Request]],
+) -> None:
+    base_url, seen = server
+    observer = _Tracing()
+    retries = RetryConfig(max_attempts=2, backoff_base=0.01)
+    async with BackendClient(base_url, retries=retries, observer=observer) as client:
+        assert (await client.get_flow(TENANT, "flaky", token="t")).id == "flaky"
+    assert [r.headers["traceparent"] for r in seen] == [
+        f"00-{'1' * 32}-{1:016x}-01",
+        f"00-{'1' * 32}-{2:016x}-01",
+    ]
+    assert observer.ended == [503, 200]
