@@ -13,6 +13,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 import upstream_client as uc
 
@@ -23,7 +24,6 @@ from .problems import not_found
 from .services import Call, PageKey, audited_write
 from .views import (
     ID_PATTERN,
-    Names,
     changed_fields,
     cluster_list_view,
     flow_view,
@@ -63,16 +63,19 @@ async def list_flows(request: Request) -> Response:
     await call.require_cluster()
     services = call.services
     key = (call.tenant_id, call.cluster_id, limit, cursor or "")
-    page = services.responses.pages.peek(key)
-    names = services.catalog.cached_names(call.tenant_id, call.cluster_id)
-    if page is None or names is None:
-        page, names = await _load_page(call, key)
+    cached_page = services.responses.pages.peek(key)
+    cached_names = services.catalog.cached_names(call.tenant_id, call.cluster_id)
+    if cached_names is None:
+        # Both asked for at once (the names are cached again long before the page).
+        page, names = await asyncio.gather(_page(call, key), call.names())
+    else:
+        page, names = cached_page or await _page(call, key), cached_names
     body = services.responses.render_page(key, page, names, call.permissions())
     return Response(body, media_type="application/json")
 
 
-async def _load_page(call: Call, key: PageKey) -> tuple[uc.FlowPage, Names]:
-    """The page and its names when either is not cached: both asked for at once."""
+async def _page(call: Call, key: PageKey) -> uc.FlowPage:
+    """The page from the micro-cache, or loaded (once for every caller waiting on it)."""
     services = call.services
     _, _, limit, cursor = key
 
@@ -86,7 +89,7 @@ async def _load_page(call: Call, key: PageKey) -> tuple[uc.FlowPage, Names]:
             request_id=call.request_id,
         )
 
-    return await asyncio.gather(services.responses.pages.get(key, load), call.names())
+    return await services.responses.pages.get(key, load)
 
 
 async def get_flow(request: Request) -> Response:
@@ -241,16 +244,27 @@ async def flow_options(request: Request) -> Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class _Resource:
+    """One path's handlers as a plain ASGI app. What they raise goes to the app's exception
+    handlers (``app.py``), which turn it into problem+json, without the second layer of exception
+    handling that Starlette puts around each function endpoint."""
+
+    __slots__ = ("_handlers",)
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self._handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handlers[scope["method"]](Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def _resource(path: str, **handlers: Handler) -> Route:
     """One route per path, so that a 405 lists every method the path allows."""
     by_method = {method.upper(): handler for method, handler in handlers.items()}
     if "GET" in by_method:
         by_method["HEAD"] = by_method["GET"]
-
-    async def endpoint(request: Request) -> Response:
-        return await by_method[request.method](request)
-
-    return Route(path, endpoint, methods=list(handlers), name=path)
+    return Route(path, _Resource(by_method), methods=list(handlers), name=path)
 
 
 _TENANT = "/tenants/{tid}"
