@@ -27,9 +27,11 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 import upstream_client as uc
 
@@ -163,7 +165,7 @@ def create_app(
         *pages.routes,
         Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
-    app = Starlette(
+    app = _Gateway(
         routes=[
             # The API first, at its full paths: the router tries routes in order, and a Mount
             # would build a scope of its own for every call.
@@ -188,6 +190,17 @@ def create_app(
     # redirect from the request's Host header, which the caller chooses.
     app.router.redirect_slashes = False
     return app
+
+
+class _Gateway(Starlette):
+    """Starlette with :class:`EdgeMiddleware` outermost. The edge answers the last-resort 500
+    itself, so Starlette's ``ServerErrorMiddleware``, which would wrap every answer once more on
+    the way out, is left out."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        assert isinstance(stack, ServerErrorMiddleware) and isinstance(stack.app, EdgeMiddleware)
+        return stack.app
 
 
 def _under(prefix: str, route: Route) -> Route:
