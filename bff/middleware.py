@@ -24,7 +24,6 @@ import secrets
 import time
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -101,7 +100,7 @@ _SHUTTING_DOWN = ProblemError(
     "The service is restarting; try again shortly.",
     headers={"Retry-After": "1", "Connection": "close"},
 )
-_REMOVED = ("server", "set-cookie2", "x-powered-by")
+_REMOVED = frozenset({b"server", b"set-cookie2", b"x-powered-by"})
 
 
 class EdgeMiddleware:
@@ -164,11 +163,9 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                for name in _REMOVED:
-                    if name in headers:
-                        del headers[name]
-                raw = headers.raw
+                # One pass over the raw headers (ASGI names are lower-case bytes).
+                raw = [item for item in message.get("headers", ()) if item[0] not in _REMOVED]
+                message["headers"] = raw
                 present = {name for name, _ in raw}
                 raw.append((b"x-request-id", request_id.encode()))
                 raw.extend(item for item in self.headers if item[0] not in present)

@@ -21,6 +21,8 @@ import respx
 from bff import context
 from bff.context import RequestContext, client_ip
 from bff.logs import JsonFormatter, TextFormatter, rfc3339
+from bff.middleware import EdgeMiddleware
+from bff.observability import Metrics
 from bff.principal import static_authenticator
 from tests.bff.auth_fixtures import CALLBACK, LOGIN, LOGOUT, running_app
 from tests.bff.conftest import (
@@ -786,3 +788,34 @@ logging.getLogger("httpx").info("request sent")
     else:
         assert lines[0].endswith(f'sub="a\\nb" request_id=req_0123456789abcdef trace_id={TRACE}')
         assert lines[1].endswith("INFO    uvicorn.error: started")
+
+
+async def test_the_edge_drops_headers_that_advertise_the_stack_and_adds_its_own() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"server", b"uvicorn"),
+                    (b"x-powered-by", b"starlette"),
+                    (b"set-cookie2", b"old=1"),
+                    (b"content-type", b"text/plain"),
+                    (b"cache-control", b"public, max-age=60"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    edge = EdgeMiddleware(app, metrics=Metrics())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(edge), base_url="http://bff.test"
+    ) as client:
+        response = await client.get("/somewhere")
+    assert response.text == "ok"
+    for name in ("server", "x-powered-by", "set-cookie2"):
+        assert name not in response.headers
+    assert response.headers["content-type"] == "text/plain"
+    assert response.headers["cache-control"] == "public, max-age=60", "the app's own is kept"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-request-id"].startswith("req_")
