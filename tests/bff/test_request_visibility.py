@@ -5,6 +5,7 @@ and the audit trail's trace and client address."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import respx
 
-from bff import context
+from bff import context, logs
 from bff.context import RequestContext, client_ip
 from bff.logs import JsonFormatter, TextFormatter, rfc3339
 from bff.middleware import EdgeMiddleware
@@ -819,3 +820,39 @@ async def test_the_edge_drops_headers_that_advertise_the_stack_and_adds_its_own(
     assert response.headers["cache-control"] == "public, max-age=60", "the app's own is kept"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-request-id"].startswith("req_")
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_access_lines_of_one_loop_turn_go_out_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _CountingStream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    write = logs._StdoutAccess(lambda fields, created: json.dumps(fields))
+    for n in range(3):
+        write({"n": n})
+    assert stream.getvalue() == "", "held until the loop's turn ends"
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines() == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
+    assert stream.writes == 1
+    write({"n": 3})
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines()[-1] == '{"n": 3}'
+
+
+def test_without_an_event_loop_an_access_line_is_written_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _CountingStream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    logs._StdoutAccess(lambda fields, created: "line")({})
+    assert stream.getvalue() == "line\n"
