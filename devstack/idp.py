@@ -28,6 +28,9 @@ dummy end-session page. What this module adds on top, because the BFF relies on 
 - access tokens are RS256 JWTs (RFC 9068 shape) signed with the key published at ``/jwks``,
   carrying ``zen_tenants`` and ``scope``, so that credential mode ``relay`` can be tried;
 - ``post_logout_redirect_uri`` of end-session must stay on the origin of a redirect URI;
+- its pages (sign in, sign out, errors) are this package's templates with a style sheet it
+  serves itself, under a Content-Security-Policy: they look right offline and load nothing from
+  elsewhere (the mock's link a stylesheet on a CDN);
 - a shortcut for trying the gateway from a terminal: the client may ask for a demo user's
   access token with ``grant_type=password`` (the password is the user's name), so that ``curl``
   can call the gateway with a bearer token. Development only, like everything here.
@@ -55,12 +58,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import flask
+import jinja2
 import msgspec
 import werkzeug.serving
 from joserfc import jwt
@@ -169,6 +174,7 @@ def create_idp_app(
     """
     if not redirect_uris:
         raise ValueError("at least one redirect URI is required")
+    users = list(users)
     state = _ProviderState(client_id, client_secret, tuple(redirect_uris), clock=clock)
 
     # The mock's templates live in its package; naming the app after it lets Flask find them.
@@ -200,12 +206,59 @@ def create_idp_app(
     )
 
     _register_client(app, state)
+    _use_own_pages(app, state, users)
     app.before_request(lambda: _before_request(state))
     app.after_request(lambda response: _after_request(state, response))
     app.add_url_rule(
         "/oauth2/revoke", "revoke", lambda: _revoke(state), methods=["POST"], strict_slashes=True
     )
     return app
+
+
+STYLESHEET_PATH = "/devstack/provider.css"
+_PAGE_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {origins}; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _use_own_pages(app: flask.Flask, state: _ProviderState, users: list[DevUser]) -> None:
+    """The provider's pages from ``devstack/templates`` (the mock's are a fallback for a page
+    this package does not have), styled by :data:`STYLESHEET_PATH`, with the demo users listed
+    on the sign-in page."""
+    app.jinja_loader = jinja2.ChoiceLoader(
+        [jinja2.PackageLoader("devstack", "templates"), *filter(None, [app.jinja_loader])]
+    )
+    app.add_url_rule(STYLESHEET_PATH, "devstack_stylesheet", _stylesheet)
+    demo_users = [{"sub": u.sub, "name": u.name, "access": _access(u)} for u in users]
+    app.context_processor(lambda: {"demo_users": demo_users})
+    # A form's redirect counts against form-action: the sign-in and sign-out forms end on the
+    # application's origin.
+    policy = _PAGE_POLICY.format(origins=" ".join(sorted(state.logout_origins)))
+    app.after_request(lambda response: _page_policy(response, policy))
+
+
+def _access(user: DevUser) -> str:
+    if not user.zen_tenants:
+        return "no tenants"
+    return "; ".join(
+        f"{tenant}: {', '.join(s.split(':')[0] for s in scopes)}"
+        for tenant, scopes in user.zen_tenants.items()
+    )
+
+
+def _stylesheet() -> flask.Response:
+    css = resources.files("devstack").joinpath("static", "provider.css").read_bytes()
+    response = flask.make_response(css)
+    response.headers["Content-Type"] = "text/css; charset=utf-8"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _page_policy(response: flask.Response, policy: str) -> flask.Response:
+    if response.mimetype == "text/html":
+        response.headers["Content-Security-Policy"] = policy
+    return response
 
 
 def _register_client(app: flask.Flask, state: _ProviderState) -> None:
@@ -293,7 +346,9 @@ def _before_request(state: _ProviderState) -> WerkzeugResponse | None:
             redirect_uri = flask.request.args.get("redirect_uri", "")
             if redirect_uri in state.redirect_uris:
                 return _redirect_error(redirect_uri, "access_denied", "the user denied access")
-        return _check_pkce_request(state)
+        if refused := _check_pkce_request(state):
+            return refused
+        return _blank_user_name(state)
     if endpoint == f"{_MOCK}.issue_token":
         # The client first, then its grant (RFC 6749 3.2.1): a wrong secret is invalid_client
         # whatever the code, as a real provider answers.
@@ -369,6 +424,21 @@ def _check_pkce_request(state: _ProviderState) -> WerkzeugResponse | None:
             redirect_uri, "invalid_request", "code_challenge_method must be S256"
         )
     return None
+
+
+def _blank_user_name(state: _ProviderState) -> flask.Response | None:
+    """The sign-in form again, saying what is missing, when it was sent with a blank name (the
+    mock would sign in a user whose name is empty)."""
+    form = flask.request.form
+    if flask.request.method != "POST" or "sub" not in form or form["sub"].strip():
+        return None
+    page = flask.render_template(
+        "authorization_form.html",
+        client_id=state.client_id,
+        redirect_uri=flask.request.args.get("redirect_uri", ""),
+        sub_missing=True,
+    )
+    return flask.make_response(page, HTTPStatus.OK)
 
 
 def _remember_code_challenge(state: _ProviderState, response: flask.Response) -> None:

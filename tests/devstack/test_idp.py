@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -529,3 +530,61 @@ def test_a_wrong_client_secret_is_refused_before_the_code_is_looked_at(
     )
     assert refused.status_code == 401
     assert refused.json()["error"] == "invalid_client"
+
+
+# --- its pages -------------------------------------------------------------------------------
+
+MOCK_TEMPLATES = Path(__import__("oidc_provider_mock").__file__).parent / "templates"
+OWN_TEMPLATES = Path(__file__).resolve().parents[2] / "devstack" / "templates"
+EXTERNAL_URL = re.compile(r"""(?:href|src|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def _pages(idp: httpx.Client) -> dict[str, httpx.Response]:
+    login = Login.new()
+    return {
+        "sign in": idp.get("/oauth2/authorize", params=login.params()),
+        "sign out": idp.get(
+            "/oauth2/end_session", params={"post_logout_redirect_uri": "http://127.0.0.1:8000/"}
+        ),
+        "signed out": idp.post("/oauth2/end_session/confirm"),
+        "error": idp.get("/oauth2/authorize", params={"client_id": "nobody"}),
+        "home": idp.get("/"),
+    }
+
+
+def test_every_page_of_the_mock_has_one_of_ours() -> None:
+    theirs = {path.name for path in MOCK_TEMPLATES.glob("*.html")}
+    ours = {path.name for path in OWN_TEMPLATES.glob("*.html")}
+    assert theirs <= ours, f"pages that would load the mock's CDN style sheet: {theirs - ours}"
+
+
+def test_the_pages_load_only_the_providers_own_style_sheet(idp: httpx.Client) -> None:
+    for name, page in _pages(idp).items():
+        assert page.headers["content-type"].startswith("text/html"), name
+        assert not EXTERNAL_URL.search(page.text), f"the {name} page refers elsewhere"
+        assert "<style" not in page.text and "style=" not in page.text, name
+        assert 'href="/devstack/provider.css"' in page.text, name
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "style-src 'self'" in policy, name
+        assert "form-action 'self' http://127.0.0.1:8000" in policy, name
+    sheet = idp.get("/devstack/provider.css")
+    assert sheet.status_code == 200
+    assert sheet.headers["content-type"].startswith("text/css")
+    assert "prefers-color-scheme: dark" in sheet.text
+
+
+def test_the_sign_in_page_lists_the_demo_users_and_what_they_may_do(idp: httpx.Client) -> None:
+    page = idp.get("/oauth2/authorize", params=Login.new().params()).text
+    assert "Alice Admin · ten_acme: read, write" in page
+    assert "Bob Reader · ten_acme: read" in page
+    assert "Nina Newcomer · no tenants" in page
+    assert '<label for="sub">User name</label>' in page
+
+
+def test_a_blank_user_name_is_asked_for_again_not_signed_in(idp: httpx.Client) -> None:
+    login = Login.new()
+    form = find_login_form(idp.get("/oauth2/authorize", params=login.params()))
+    answer = idp.post(form.action, data=form.submission("  "))
+    assert answer.status_code == 200
+    assert "Type a user name." in answer.text
+    assert 'aria-invalid="true"' in answer.text
