@@ -7,8 +7,12 @@ STAMP := $(VENV)/.installed
 INTEROP := tests/interop
 INTEROP_STAMP := $(INTEROP)/node_modules/.installed
 NPM := $(shell command -v npm)
+# The dashboard's TypeScript package: API types generated from bff/openapi.json and a typed client;
+# its tsc also type-checks the console (bff/static/console.js) against those types.
+TS_CLIENT := clients/typescript
+TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
-.PHONY: dev test lint format bench venv lock interop clean
+.PHONY: dev test lint format bench venv lock interop types clean
 
 venv: $(STAMP)
 
@@ -33,13 +37,32 @@ $(INTEROP_STAMP): $(INTEROP)/package.json $(INTEROP)/package-lock.json
 
 interop: $(INTEROP_STAMP)
 
+# Reinstall only when the TypeScript package's locked tools change.
+$(TS_STAMP): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
+	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund
+	@touch $(TS_STAMP)
+
+# After changing bff/openapi.json: regenerate the dashboard's API types (a test fails while the
+# committed ones are stale), then commit clients/typescript/src/api.d.ts.
+types: $(TS_STAMP)
+	$(TS_CLIENT)/node_modules/.bin/openapi-typescript bff/openapi.json --output $(TS_CLIENT)/src/api.d.ts
+
 dev: $(STAMP)
 	$(BIN)/bff dev
 
-lint: $(STAMP)
+# With npm, tsc type-checks the TypeScript client and the console; without Node that check is
+# skipped with a note, except in CI (CI=true), where it must run.
+lint: $(STAMP) $(if $(NPM),$(TS_STAMP))
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+ifneq ($(NPM),)
+	$(TS_CLIENT)/node_modules/.bin/tsc --noEmit -p $(TS_CLIENT)
+else ifeq ($(CI),true)
+	@echo "npm is required in CI: it type-checks $(TS_CLIENT) and bff/static/console.js" >&2; exit 1
+else
+	@echo "note: npm is not installed, so $(TS_CLIENT) and bff/static/console.js were not type-checked"
+endif
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -58,4 +81,5 @@ bench: $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .data .mypy_cache .pytest_cache .ruff_cache $(INTEROP)/node_modules
+	rm -rf $(VENV) .data .mypy_cache .pytest_cache .ruff_cache $(INTEROP)/node_modules \
+	  $(TS_CLIENT)/node_modules tests/browser/artifacts

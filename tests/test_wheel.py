@@ -17,7 +17,15 @@ from tests.support.processes import clean_environ, serving
 REPO = Path(__file__).resolve().parents[1]
 # Local state and earlier builds: a stale build/ would leak old files into the wheel.
 NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", ".data", "build", "dist", "*.egg-info", "__pycache__", ".*cache*"
+    ".git",
+    ".venv",
+    ".data",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*cache*",
+    "node_modules",
 )
 # Building, installing the runtime dependencies into a new venv (from pip's index and cache).
 PIP_TIMEOUT = 300
