@@ -73,15 +73,20 @@ async def start(h: Harness, browser: Browser) -> str:
     return AuthorizeRequest.from_location(response.headers["location"]).params["state"]
 
 
-async def test_pressing_deny_at_the_provider_shows_a_page_with_a_way_back(
-    upstream: respx.MockRouter,
-) -> None:
+async def denied(upstream: respx.MockRouter, headers: dict[str, str]) -> httpx.Response:
+    """The callback of a sign-in the user refused at the provider, asked for with ``headers``."""
     async with running_app(upstream) as h:
         browser = h.browser()
         state = await start(h, browser)
-        response = await browser.get(
-            CALLBACK, params={"error": "access_denied", "state": state}, headers=NAVIGATION
+        return await browser.get(
+            CALLBACK, params={"error": "access_denied", "state": state}, headers=headers
         )
+
+
+async def test_pressing_deny_at_the_provider_shows_a_page_with_a_way_back(
+    upstream: respx.MockRouter,
+) -> None:
+    response = await denied(upstream, NAVIGATION)
 
     assert response.status_code == 400
     page = read_page(response)
@@ -105,13 +110,7 @@ async def test_pressing_deny_at_the_provider_shows_a_page_with_a_way_back(
 async def test_a_script_calling_the_same_callback_keeps_problem_json(
     upstream: respx.MockRouter,
 ) -> None:
-    async with running_app(upstream) as h:
-        browser = h.browser()
-        state = await start(h, browser)
-        response = await browser.get(
-            CALLBACK, params={"error": "access_denied", "state": state}, headers=SCRIPT
-        )
-    assert_problem(response, 400, "login-failed")
+    assert_problem(await denied(upstream, SCRIPT), 400, "login-failed")
 
 
 @pytest.mark.parametrize(
