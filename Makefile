@@ -73,11 +73,13 @@ format: $(STAMP)
 test: lint $(if $(NPM),$(INTEROP_STAMP))
 	$(BIN)/pytest
 
-# Both benchmarks run even if one fails (the client one needs nginx); either failing fails the target.
+# Every benchmark runs even if another fails (the client one needs nginx, the gateway one nginx
+# and wrk); any failing fails the target. The gateway one writes bench/results/latest.{json,png}.
 bench: $(STAMP)
 	status=0; \
 	$(BIN)/python bench/upstream_client_bench.py || status=1; \
 	$(BIN)/python bench/bff_bench.py || status=1; \
+	$(BIN)/python bench/gateway_bench.py || status=1; \
 	exit $$status
 
 clean:

@@ -1,0 +1,72 @@
+"""Arm ``reference-aiohttp``: a reshape proxy on raw aiohttp, no auth, no enrichment.
+
+Each request reads the upstream's flow page through one pooled ``aiohttp.ClientSession``,
+decodes it, reshapes every flow into the UI's camelCase view and encodes the page: the least a
+Python proxy of this shape does. Port of the shared harness's ``rawaio.py``, with one change:
+that one decodes and encodes with orjson, which is no dependency of this project, so this one
+uses msgspec's untyped JSON decoder and encoder (a dependency, and as fast as orjson for this).
+
+    BENCH_UPSTREAM=http://127.0.0.1:PORT uvicorn --app-dir bench/arms \
+        --factory reference_aiohttp:create_app
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+FLOWS_ROUTE = "/api/bff/v1/tenants/{tid}/clusters/{cid}/delivery-flows"
+
+
+def reshape(flow: dict[str, Any]) -> dict[str, Any]:
+    """One upstream flow (snake_case) as the UI's view of it (camelCase)."""
+    retry = flow["config"]["retry_policy"]
+    return {
+        "id": flow["id"],
+        "name": flow["name"],
+        "source": {"id": flow["source_id"]},
+        "destination": {"id": flow["destination_id"]},
+        "retryPolicy": {
+            "maxAttempts": retry["max_attempts"],
+            "backoffSeconds": retry["backoff_seconds"],
+        },
+        "createdAt": flow["created_at"],
+        "updatedAt": flow["updated_at"],
+    }
+
+
+def create_app() -> Starlette:
+    """The app; its upstream is ``BENCH_UPSTREAM`` (an origin such as ``http://127.0.0.1:9001``)."""
+    upstream = os.environ["BENCH_UPSTREAM"]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=100)
+        app.state.session = aiohttp.ClientSession(upstream, connector=connector)
+        yield
+        await app.state.session.close()
+
+    async def flows(request: Request) -> Response:
+        tenant_id = request.path_params["tid"]
+        session: aiohttp.ClientSession = request.app.state.session
+        async with session.get(f"/v1/tenants/{tenant_id}/delivery-flows") as upstream_answer:
+            content = await upstream_answer.read()
+        page = msgspec.json.decode(content)
+        body = msgspec.json.encode(
+            {
+                "items": [reshape(flow) for flow in page["delivery_flows"]],
+                "page": {"nextCursor": page["next_cursor"]},
+            }
+        )
+        return Response(body, media_type="application/json")
+
+    return Starlette(routes=[Route(FLOWS_ROUTE, flows)], lifespan=lifespan)
