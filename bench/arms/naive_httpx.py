@@ -5,6 +5,12 @@ Stock ``httpx.AsyncClient`` (its own httpcore transport), stdlib ``json`` throug
 the baseline a tuned gateway is measured against. Port of the shared harness's ``naive.py``
 (which already used no orjson).
 
+It runs in the project's environment, which has no ``sniffio`` (nothing here depends on it):
+httpcore then tries ``import sniffio`` again, and fails, each time it asks which async library
+runs, a few times a request. The shared harness's environment has sniffio. Measured back to
+back on one machine (3 rounds each), that difference was within the noise at 32 connections
+(105-119 against 90-131 requests/s) and at most about a fifth at one (196-267 against 206-329).
+
     BENCH_UPSTREAM=http://127.0.0.1:PORT uvicorn --app-dir bench/arms \
         --factory naive_httpx:create_app
 """
