@@ -28,8 +28,10 @@ The arms (``bench/README.md`` says how to read them):
   (``BFF__CACHE__TTL_SECONDS=0``): every request reaches the upstream;
 - ``bff-cached``: the same with a 2 s micro-cache: the hit path.
 
-Any answer other than 2xx, or a socket error, in any arm stops the run with exit status 1 and
-writes nothing: a benchmark of errors is worthless. Missing nginx or wrk exits with status 2.
+Every arm must answer 200 with a page of 20 flows before and after its load, and wrk must count
+no answer of 400 or more (its "Non-2xx or 3xx responses") and no socket error; otherwise the run
+stops with exit status 1 and writes nothing: a benchmark of errors is worthless. Missing nginx or
+wrk exits with status 2.
 Missed performance targets are reported, and fail the run only with ``--check``.
 
     python bench/gateway_bench.py [--seconds 8] [--quick] [--out bench/results] [--check]

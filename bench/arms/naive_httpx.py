@@ -11,8 +11,7 @@ runs, a few times a request. The shared harness's environment has sniffio. Measu
 back on one machine (3 rounds each), that difference was within the noise at 32 connections
 (105-119 against 90-131 requests/s) and at most about a fifth at one (196-267 against 206-329).
 
-    BENCH_UPSTREAM=http://127.0.0.1:PORT uvicorn --app-dir bench/arms \
-        --factory naive_httpx:create_app
+    uvicorn --app-dir bench/arms --factory naive_httpx:create_app  # BENCH_UPSTREAM=origin
 """
 
 from __future__ import annotations

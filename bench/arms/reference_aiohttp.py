@@ -4,10 +4,9 @@ Each request reads the upstream's flow page through one pooled ``aiohttp.ClientS
 decodes it, reshapes every flow into the UI's camelCase view and encodes the page: the least a
 Python proxy of this shape does. Port of the shared harness's ``rawaio.py``, with one change:
 that one decodes and encodes with orjson, which is no dependency of this project, so this one
-uses msgspec's untyped JSON decoder and encoder (a dependency, and as fast as orjson for this).
+uses msgspec's untyped JSON decoder and encoder (a dependency of the project).
 
-    BENCH_UPSTREAM=http://127.0.0.1:PORT uvicorn --app-dir bench/arms \
-        --factory reference_aiohttp:create_app
+    uvicorn --app-dir bench/arms --factory reference_aiohttp:create_app  # BENCH_UPSTREAM=origin
 """
 
 from __future__ import annotations
