@@ -644,6 +644,7 @@
     $("list-loading").hidden = !busy;
     if (busy) {
       $("no-flows").hidden = true;
+      $("flows").hidden = false; // it may be hidden by an empty cluster shown before
       const bones = [1, 2, 3].map(() => h("tr", { className: "skeleton-row", attrs: { "aria-hidden": "true" } },
         ...[1, 2, 3, 4, 5, 6].map(() => h("td", {}, h("span", { className: "skeleton" })))));
       $("flow-rows").replaceChildren(...bones);
@@ -1244,8 +1245,9 @@
     window.addEventListener("popstate", () => {
       if (!state.session || state.session.tenants.length === 0) return;
       const wanted = requestedView();
-      select("tenant").value = wanted.tenant || "";
-      selectTenant(wanted.tenant, wanted.cluster, "replace");
+      const known = state.session.tenants.some((t) => t.id === wanted.tenant);
+      select("tenant").value = known ? wanted.tenant || "" : "";
+      selectTenant(known ? wanted.tenant : null, known ? wanted.cluster : null, "replace");
     });
     loadSession();
   }

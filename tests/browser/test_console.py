@@ -189,10 +189,13 @@ def test_every_call_shows_that_it_is_busy(page: Page, stack: ServerProcess) -> N
         [{"name": "busy-flow", "sourceId": "ing_github_ci", "destinationId": "dest_billing_svc"}],
     )
 
-    # Opening a cluster: skeleton rows while its flows load.
+    # Opening a cluster: skeleton rows while its flows load, also when switching clusters.
+    page.select_option("#cluster", "plane_dev_eu_west_1")
+    expect(page.locator("#flows-region")).to_have_attribute("aria-busy", "false")
     listing = HeldRequests("GET", lambda r: r.url.endswith("/delivery-flows"))
     page.route("**/delivery-flows", listing)
     page.select_option("#cluster", "plane_dev_us_east_1")
+    expect(page.locator("#flow-rows .skeleton-row").first).to_be_visible()
     expect(page.locator("#flows-region")).to_have_attribute("aria-busy", "true")
     expect(page.locator("#flow-rows .skeleton-row")).to_have_count(3)
     listing.release(page)
