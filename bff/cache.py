@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
 from typing import Generic, Literal, TypeVar
 
-from cachetools import TTLCache
-
 CacheOutcome = Literal["hit", "miss", "bypass"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -36,9 +34,14 @@ class SingleFlightCache(Generic[K, V]):
         timer: Callable[[], float] = time.monotonic,
         report: Callable[[CacheOutcome], None] | None = None,
     ) -> None:
-        self._cache: TTLCache[K, V] | None = (
-            TTLCache(maxsize=maxsize, ttl=ttl, timer=timer) if ttl > 0 else None
-        )
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self._ttl = ttl
+        self._maxsize = maxsize
+        self._timer = timer
+        # key -> (expires at, value), oldest stored first: a plain dict, as a lookup on the hot
+        # path costs a fraction of a general-purpose cache's.
+        self._cache: dict[K, tuple[float, V]] | None = {} if ttl > 0 else None
         self._inflight: dict[K, asyncio.Task[V]] = {}
         self._generation = 0
         self._report = report
@@ -49,11 +52,8 @@ class SingleFlightCache(Generic[K, V]):
             if report is not None:
                 report("bypass")
             return await load()
-        try:
-            value = self._cache[key]
-        except KeyError:
-            pass
-        else:
+        value = self._fresh(key)
+        if value is not None:
             if report is not None:
                 report("hit")
             return value
@@ -74,12 +74,32 @@ class SingleFlightCache(Generic[K, V]):
     def peek(self, key: K) -> V | None:
         """The fresh cached value, reported as a ``hit``; or None, reporting nothing (then
         :meth:`get`). Lets a hot path answer a hit without awaiting anything."""
-        if self._cache is None:
-            return None
-        value = self._cache.get(key)
+        value = self._fresh(key)
         if value is not None and self._report is not None:
             self._report("hit")
         return value
+
+    def _fresh(self, key: K) -> V | None:
+        if self._cache is None:
+            return None
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._timer():
+            del self._cache[key]
+            return None
+        return entry[1]
+
+    def _store(self, key: K, value: V) -> None:
+        assert self._cache is not None
+        self._cache.pop(key, None)
+        if len(self._cache) >= self._maxsize:
+            now = self._timer()
+            for stale in [k for k, (expires, _) in self._cache.items() if expires <= now]:
+                del self._cache[stale]
+            while len(self._cache) >= self._maxsize:
+                del self._cache[next(iter(self._cache))]  # the oldest stored
+        self._cache[key] = (self._timer() + self._ttl, value)
 
     def invalidate(self, predicate: Callable[[K], bool]) -> None:
         """Forget every key matching ``predicate``, including loads already under way."""
@@ -99,4 +119,4 @@ class SingleFlightCache(Generic[K, V]):
         if task.cancelled() or task.exception() is not None:
             return
         if self._cache is not None and generation == self._generation:
-            self._cache[key] = task.result()
+            self._store(key, task.result())

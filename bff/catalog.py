@@ -13,8 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
-
 import upstream_client as uc
 
 from .cache import SingleFlightCache
@@ -61,9 +59,10 @@ class Catalog:
         self._endpoints: SingleFlightCache[tuple[str, str], _Cluster] = SingleFlightCache(
             ttl=ttl, maxsize=maxsize
         )
-        self._names_failed: TTLCache[tuple[str, str], bool] = TTLCache(
-            maxsize=maxsize, ttl=NAMES_RETRY_AFTER, timer=timer
-        )
+        # (tenant, cluster) -> until when its names are not looked up again after a failure.
+        self._names_failed: dict[tuple[str, str], float] = {}
+        self._maxsize = maxsize
+        self._timer = timer
 
     async def clusters(self, tenant_id: str, *, token: Token, request_id: str) -> list[uc.Cluster]:
         return await self._clusters.get(
@@ -131,10 +130,19 @@ class Catalog:
 
         return await self._endpoints.get((tenant_id, cluster_id), load)
 
+    def _failed_recently(self, key: tuple[str, str]) -> bool:
+        until = self._names_failed.get(key)
+        if until is None:
+            return False
+        if until <= self._timer():
+            del self._names_failed[key]
+            return False
+        return True
+
     def cached_names(self, tenant_id: str, cluster_id: str) -> Names | None:
         """The display names when known without a lookup (or a recent lookup failed); else None."""
         key = (tenant_id, cluster_id)
-        if key in self._names_failed:
+        if self._names_failed and self._failed_recently(key):
             return UNKNOWN_NAMES
         cluster = self._endpoints.peek(key)
         return cluster.names if cluster is not None else None
@@ -163,7 +171,9 @@ class Catalog:
             )
             return UNKNOWN_NAMES
         except uc.UpstreamError as exc:
-            self._names_failed[tenant_id, cluster_id] = True
+            if len(self._names_failed) >= self._maxsize:
+                self._names_failed.clear()  # many failing clusters at once: all are retried
+            self._names_failed[tenant_id, cluster_id] = self._timer() + NAMES_RETRY_AFTER
             logger.warning(
                 "name lookup failed for %s/%s (request %s): %s",
                 tenant_id,

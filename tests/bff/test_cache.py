@@ -429,6 +429,37 @@ async def test_single_flight_cache_keys_are_independent() -> None:
     assert (a.calls, b.calls) == (1, 1)
 
 
+async def test_a_full_cache_drops_expired_entries_first_then_the_oldest() -> None:
+    timer = FakeClock()
+    cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=2, maxsize=2, timer=timer)
+    loads = {key: Loader(key + "1", key + "2") for key in "abc"}
+    await cache.get("a", loads["a"])
+    timer.advance(1.5)
+    await cache.get("b", loads["b"])
+    timer.advance(1.0)  # "a" has expired, "b" has not
+    await cache.get("c", loads["c"])  # full: the expired "a" makes room, "b" stays
+    assert cache.peek("a") is None and cache.peek("b") == "b1" and cache.peek("c") == "c1"
+    await cache.get("a", loads["a"])  # full, nothing expired: "b", the oldest, makes room
+    assert cache.peek("b") is None and cache.peek("c") == "c1" and cache.peek("a") == "a2"
+    assert [loads[key].calls for key in "abc"] == [2, 1, 1]
+
+
+async def test_peek_answers_only_a_fresh_value_and_never_loads() -> None:
+    timer = FakeClock()
+    reported: list[str] = []
+    cache: SingleFlightCache[str, object] = SingleFlightCache(
+        ttl=2, maxsize=10, timer=timer, report=reported.append
+    )
+    assert cache.peek("k") is None and reported == []
+    await cache.get("k", Loader("v"))
+    assert cache.peek("k") == "v"
+    timer.advance(2)
+    assert cache.peek("k") is None
+    assert reported == ["miss", "hit"]
+    off: SingleFlightCache[str, object] = SingleFlightCache(ttl=0, maxsize=10)
+    assert off.peek("k") is None and not off.enabled
+
+
 async def test_ttl_zero_loads_every_time() -> None:
     cache: SingleFlightCache[str, object] = SingleFlightCache(ttl=0, maxsize=10)
     load = Loader("v1", "v2")
