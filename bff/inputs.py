@@ -38,6 +38,8 @@ def _decimal(text: str, *, cap: int) -> int | None:
 
 
 def list_query(request: Request) -> tuple[int, str | None]:
+    if not request.scope["query_string"]:
+        return DEFAULT_LIMIT, None  # the first page, as a dashboard mostly asks: nothing to parse
     errors: list[FieldError] = []
     seen: set[str] = set()
     for key, _ in request.query_params.multi_items():
@@ -65,7 +67,7 @@ def list_query(request: Request) -> tuple[int, str | None]:
 
 
 def no_query(request: Request) -> None:
-    if request.query_params:
+    if request.scope["query_string"] and request.query_params:
         raise validation_error(
             [
                 FieldError(key, "Unknown query parameter.", "unknown_parameter")
