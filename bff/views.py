@@ -53,6 +53,12 @@ class FlowPermissions(_View):
     delete: bool
 
 
+# A flow's permissions follow from the caller's in the tenant: two values, made once.
+_FLOW_PERMISSIONS = {
+    writer: FlowPermissions(update=writer, delete=writer) for writer in (False, True)
+}
+
+
 class FlowView(_View):
     id: str
     name: str
@@ -142,7 +148,7 @@ def flow_view(flow: uc.Flow, names: Names, permissions: Permissions) -> FlowView
         retry_policy=_retry_view(flow.config.retry_policy),
         created_at=flow.created_at,
         updated_at=flow.updated_at,
-        permissions=FlowPermissions(update=permissions.write, delete=permissions.write),
+        permissions=_FLOW_PERMISSIONS[permissions.write],
     )
 
 
