@@ -113,8 +113,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             answer_headers = response.headers
             encoded = answer_headers.get("content-encoding", "identity") != "identity"
             declared = response.content_length
-            if declared is not None and declared > max_body_bytes:
-                return Exchange(response.status, answer_headers, None, encoded)
+            if declared is not None:
+                if declared > max_body_bytes:
+                    return Exchange(response.status, answer_headers, None, encoded)
+                # Its length is known and allowed: one read (aiohttp stops at that length).
+                return Exchange(response.status, answer_headers, await response.read(), encoded)
             parts: list[bytes] = []
             size = 0
             async for chunk in response.content.iter_any():
