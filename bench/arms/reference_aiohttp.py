@@ -14,33 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import msgspec
+from shape import FLOWS_ROUTE, reshape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-FLOWS_ROUTE = "/api/bff/v1/tenants/{tid}/clusters/{cid}/delivery-flows"
-
-
-def reshape(flow: dict[str, Any]) -> dict[str, Any]:
-    """One upstream flow (snake_case) as the UI's view of it (camelCase)."""
-    retry = flow["config"]["retry_policy"]
-    return {
-        "id": flow["id"],
-        "name": flow["name"],
-        "source": {"id": flow["source_id"]},
-        "destination": {"id": flow["destination_id"]},
-        "retryPolicy": {
-            "maxAttempts": retry["max_attempts"],
-            "backoffSeconds": retry["backoff_seconds"],
-        },
-        "createdAt": flow["created_at"],
-        "updatedAt": flow["updated_at"],
-    }
 
 
 def create_app() -> Starlette:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shape import FLOWS_ROUTE
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-FLOWS_ROUTE = "/api/bff/v1/tenants/{tid}/clusters/{cid}/delivery-flows"
 
 
 def create_app() -> Starlette:
