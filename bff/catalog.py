@@ -70,22 +70,14 @@ class Catalog:
             lambda: self._client.list_clusters(tenant_id, token=token(), request_id=request_id),
         )
 
-    def knows_cluster(self, tenant_id: str, cluster_id: str) -> bool | None:
-        """Whether the cached clusters of the tenant include this one; None when not cached."""
-        clusters = self._clusters.peek(tenant_id)
-        if clusters is None:
-            return None
-        return any(cluster.id == cluster_id for cluster in clusters)
-
     async def require_cluster(
         self, tenant_id: str, cluster_id: str, *, token: Token, request_id: str
     ) -> None:
         """404 unless ``cluster_id`` is one of the tenant's clusters."""
-        known = self.knows_cluster(tenant_id, cluster_id)
-        if known is None:
+        clusters = self._clusters.peek(tenant_id)  # a hit needs no await
+        if clusters is None:
             clusters = await self.clusters(tenant_id, token=token, request_id=request_id)
-            known = any(cluster.id == cluster_id for cluster in clusters)
-        if not known:
+        if not any(cluster.id == cluster_id for cluster in clusters):
             raise not_found("The cluster does not exist in this tenant.")
 
     async def endpoints(

@@ -63,13 +63,14 @@ async def list_flows(request: Request) -> Response:
     await call.require_cluster()
     services = call.services
     key = (call.tenant_id, call.cluster_id, limit, cursor or "")
-    cached_page = services.responses.pages.peek(key)
-    cached_names = services.catalog.cached_names(call.tenant_id, call.cluster_id)
-    if cached_names is None:
-        # Both asked for at once (the names are cached again long before the page).
-        page, names = await asyncio.gather(_page(call, key), call.names())
-    else:
-        page, names = cached_page or await _page(call, key), cached_names
+    page = services.responses.pages.peek(key)
+    names = services.catalog.cached_names(call.tenant_id, call.cluster_id)
+    if page is None and names is None:
+        page, names = await asyncio.gather(_page(call, key), call.names())  # both at once
+    if page is None:
+        page = await _page(call, key)
+    if names is None:
+        names = await call.names()
     body = services.responses.render_page(key, page, names, call.permissions())
     return Response(body, media_type="application/json")
 

@@ -69,16 +69,14 @@ class MicroCache:
         self, key: PageKey, page: uc.FlowPage, names: Names, permissions: Permissions
     ) -> bytes:
         """The page's view as JSON, encoded once per page, names and permission set."""
-        if not self.pages.enabled:
-            view = flow_list_view(page, limit=key[2], names=names, permissions=permissions)
-            return msgspec.json.encode(view)
-        rendered = self.rendered.get((key, permissions))
+        keep = self.pages.enabled
+        rendered = self.rendered.get((key, permissions)) if keep else None
         if rendered is not None and rendered[0] is page and rendered[1] is names:
             return rendered[2]
-        body = msgspec.json.encode(
-            flow_list_view(page, limit=key[2], names=names, permissions=permissions)
-        )
-        self.rendered[key, permissions] = (page, names, body)
+        view = flow_list_view(page, limit=key[2], names=names, permissions=permissions)
+        body = msgspec.json.encode(view)
+        if keep:
+            self.rendered[key, permissions] = (page, names, body)
         return body
 
     def forget(self, tenant_id: str, cluster_id: str) -> None:
@@ -164,12 +162,9 @@ class Call:
     def permissions(self) -> Permissions:
         return permissions(self.principal, self.tenant_id)
 
-    def _upstream_token(self) -> str:
-        return self.token
-
     async def names(self) -> Names:
         return await self.services.catalog.names(
-            self.tenant_id, self.cluster_id, token=self._upstream_token, request_id=self.request_id
+            self.tenant_id, self.cluster_id, token=lambda: self.token, request_id=self.request_id
         )
 
     async def written(self) -> None:
@@ -246,7 +241,7 @@ class Call:
 
     async def require_cluster(self) -> None:
         await self.services.catalog.require_cluster(
-            self.tenant_id, self.cluster_id, token=self._upstream_token, request_id=self.request_id
+            self.tenant_id, self.cluster_id, token=lambda: self.token, request_id=self.request_id
         )
 
 
