@@ -310,10 +310,7 @@ class SignIn:
         )
 
     async def whoami(self, request: Request) -> Response:
-        current = await self.session_auth.current(request)
-        if current is None:
-            raise authentication_required()
-        raw_id, session = current
+        raw_id, session = await self._signed_in(request)
         principal = session_principal(session)
         view = SessionView(
             user={"sub": session.sub, "name": session.name, "email": session.email},
