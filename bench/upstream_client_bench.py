@@ -38,8 +38,7 @@ import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
-from upstream_client import BackendClient, FlowPage, Limits
-from upstream_client._transport import httpcore_transport
+from upstream_client import BackendClient, FlowPage, Limits, TLSConfig
 
 TENANT = "ten_acme"
 PATH = f"/v1/tenants/{TENANT}/delivery-flows"
@@ -89,6 +88,19 @@ def flow_page(count: int) -> bytes:
         for i in range(count)
     ]
     return msgspec.json.encode({"delivery_flows": flows, "next_cursor": None})
+
+
+def httpcore_transport(limits: Limits, tls: TLSConfig | None) -> httpx.AsyncBaseTransport:
+    """httpx's own transport with the limits and TLS the client's default transport honours."""
+    return httpx.AsyncHTTPTransport(
+        verify=tls.ssl_context() if tls is not None else True,
+        trust_env=False,
+        limits=httpx.Limits(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        ),
+    )
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import cache
 from importlib import resources
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import httpx
 import msgspec
@@ -30,28 +30,25 @@ from starlette.middleware import Middleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 import upstream_client as uc
 
-from . import console, flows, pages, signin
-from .audit import AuditLog, FileSink, Sink, StdoutSink
-from .authenticators import BearerAuthenticator, SessionAuthenticator
+from . import auth, console, flows
+from .audit import AuditLog, Auditor, FileSink, Sink, StdoutSink
+from .auth import Authenticator, BearerAuthenticator, OIDCClient, SignIn, open_sign_in
 from .catalog import Catalog
 from .context import CallObserver, ObservedTransport
-from .credentials import UpstreamCredentials
+from .credentials import UpstreamCredentials, minter_for
+from .credentials import routes as credentials_routes
 from .middleware import EdgeMiddleware, request_id_of, trace_id_of
-from .observability import Metrics
-from .oidc import OIDCClient
+from .observability import Metrics, ServiceGauges
 from .paths import API_PREFIX
-from .principal import Authenticator
 from .problems import DEFAULT_RETRY_AFTER, ProblemError, not_found, problem_from_upstream
 from .services import MicroCache, Services
 from .settings import Settings
-from .signin import SignIn
 from .state import open_stores
-from .upstream_tokens import UpstreamTokenMinter, load_signing_key
 
 if TYPE_CHECKING:
     from .otel import OtelSpans
@@ -81,100 +78,23 @@ def create_app(
     """
     metrics = Metrics()
     spans = _spans(settings)
+    seams = _Seams(authenticators, upstream_transport, idp_transport, credentials, clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        responses = MicroCache.for_settings(settings)
         app.state.draining = False
         async with AsyncExitStack() as stack:
             if drain_on_signals:
                 stack.callback(_drain_on_signals(app))
             if spans is not None:
                 stack.callback(spans.shutdown)
-            client = await stack.enter_async_context(
-                _backend_client(settings, upstream_transport, CallObserver("upstream", spans))
-            )
-            http = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    transport=ObservedTransport(
-                        idp_transport or httpx.AsyncHTTPTransport(), CallObserver("provider", spans)
-                    ),
-                    timeout=httpx.Timeout(settings.oidc.timeout_seconds),
-                    trust_env=False,
-                    follow_redirects=False,
-                )
-            )
-            stores = await stack.enter_async_context(
-                open_stores(
-                    settings,
-                    forget=responses.forget,
-                    clock=clock,
-                    on_rate_limit_fallback=metrics.rate_limit_fallbacks.inc,
-                )
-            )
-            oidc = OIDCClient.for_settings(settings.oidc, http, clock=clock)
-            session_auth = SessionAuthenticator(
-                settings,
-                oidc=oidc,
-                sessions=stores.sessions,
-                refresh_lock=stores.refresh_lock,
-                metrics=metrics,
-                clock=clock,
-            )
-            metrics.sessions = stores.sessions
-            metrics.breaker = client.breaker
-            audit = AuditLog(_audit_sink(settings), observe=metrics.audit_observed)
-            stack.callback(audit.close)
-            minter = _minter(settings, clock)
-            app.state.signin = SignIn(
-                settings,
-                oidc=oidc,
-                sessions=stores.sessions,
-                logins=stores.logins,
-                session_auth=session_auth,
-                replay_cache=stores.replay_cache,
-                minter=minter,
-                audit=audit,
-                metrics=metrics,
-                clock=clock,
-            )
-            app.state.services = Services(
-                settings=settings,
-                client=client,
-                catalog=Catalog(
-                    client,
-                    ttl=settings.cache.lookup_ttl_seconds,
-                    maxsize=settings.cache.max_entries,
-                ),
-                responses=responses,
-                invalidation=stores.invalidation,
-                rate_limiter=stores.rate_limiter,
-                credentials=credentials or UpstreamCredentials.for_settings(settings, minter),
-                audit=audit,
-                authenticators=(
-                    [BearerAuthenticator(settings, oidc), session_auth]
-                    if authenticators is None
-                    else list(authenticators)
-                ),
+            app.state.signin, app.state.services = await open_services(
+                stack, settings, metrics=metrics, spans=spans, seams=seams
             )
             yield
 
-    api_routes: list[Route] = [
-        *flows.routes,
-        *signin.routes,
-        *pages.routes,
-        Route("/openapi.json", openapi_document, methods=["GET"]),
-    ]
     app = _Gateway(
-        routes=[
-            # The API first, at its full paths: the router tries routes in order, and a Mount
-            # would build a scope of its own for every call.
-            *(_under(API_PREFIX, route) for route in api_routes),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
-            *(console.routes if settings.bff.console else []),
-        ],
+        routes=_routes(settings, metrics),
         middleware=[
             Middleware(EdgeMiddleware, metrics=metrics, hsts=settings.secure_cookies, spans=spans)
         ],
@@ -190,6 +110,102 @@ def create_app(
     # redirect from the request's Host header, which the caller chooses.
     app.router.redirect_slashes = False
     return app
+
+
+class _Seams(NamedTuple):
+    """What a test (or a tool embedding the gateway) may put in place of the real thing."""
+
+    authenticators: Sequence[Authenticator] | None
+    upstream_transport: httpx.AsyncBaseTransport | None
+    idp_transport: httpx.AsyncBaseTransport | None
+    credentials: UpstreamCredentials | None
+    clock: Callable[[], float]
+
+
+async def open_services(
+    stack: AsyncExitStack,
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    spans: OtelSpans | None,
+    seams: _Seams,
+) -> tuple[SignIn, Services]:
+    """Open what the app's handlers share, each closed by ``stack`` in reverse order: the
+    backend client, the provider's HTTP client, the shared stores, the audit trail."""
+    clock = seams.clock
+    responses = MicroCache.for_settings(settings)
+    client = await stack.enter_async_context(
+        _backend_client(settings, seams.upstream_transport, CallObserver("upstream", spans))
+    )
+    http = await stack.enter_async_context(_provider_http(settings, seams.idp_transport, spans))
+    stores = await stack.enter_async_context(
+        open_stores(
+            settings,
+            forget=responses.forget,
+            clock=clock,
+            on_rate_limit_fallback=metrics.rate_limit_fallbacks.inc,
+        )
+    )
+    stack.callback(metrics.watch(ServiceGauges(sessions=stores.sessions, breaker=client.breaker)))
+    audit_log = AuditLog(_audit_sink(settings), observe=metrics.audit_observed)
+    stack.callback(audit_log.close)
+    audit = Auditor(
+        audit_log, issuer=settings.oidc.issuer, trusted_proxies=settings.bff.trusted_proxies
+    )
+    oidc = OIDCClient.for_settings(settings.oidc, http, clock=clock)
+    signin = open_sign_in(
+        settings, oidc=oidc, stores=stores, audit=audit, metrics=metrics, clock=clock
+    )
+    authenticators = seams.authenticators
+    if authenticators is None:
+        authenticators = [BearerAuthenticator(settings, oidc.discovery), signin.session_auth]
+    services = Services(
+        settings=settings,
+        client=client,
+        catalog=Catalog(
+            client, ttl=settings.cache.lookup_ttl_seconds, maxsize=settings.cache.max_entries
+        ),
+        responses=responses,
+        invalidation=stores.invalidation,
+        rate_limiter=stores.rate_limiter,
+        credentials=seams.credentials
+        or UpstreamCredentials.for_settings(settings, minter_for(settings, clock)),
+        audit=audit,
+        authenticators=list(authenticators),
+    )
+    return signin, services
+
+
+def _routes(settings: Settings, metrics: Metrics) -> list[BaseRoute]:
+    """The API first, at its full paths (the router tries routes in order, and a Mount would
+    build a scope of its own for every call); then the operators' routes and the console."""
+    api_routes: list[Route] = [
+        *flows.routes,
+        *auth.routes,
+        *credentials_routes,
+        Route("/openapi.json", openapi_document, methods=["GET"]),
+    ]
+    return [
+        *(_under(API_PREFIX, route) for route in api_routes),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        *(console.routes if settings.bff.console else []),
+    ]
+
+
+def _provider_http(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None, spans: OtelSpans | None
+) -> httpx.AsyncClient:
+    """The HTTP client of the identity provider's endpoints."""
+    return httpx.AsyncClient(
+        transport=ObservedTransport(
+            transport or httpx.AsyncHTTPTransport(), CallObserver("provider", spans)
+        ),
+        timeout=httpx.Timeout(settings.oidc.timeout_seconds),
+        trust_env=False,
+        follow_redirects=False,
+    )
 
 
 class _Gateway(Starlette):
@@ -245,19 +261,6 @@ def _audit_sink(settings: Settings) -> Sink:
     if settings.audit.sink == "file" and settings.audit.path:
         return FileSink(settings.audit.path, fsync=settings.audit.fsync)
     return StdoutSink()
-
-
-def _minter(settings: Settings, clock: Callable[[], float]) -> UpstreamTokenMinter | None:
-    if settings.upstream.credential != "internal-jwt":
-        return None
-    jwt = settings.internal_jwt
-    return UpstreamTokenMinter(
-        issuer=jwt.issuer or settings.bff.public_origin.rstrip("/"),
-        audience=jwt.audience,
-        ttl=jwt.ttl_seconds,
-        key=load_signing_key(jwt.signing_key_file) if jwt.signing_key_file else None,
-        clock=clock,
-    )
 
 
 def _tls(settings: Settings) -> uc.TLSConfig | None:
@@ -322,10 +325,10 @@ async def readyz(request: Request) -> Response:
         checks["upstream"] = f"failing: circuit open, next probe in {breaker.retry_in:.1f} s"
     await asyncio.gather(
         *([] if "upstream" in checks else [check("upstream", services.client.ping())]),
-        check("identityProvider", signin.oidc.metadata()),
-        check("sessions", signin.sessions.ping()),
+        check("identityProvider", signin.oidc.discovery.metadata()),
+        check("sessions", signin.sessions.store.ping()),
     )
-    if signin.oidc.client_refused and checks["identityProvider"] == "ok":
+    if signin.oidc.tokens.client_refused and checks["identityProvider"] == "ok":
         checks["identityProvider"] = "failing: it refuses this client's id or secret"
     ready = all(value == "ok" for value in checks.values())
     # Reported, but no reason to leave the rotation: one caller's odd token could cause it.
@@ -356,8 +359,8 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 def _answer(request: Request, problem: ProblemError) -> Response:
     """problem+json, or, to a browser that navigated to a sign-in route, a page."""
     ids = _ids(request)
-    if pages.wants_page(request):
-        return pages.failure_page(problem, request, ids[0])
+    if auth.wants_page(request):
+        return auth.failure_page(problem, request, ids[0])
     return problem.response(*ids)
 
 

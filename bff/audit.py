@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import secrets
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
+
+from .context import request_facts
+from .http import rfc3339
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+logger = logging.getLogger("bff.audit")
 
 __all__ = [
     "GENESIS_HASH",
@@ -36,6 +45,7 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditUnavailable",
+    "Auditor",
     "ChainBreak",
     "FileSink",
     "Outcome",
@@ -55,10 +65,23 @@ class AuditUnavailable(Exception):
     """The audit event could not be written; the action it describes must not happen."""
 
 
+Via = Literal["session", "bearer", "static"]
+
+
 class Actor(msgspec.Struct, frozen=True):
     iss: str | None
     sub: str | None
-    auth: Literal["session", "bearer", "static"] | None
+    auth: Via | None
+
+
+class Caller(Protocol):
+    """Who acts, as an authenticator found them (:class:`bff.auth.Principal`)."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def via(self) -> Via: ...
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,10 +169,6 @@ class FileSink:
             self._fd = None
 
 
-def _now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class AuditLog:
     """Stamps events with this instance's chain fields and writes them, one at a time."""
 
@@ -167,8 +186,6 @@ class AuditLog:
         self._prev_hash = GENESIS_HASH
         self._lock = asyncio.Lock()
         self._marker = getattr(sink, "marker", None)
-        self.written = 0
-        self.failures = 0
 
     async def record(self, event: AuditEvent) -> None:
         """Write ``event``; raises :class:`AuditUnavailable` when the sink cannot take it."""
@@ -177,7 +194,7 @@ class AuditLog:
             if record.get("user_agent"):
                 record["user_agent"] = record["user_agent"][:USER_AGENT_MAX]
             record.update(
-                time=_now_rfc3339(),
+                time=rfc3339(time.time()),
                 instance=self.instance,
                 seq=self._seq + 1,
                 prev_hash=self._prev_hash,
@@ -190,7 +207,6 @@ class AuditLog:
                 # fsync blocks: off the event loop, so other requests go on meanwhile.
                 await asyncio.to_thread(self._sink.write, line)
             except OSError as exc:
-                self.failures += 1
                 if self._observe is not None:
                     self._observe(event.event, event.outcome, event.reason, False)
                 raise AuditUnavailable(
@@ -198,12 +214,60 @@ class AuditLog:
                 ) from exc
             self._seq += 1
             self._prev_hash = record["hash"]
-            self.written += 1
             if self._observe is not None:
                 self._observe(event.event, event.outcome, event.reason, True)
 
     def close(self) -> None:
         self._sink.close()
+
+
+class Auditor:
+    """What every audited action goes through: writes and sign-in events alike.
+
+    An event names its actor one way (:meth:`actor`: the configured issuer and the subject, so a
+    user is one actor whatever the provider's trailing slash) and the request it came with
+    (:func:`bff.context.request_facts`). :meth:`record` is write-ahead and raises;
+    :meth:`record_after` is for what already happened, so a failure is only logged.
+    """
+
+    def __init__(self, log: AuditLog, *, issuer: str, trusted_proxies: Sequence[str]) -> None:
+        self._log = log
+        self._issuer = issuer
+        self._trusted_proxies = trusted_proxies
+
+    def actor(self, principal: Caller | None) -> Actor:
+        if principal is None:
+            return Actor(iss=None, sub=None, auth=None)
+        issuer = None if principal.via == "static" else self._issuer
+        return Actor(iss=issuer, sub=principal.subject, auth=principal.via)
+
+    def session_actor(self, sub: str | None) -> Actor:
+        """The user a sign-in event is about (known by subject only, before a principal exists)."""
+        return Actor(iss=self._issuer, sub=sub, auth="session")
+
+    def event(
+        self, scope: Any, event: str, outcome: Outcome, *, actor: Actor, **fields: Any
+    ) -> AuditEvent:
+        """An event of the request ``scope``, with a new ``audit_id``."""
+        return AuditEvent(
+            event=event,
+            outcome=outcome,
+            audit_id=new_audit_id(),
+            actor=actor,
+            **fields,
+            **request_facts(scope, self._trusted_proxies),
+        )
+
+    async def record(self, event: AuditEvent) -> None:
+        """Write-ahead: raises :class:`AuditUnavailable`, and the action must not happen."""
+        await self._log.record(event)
+
+    async def record_after(self, event: AuditEvent, what: str) -> None:
+        """Record ``event`` of an action that already happened; a failure is only logged."""
+        try:
+            await self._log.record(event)
+        except AuditUnavailable as exc:
+            logger.error("cannot record %s: %s", what, exc)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,18 @@
-"""A TTL cache whose concurrent misses for one key share a single load.
+"""The two caches of the gateway.
 
+:class:`SingleFlightCache`: a TTL cache whose concurrent misses for one key share a single load.
 Used three ways: the micro-cache of GET responses, the clusters of a tenant, and the sources and
 destinations of a cluster. A load runs as its own task, so a caller that goes away (the browser
 closed the tab) does not cancel it for the others waiting on the same key.
+
+:class:`StaleWhileRefresh`: one value from elsewhere that serves on while it is refreshed in the
+background: the identity provider's metadata, and its signing keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
@@ -16,6 +21,8 @@ from typing import Generic, Literal, TypeVar
 CacheOutcome = Literal["hit", "miss", "bypass"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+logger = logging.getLogger("bff.cache")
 
 
 class SingleFlightCache(Generic[K, V]):
@@ -120,3 +127,104 @@ class SingleFlightCache(Generic[K, V]):
             return
         if self._cache is not None and generation == self._generation:
             self._store(key, task.result())
+
+
+class StaleWhileRefresh(Generic[V]):
+    """One value, loaded by ``load`` and kept.
+
+    Until it has loaded, concurrent callers share one attempt; after a failed one, callers get
+    the same error for ``retry_after`` seconds without trying again. Once loaded, it serves on:
+    older than ``max_age``, it is reloaded in the background while the copy keeps serving, at
+    most one attempt per ``retry_after`` (a failed reload keeps the copy, and is logged).
+    ``load`` raises only ``errors``; anything else is a bug and propagates.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[], Awaitable[V]],
+        *,
+        name: str,
+        errors: type[Exception] | tuple[type[Exception], ...],
+        max_age: float,
+        retry_after: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._load = load
+        self._name = name
+        self._errors = errors
+        self.max_age = max_age
+        self.retry_after = retry_after
+        self._clock = clock
+        self.value: V | None = None
+        self._loaded_at = 0.0
+        self._attempted_at: float | None = None
+        self._failure: Exception | None = None
+        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
+
+    @property
+    def refreshing(self) -> bool:
+        """A background refresh is under way."""
+        return self._refreshing is not None
+
+    def current(self) -> V | None:
+        """The value as it is (None before the first load); an old one starts its refresh."""
+        if self.value is not None and self._refreshing is None:
+            now = self._clock()
+            if now - self._loaded_at >= self.max_age and self._may_load(now):
+                self._refreshing = asyncio.create_task(self._refresh())
+        return self.value
+
+    async def get(self) -> V:
+        """The value, loaded first if it never was; raises the load's error."""
+        value = self.current()
+        if value is not None:
+            return value
+        if self._failure is not None and not self._may_load(self._clock()):
+            raise self._failure
+        async with self._lock:
+            if self.value is not None:  # another task loaded it while this one waited
+                return self.value
+            return await self._attempt()
+
+    async def reload(self, *, good: Callable[[V], bool] | None = None, force: bool = False) -> V:
+        """Load now, unless the value is fresh and ``good`` (another task may have reloaded it
+        while this one waited), or an attempt was made within ``retry_after`` (``force``
+        ignores that). A failure keeps the value there is, or raises when there is none."""
+        async with self._lock:
+            now, value = self._clock(), self.value
+            if value is not None and now - self._loaded_at < self.max_age and good and good(value):
+                return value
+            if value is not None and not (force or self._may_load(now)):
+                return value
+            if value is None and not force and self._failure and not self._may_load(now):
+                raise self._failure
+            try:
+                return await self._attempt()
+            except self._errors:
+                if value is None:
+                    raise
+                return value
+
+    def _may_load(self, now: float) -> bool:
+        return self._attempted_at is None or now - self._attempted_at >= self.retry_after
+
+    async def _attempt(self) -> V:
+        self._attempted_at = self._clock()
+        try:
+            value = await self._load()
+        except self._errors as exc:
+            self._failure = exc
+            raise
+        self.value, self._loaded_at, self._failure = value, self._clock(), None
+        return value
+
+    async def _refresh(self) -> None:
+        try:
+            async with self._lock:
+                if self._clock() - self._loaded_at >= self.max_age:
+                    await self._attempt()
+        except self._errors as exc:
+            logger.warning("%s: refresh failed, keeping the copy: %s", self._name, exc)
+        finally:
+            self._refreshing = None

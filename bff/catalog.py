@@ -87,10 +87,9 @@ class Catalog:
         *,
         token: Token,
         request_id: str,
-        retries: uc.RetryConfig | None = None,
     ) -> Endpoints:
         """The cluster's sources (ingesters) and destinations."""
-        return (await self._cluster(tenant_id, cluster_id, token, request_id, retries)).endpoints
+        return (await self._cluster(tenant_id, cluster_id, token, request_id, None)).endpoints
 
     async def _cluster(
         self,

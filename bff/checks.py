@@ -15,10 +15,10 @@ import httpx
 
 import upstream_client as uc
 
-from .oidc import OIDCClient
+from .auth import OIDCClient
+from .credentials import SigningKeyError, load_signing_key
 from .paths import CALLBACK_PATH
 from .settings import ConfigError, Settings
-from .upstream_tokens import SigningKeyError, load_signing_key
 
 
 def check_files(settings: Settings) -> None:
@@ -58,20 +58,20 @@ async def probe(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
         oidc = OIDCClient.for_settings(settings.oidc, http)
         try:
-            metadata = await oidc.metadata()
+            metadata = await oidc.discovery.metadata()
         except Exception as exc:
             checks.append(Check("provider discovery", False, str(exc)))
         else:
             checks.append(Check("provider discovery", True, f"issuer {metadata.issuer}"))
             try:
-                jwks = await oidc.jwks()
+                jwks = await oidc.discovery.jwks()
                 await jwks.refresh()
                 checks.append(Check("provider keys", jwks.loaded, metadata.jwks_uri))
             except Exception as exc:
                 checks.append(Check("provider keys", False, str(exc)))
             redirect_uri = settings.bff.public_origin.rstrip("/") + CALLBACK_PATH
             try:
-                accepted = await oidc.check_client(redirect_uri)
+                accepted = await oidc.tokens.check_client(redirect_uri)
             except Exception as exc:
                 checks.append(Check("client credentials", False, str(exc)))
             else:

@@ -7,7 +7,6 @@ check the cluster belongs to the tenant, call the upstream, reshape into a view.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.requests import Request
@@ -18,12 +17,12 @@ from starlette.types import Receive, Scope, Send
 import upstream_client as uc
 
 from . import inputs
-from .paths import flow_path
-from .principal import Action
+from .auth import Action
+from .http import Handler
+from .paths import ID_PATTERN, flow_path
 from .problems import not_found
 from .services import Call, PageKey, audited_write
 from .views import (
-    ID_PATTERN,
     changed_fields,
     cluster_list_view,
     flow_view,
@@ -240,9 +239,6 @@ async def flow_options(request: Request) -> Response:
     )
     view = options_view(call.cluster_id, ingesters, destinations, call.permissions())
     return json_response(view)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 class _Resource:

@@ -11,30 +11,29 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import unicodedata
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 
+import upstream_client as uc
+
+from .http import ContentType, decimal, read_body
+from .paths import ID_PATTERN
 from .problems import FieldError, ProblemError, validation_error
-from .views import BodyErrors, FlowWrite, parse_flow_write
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _CURSOR = re.compile(r"[A-Za-z0-9_=.~-]{1,1024}")
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
-_ENTITY_TAGS = re.compile(r'\*|(W/)?"[\x21\x23-\x7e]*"(\s*,\s*(W/)?"[\x21\x23-\x7e]*")*')
-_JSON_MEDIA = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json")
-
-
-def _decimal(text: str, *, cap: int) -> int | None:
-    """``text`` as a plain ASCII decimal, or None; any larger value comes back as ``cap``."""
-    # isdigit() alone accepts "²", which int() refuses; int() also refuses over 4300 digits.
-    if not (text.isascii() and text.isdigit()):
-        return None
-    significant = text.lstrip("0")
-    if len(significant) > len(str(cap)):
-        return cap
-    return min(int(significant or "0"), cap)
+_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e]*"')
+# RFC 9110 13.1.1: "*" or a list of entity tags, separated by commas and optional space or tab.
+_ENTITY_TAGS = re.compile(rf"\*|{_ENTITY_TAG.pattern}([ \t]*,[ \t]*{_ENTITY_TAG.pattern})*")
+NAME_MAX = 128
+MAX_ATTEMPTS_RANGE = (1, 10)
+BACKOFF_SECONDS_RANGE = (1, 3600)
+DEFAULT_RETRY_POLICY = uc.RetryPolicy()
 
 
 def list_query(request: Request) -> tuple[int, str | None]:
@@ -51,7 +50,7 @@ def list_query(request: Request) -> tuple[int, str | None]:
     limit = DEFAULT_LIMIT
     raw_limit = request.query_params.get("limit")
     if raw_limit is not None:
-        parsed = _decimal(raw_limit, cap=MAX_LIMIT + 1)
+        parsed = decimal(raw_limit, cap=MAX_LIMIT + 1)
         if parsed is not None and 1 <= parsed <= MAX_LIMIT:
             limit = parsed
         else:
@@ -77,41 +76,21 @@ def no_query(request: Request) -> None:
 
 
 async def read_flow_write(request: Request) -> FlowWrite:
-    return _parse_write(await read_json(request))
-
-
-def _parse_write(data: Any) -> FlowWrite:
-    try:
-        return parse_flow_write(data)
-    except BodyErrors as exc:
-        raise validation_error([FieldError(*error) for error in exc.errors]) from None
+    return flow_write(await read_json(request))
 
 
 async def read_json(request: Request) -> Any:
     """The request body as JSON: 415 unless JSON, 413 past the size limit, 400 if malformed."""
-    content_type = request.headers.get("content-type", "")
-    media, *params = content_type.split(";")
-    charsets = [
-        value.strip().strip('"').lower()
-        for name, _, value in (param.partition("=") for param in params)
-        if name.strip().lower() == "charset"
-    ]
-    if not _JSON_MEDIA.fullmatch(media.strip().lower()) or charsets not in ([], ["utf-8"]):
+    if not ContentType(request.headers.get("content-type")).is_json:
         raise ProblemError(415, "unsupported-media-type", "Send the body as application/json.")
     limit = request.app.state.services.settings.bff.max_body_bytes
-    too_large = ProblemError(
-        413, "payload-too-large", f"The body must be at most {limit // 1024} KiB."
-    )
-    declared = _decimal(request.headers.get("content-length", ""), cap=limit + 1)
-    if declared is not None and declared > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    body = await read_body(request, limit)
+    if body is None:
+        raise ProblemError(
+            413, "payload-too-large", f"The body must be at most {limit // 1024} KiB."
+        )
     try:
-        return decode_json(bytes(body))
+        return decode_json(body)
     except ValueError as exc:
         raise validation_error(
             [FieldError("", str(exc), "malformed_json")], detail=str(exc)
@@ -146,6 +125,127 @@ def decode_json(body: bytes) -> Any:
         raise ValueError("The body is not valid JSON.") from None
 
 
+# --- the flow write body ----------------------------------------------------------------------
+
+
+class FlowWrite(msgspec.Struct, frozen=True):
+    """A validated write body from the UI."""
+
+    name: str
+    source_id: str
+    destination_id: str
+    max_attempts: int
+    backoff_seconds: int
+
+
+_WRITE_FIELDS = {"name", "sourceId", "destinationId", "retryPolicy"}
+_RETRY_FIELDS = {"maxAttempts", "backoffSeconds"}
+_NOT_IN_V1 = {
+    "destinationIds": "Multi-target fanout is not offered in V1.",
+    "targets": "Multi-target fanout is not offered in V1.",
+    "draft": "Draft and published flows are not offered in V1.",
+    "status": "Draft and published flows are not offered in V1.",
+    "gitops": "GitOps for flows is not offered in V1.",
+}
+
+
+def flow_write(data: Any) -> FlowWrite:
+    """Validate a decoded JSON write body, collecting every field error at once."""
+    if not isinstance(data, dict):
+        raise validation_error([FieldError("", "The body must be a JSON object.", "type")])
+    errors: list[FieldError] = []
+    for key in data:
+        if key in _NOT_IN_V1:
+            errors.append(FieldError(key, _NOT_IN_V1[key], "not_supported"))
+        elif key not in _WRITE_FIELDS:
+            errors.append(FieldError(key, "Unknown field.", "unknown_field"))
+
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors.append(
+            FieldError("name", "Enter a name.", "required" if name is None else "invalid")
+        )
+    elif len(name) > NAME_MAX:
+        errors.append(FieldError("name", f"Use at most {NAME_MAX} characters.", "too_long"))
+    elif has_invisible_characters(name):
+        errors.append(
+            FieldError(
+                "name",
+                "Use visible characters only: no control, formatting or direction marks.",
+                "invalid_character",
+            )
+        )
+    source_id = _id_field(data, "sourceId", "Choose a source.", errors)
+    destination_id = _id_field(data, "destinationId", "Choose a destination.", errors)
+
+    policy = data.get("retryPolicy", {})
+    max_attempts, backoff = DEFAULT_RETRY_POLICY.max_attempts, DEFAULT_RETRY_POLICY.backoff_seconds
+    if policy is None:
+        policy = {}
+    if not isinstance(policy, dict):
+        errors.append(FieldError("retryPolicy", "Must be an object.", "type"))
+    else:
+        errors.extend(
+            FieldError(f"retryPolicy.{key}", "Unknown field.", "unknown_field")
+            for key in policy
+            if key not in _RETRY_FIELDS
+        )
+        max_attempts = _int_field(policy, "maxAttempts", MAX_ATTEMPTS_RANGE, max_attempts, errors)
+        backoff = _int_field(policy, "backoffSeconds", BACKOFF_SECONDS_RANGE, backoff, errors)
+    if errors:
+        raise validation_error(errors)
+    assert isinstance(name, str) and source_id and destination_id
+    return FlowWrite(
+        name=name.strip(),
+        source_id=source_id,
+        destination_id=destination_id,
+        max_attempts=max_attempts,
+        backoff_seconds=backoff,
+    )
+
+
+def _id_field(data: dict[str, Any], key: str, missing: str, errors: list[FieldError]) -> str | None:
+    value = data.get(key)
+    if value is None:
+        errors.append(FieldError(key, missing, "required"))
+    elif not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        errors.append(FieldError(key, "Not a valid id.", "invalid"))
+    else:
+        return value
+    return None
+
+
+def _int_field(
+    data: dict[str, Any],
+    key: str,
+    bounds: tuple[int, int],
+    default: int,
+    errors: list[FieldError],
+) -> int:
+    value = data.get(key, default)
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.append(FieldError(f"retryPolicy.{key}", "Must be a whole number.", "type"))
+    elif not low <= value <= high:
+        errors.append(
+            FieldError(f"retryPolicy.{key}", f"Must be between {low} and {high}.", "out_of_range")
+        )
+    else:
+        return value
+    return default
+
+
+# Control characters (C0, C1), format characters (bidi overrides and isolates, zero-width
+# spaces and joiners, the byte-order mark…), line and paragraph separators, surrogates, private
+# use and unassigned code points: none of them belongs in a name a person reads.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def has_invisible_characters(text: str) -> bool:
+    """Whether ``text`` holds a character that is not shown, or that changes how others show."""
+    return any(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
+
+
 def idempotency_key(request: Request) -> str:
     """The caller's ``Idempotency-Key``, or a new one; either way it is sent back on the answer
     (``request.state.idempotency_key``), so that a caller who got no answer can retry with it."""
@@ -161,10 +261,14 @@ def idempotency_key(request: Request) -> str:
 
 
 def if_match(request: Request) -> str | None:
+    """The caller's ``If-Match``, as the upstream gets it: its tags joined by ``", "``."""
     value = request.headers.get("if-match")
-    if value is not None and not _ENTITY_TAGS.fullmatch(value.strip()):
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if not _ENTITY_TAGS.fullmatch(value):
         raise validation_error([FieldError("If-Match", "Not a valid entity tag.", "invalid")])
-    return value.strip() if value else None
+    return value if value == "*" else ", ".join(tag.group() for tag in _ENTITY_TAG.finditer(value))
 
 
 def etag_matches(if_none_match: str, etag: str | None) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 
 from . import context
+from .http import rfc3339
 
 ACCESS_LOGGER = "bff.access"
 _access = logging.getLogger(ACCESS_LOGGER)
@@ -34,19 +35,6 @@ _CONTROLS = {
     for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
 } | {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
 _CONTROLS_BUT_NEWLINE = {code: text for code, text in _CONTROLS.items() if code != 0x0A}
-
-
-_second = -1
-_second_text = ""
-
-
-def rfc3339(epoch: float) -> str:
-    """UTC with milliseconds: ``2026-12-02T12:47:53.123Z``."""
-    global _second, _second_text
-    whole = int(epoch)
-    if whole != _second:  # one strftime per second, not per line
-        _second, _second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_second_text}.{int((epoch - whole) * 1000):03d}Z"
 
 
 def _access_json(fields: dict[str, Any], created: float) -> str:

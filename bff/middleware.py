@@ -6,10 +6,16 @@
   (the caller's W3C ``traceparent`` when valid, else a new one; :mod:`bff.tracecontext`), in a
   :class:`bff.context.RequestContext` that the rest of the code reaches with
   :func:`bff.context.current`; with OpenTelemetry on, a server span (:mod:`bff.otel`);
-- refuses raw paths a URL layer could reinterpret, before any routing happens (404);
-- on the way out adds the security headers and, on API responses, ``Server-Timing``
-  (``app``, ``upstream``, ``idp`` durations and ``cache;desc=hit|miss|bypass``);
-- turns anything unhandled into a 500 problem without internals;
+- refuses, before any routing happens, more header fields or bytes than a browser sends (431,
+  ``Connection: close``) and raw paths a URL layer could reinterpret (404);
+- on the way out drops ``Server``, ``X-Powered-By`` and ``Set-Cookie2``, and adds the security
+  headers, the request id and, on API responses,
+  ``Server-Timing`` (``app``, ``upstream``, ``idp`` durations and ``cache;desc=hit|miss|bypass``)
+  and the write's ``Idempotency-Key``;
+- when the app fails: a request cancelled by the server's shutdown before its answer started gets
+  a 503 with ``Retry-After``; a caller that hung up before its body arrived is counted as 499,
+  unanswered; anything else unhandled is logged and, if no answer started, becomes a 500 problem
+  without internals;
 - at the end counts the request in the metrics and writes its access line (:mod:`bff.logs`).
 """
 
@@ -30,13 +36,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import context, logs, tracecontext
 from .context import RequestContext, Spans
 from .observability import Metrics, route_template
-from .paths import API_PREFIX
+from .paths import API_PREFIX, ID_PATTERN
 from .problems import ProblemError, not_found
 
 _TENANT_PREFIX = API_PREFIX + "/tenants/"
 # The backend keeps ids of this shape too, so one id follows a call through both logs.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{7,127}")
-_ID_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 
 SECURITY_HEADERS = {
@@ -84,7 +89,7 @@ def is_plain_api_path(raw_path: bytes) -> bool:
     if any(segment in {".", ".."} for segment in segments):
         return False
     if path.startswith(_TENANT_PREFIX):
-        return all(_ID_SEGMENT.fullmatch(s) for s in path[len(API_PREFIX) + 1 :].split("/"))
+        return all(ID_PATTERN.fullmatch(s) for s in path[len(API_PREFIX) + 1 :].split("/"))
     return True
 
 
@@ -108,7 +113,13 @@ _REMOVED = frozenset({b"server", b"set-cookie2", b"x-powered-by"})
 
 
 class EdgeMiddleware:
-    """``hsts``: the app is served over https, so browsers may be told to never use http.
+    """Around every HTTP request: its id and trace; before routing, 431 for oversized headers and
+    404 for a raw API path that is not plain; the answer's headers on the way out; 503 for a
+    request cancelled at shutdown before its answer started, 499 for a caller gone before its
+    body arrived, a logged last-resort 500 for anything else unhandled; then its metrics and its
+    access line.
+
+    ``hsts``: the app is served over https, so browsers may be told to never use http.
     ``spans``: record OpenTelemetry spans (``None``: ids are propagated, nothing recorded)."""
 
     def __init__(
@@ -134,91 +145,28 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = traceparent = tracestate = None
-        headers_in = scope["headers"]
-        size = 0
-        for name, value in headers_in:
-            size += len(name) + len(value)
-            if name == b"x-request-id":
-                offered = value.decode("latin-1")
-            elif name == b"traceparent":
-                # Two traceparent fields make the trace context invalid (W3C Trace Context).
-                traceparent = "" if traceparent is not None else value.decode("latin-1")
-            elif name == b"tracestate":
-                # Several tracestate fields are one list (RFC 9110 field combination).
-                state = value.decode("latin-1")
-                tracestate = state if tracestate is None else f"{tracestate},{state}"
-        oversized = len(headers_in) > MAX_HEADER_FIELDS or size > MAX_HEADER_BYTES
-        request_id = (
-            offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
-        )
-        parent = tracecontext.parse(traceparent, tracestate)
+        request_id, parent, oversized = _read_headers(scope["headers"])
         span = self.spans.server(scope, parent) if self.spans is not None else None
         request = RequestContext(request_id, parent, span)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["context"] = request
         is_api = scope["path"].startswith(API_PREFIX)
-        status = 500
-        started = False
-
-        async def send_at_edge(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                # One pass over the raw headers (ASGI names are lower-case bytes).
-                raw = [item for item in message.get("headers", ()) if item[0] not in _REMOVED]
-                message["headers"] = raw
-                present = {name for name, _ in raw}
-                raw.append((b"x-request-id", request_id.encode()))
-                raw.extend(item for item in self.headers if item[0] not in present)
-                if is_api:
-                    raw.append((b"server-timing", _server_timing(request).encode()))
-                    if (key := state.get("idempotency_key")) is not None:
-                        # A write's key, whatever became of it: the caller retries with it.
-                        raw.append((b"idempotency-key", key.encode()))
-            await send(message)
-
+        answer = _Answer(send, request, state, is_api, self.headers)
         token = context.enter(request)
         self.metrics.http.in_flight += 1
         try:
-            if oversized:
-                await _HEADERS_TOO_LARGE.response(request_id, request.trace_id)(
-                    scope, receive, send_at_edge
-                )
-                return
-            raw_path = scope.get("raw_path") or scope["path"].encode()
-            if is_api and not is_plain_api_path(raw_path):
-                await not_found().response(request_id, request.trace_id)(
-                    scope, receive, send_at_edge
-                )
+            refusal = _refusal(scope, oversized, is_api)
+            if refusal is not None:
+                await refusal.response(request_id, request.trace_id)(scope, receive, answer.send)
                 return
             try:
-                await self.app(scope, receive, send_at_edge)
-            except asyncio.CancelledError:
-                # The server gave up on the request: its shutdown grace ran out. If nothing was
-                # said yet, say so; the request then ends here, answered, not as an error.
-                if started:
-                    raise
-                status = 503
-                with contextlib.suppress(Exception):
-                    await _SHUTTING_DOWN.response(request_id, request.trace_id)(
-                        scope, receive, send_at_edge
-                    )
-            except ClientDisconnect:
-                # The caller hung up before its body arrived: nothing to answer, nothing broken.
-                status = 499
-                logger.info("client went away in %s %s", scope["method"], route_template(scope))
-            except Exception:
-                logger.exception("unhandled error in %s %s", scope["method"], route_template(scope))
-                if started:
-                    return
-                problem = ProblemError(500, "internal-error", "Something went wrong on our side.")
-                await problem.response(request_id, request.trace_id)(scope, receive, send_at_edge)
+                await self.app(scope, receive, answer.send)
+            except (asyncio.CancelledError, Exception) as exc:
+                await _recover(exc, scope, receive, answer)
         finally:
             self.metrics.http.in_flight -= 1
-            self._finish(scope, request, status)
+            self._finish(scope, request, answer.status)
             context.leave(token)
 
     def _finish(self, scope: Scope, request: RequestContext, status: int) -> None:
@@ -249,6 +197,115 @@ class EdgeMiddleware:
                 "sub": principal.subject if principal is not None else None,
             }
         )
+
+
+def _read_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[str, tracecontext.Parent | None, bool]:
+    """One pass over the request's header fields: its id, its trace parent, and whether there
+    are more fields or bytes than :data:`MAX_HEADER_FIELDS` and :data:`MAX_HEADER_BYTES` allow."""
+    offered = traceparent = tracestate = None
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"x-request-id":
+            offered = value.decode("latin-1")
+        elif name == b"traceparent":
+            # Two traceparent fields make the trace context invalid (W3C Trace Context).
+            traceparent = "" if traceparent is not None else value.decode("latin-1")
+        elif name == b"tracestate":
+            # Several tracestate fields are one list (RFC 9110 field combination).
+            state = value.decode("latin-1")
+            tracestate = state if tracestate is None else f"{tracestate},{state}"
+    request_id = offered if offered and _SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
+    oversized = len(headers) > MAX_HEADER_FIELDS or size > MAX_HEADER_BYTES
+    return request_id, tracecontext.parse(traceparent, tracestate), oversized
+
+
+def _refusal(scope: Scope, oversized: bool, is_api: bool) -> ProblemError | None:
+    """What a request is refused with before it reaches the app, if anything: 431 for too many
+    or too large header fields, 404 for an API path that is not plain."""
+    if oversized:
+        return _HEADERS_TOO_LARGE
+    if is_api and not is_plain_api_path(scope.get("raw_path") or scope["path"].encode()):
+        return not_found()
+    return None
+
+
+class _Answer:
+    """One request's way out: :meth:`send` is the app's ``send``, which rewrites the headers of
+    the answer's start and remembers its status (500 until one is sent)."""
+
+    __slots__ = (
+        "edge_headers",
+        "is_api",
+        "request",
+        "send_downstream",
+        "started",
+        "state",
+        "status",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        request: RequestContext,
+        state: dict[str, Any],
+        is_api: bool,
+        edge_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.send_downstream = send
+        self.request = request
+        self.state = state
+        self.is_api = is_api
+        self.edge_headers = edge_headers
+        self.status = 500
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            # One pass over the raw headers (ASGI names are lower-case bytes).
+            raw = [item for item in message.get("headers", ()) if item[0] not in _REMOVED]
+            message["headers"] = raw
+            present = {name for name, _ in raw}
+            raw.append((b"x-request-id", self.request.request_id.encode()))
+            raw.extend(item for item in self.edge_headers if item[0] not in present)
+            if self.is_api:
+                raw.append((b"server-timing", _server_timing(self.request).encode()))
+                if (key := self.state.get("idempotency_key")) is not None:
+                    # A write's key, whatever became of it: the caller retries with it.
+                    raw.append((b"idempotency-key", key.encode()))
+        await self.send_downstream(message)
+
+
+async def _recover(
+    exc: asyncio.CancelledError | Exception, scope: Scope, receive: Receive, answer: _Answer
+) -> None:
+    """What the edge does when the app fails: answer if nothing was said yet, and record the
+    status the request ends with."""
+    request = answer.request
+    if isinstance(exc, asyncio.CancelledError):
+        # The server gave up on the request: its shutdown grace ran out. If nothing was said
+        # yet, say so; the request then ends here, answered, not as an error.
+        if answer.started:
+            raise exc
+        answer.status = 503
+        with contextlib.suppress(Exception):
+            await _SHUTTING_DOWN.response(request.request_id, request.trace_id)(
+                scope, receive, answer.send
+            )
+    elif isinstance(exc, ClientDisconnect):
+        # The caller hung up before its body arrived: nothing to answer, nothing broken.
+        answer.status = 499
+        logger.info("client went away in %s %s", scope["method"], route_template(scope))
+    else:
+        logger.exception("unhandled error in %s %s", scope["method"], route_template(scope))
+        if answer.started:
+            return
+        problem = ProblemError(500, "internal-error", "Something went wrong on our side.")
+        await problem.response(request.request_id, request.trace_id)(scope, receive, answer.send)
 
 
 def _server_timing(request: RequestContext) -> str:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     generate_latest,
 )
 from prometheus_client.core import (
@@ -89,21 +88,23 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
-        self.sessions_active = Gauge(
-            "bff_sessions_active",
-            "Live sessions in the session store, counted when metrics are scraped.",
-            registry=self.registry,
-        )
         self.rate_limit_fallbacks = Counter(
             "bff_rate_limit_fallbacks",
             "API calls rate-limited by this instance alone because Redis did not answer.",
             registry=self.registry,
         )
-        self.sessions: SessionCounter | None = None
-        """Set once the session store is open; counted at each scrape."""
-        self.breaker: Breaker | None = None
-        """Set once the backend client exists; read at each scrape."""
-        self.registry.register(_BreakerCollector(self))
+        self._services: list[ServiceGauges] = []
+
+    def watch(self, gauges: ServiceGauges) -> Callable[[], None]:
+        """Report ``gauges`` at every scrape, until the returned function is called."""
+        self.registry.register(gauges)
+        self._services.append(gauges)
+
+        def stop() -> None:
+            self.registry.unregister(gauges)
+            self._services.remove(gauges)
+
+        return stop
 
     def audit_observed(self, event: str, outcome: str, reason: str | None, written: bool) -> None:
         """:class:`bff.audit.AuditLog` reports every event it wrote or failed to write here."""
@@ -117,12 +118,8 @@ class Metrics:
         self.http.observe(route, method if method in _KNOWN_METHODS else "other", status, seconds)
 
     async def endpoint(self, request: Request) -> Response:
-        if self.sessions is not None:
-            try:
-                async with asyncio.timeout(1.0):
-                    self.sessions_active.set(await self.sessions.count())
-            except Exception as exc:  # a slow or absent store must not fail the scrape
-                logger.warning("cannot count sessions for metrics: %s", type(exc).__name__)
+        for gauges in self._services:
+            await gauges.refresh()
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -182,16 +179,29 @@ class HttpMetrics(Collector):
         )
 
 
-class _BreakerCollector(Collector):
-    """The upstream circuit breaker as it is at the scrape."""
+class ServiceGauges(Collector):
+    """What the app's services are like at the scrape: live sessions in the store (counted by
+    :meth:`refresh`, which the scrape awaits first) and the upstream circuit breaker."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+    def __init__(self, *, sessions: SessionCounter, breaker: Breaker) -> None:
+        self._sessions = sessions
+        self._breaker = breaker
+        self._active = 0
+
+    async def refresh(self) -> None:
+        try:
+            async with asyncio.timeout(1.0):
+                self._active = await self._sessions.count()
+        except Exception as exc:  # a slow or absent store must not fail the scrape
+            logger.warning("cannot count sessions for metrics: %s", type(exc).__name__)
 
     def collect(self) -> Iterator[Metric]:
-        breaker = self._metrics.breaker
-        if breaker is None:
-            return
+        yield GaugeMetricFamily(
+            "bff_sessions_active",
+            "Live sessions in the session store, counted when metrics are scraped.",
+            value=self._active,
+        )
+        breaker = self._breaker
         state = GaugeMetricFamily(
             "bff_upstream_circuit_state",
             "The upstream circuit breaker: 1 for its current state (closed, open, half_open).",

@@ -2,10 +2,16 @@
 
 Routes are mounted under :data:`API_PREFIX`; the sign-in callback and the key set of the minted
 upstream tokens are also named outside the app (the provider's registered redirect URI, the
-backend's trusted issuers), so their full paths live here too.
+backend's trusted issuers), so their full paths live here too. So does the shape of the ids a
+path carries (tenant, cluster, flow), checked on the raw path at the edge and on ids in bodies.
 """
 
 from __future__ import annotations
+
+import re
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A tenant, cluster, flow, source or destination id: nothing a URL layer could reinterpret."""
 
 API_PREFIX = "/api/bff/v1"
 CALLBACK_PATH = API_PREFIX + "/auth/callback"

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import msgspec
 from starlette.responses import Response
 
 import upstream_client as uc
-
-from .views import ui_field, ui_text
 
 TYPE_BASE = "https://api.zen-mesh.io/errors/"
 MEDIA_TYPE = "application/problem+json"
@@ -251,3 +250,45 @@ def _from_status(exc: uc.APIStatusError) -> ProblemError:
 
 def _retry_after(seconds: float | None) -> str:
     return str(DEFAULT_RETRY_AFTER if seconds is None else max(1, math.ceil(seconds)))
+
+
+# --- backend names in the UI's words -----------------------------------------------------------
+
+_SNAKE_PATH = re.compile(
+    r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?:\.[a-z][a-z0-9_]*)*\b|\bconfig\.[a-z_.]+"
+)
+
+
+def _camel(segment: str) -> str:
+    head, *rest = segment.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def ui_field(path: str) -> str:
+    """``config.retry_policy.max_attempts`` → ``retryPolicy.maxAttempts``."""
+    parts = path.split(".")
+    if parts[0] == "config":
+        parts = parts[1:] or ["retry_policy"]
+    return ".".join(_camel(part) for part in parts)
+
+
+# Ids such as ``plane_dev_us_east_1`` are snake_case too: only the backend's field names are
+# rewritten, so that an id quoted in a message still names the real thing.
+_BACKEND_FIELDS = frozenset(
+    name
+    for model in (uc.Flow, uc.FlowCreate, uc.FlowConfig, uc.RetryPolicy)
+    for name in model.__struct_fields__
+)
+
+
+def _ui_words(match: re.Match[str]) -> str:
+    words = match.group(0)
+    path = words.rstrip(".")
+    if not all(part in _BACKEND_FIELDS for part in path.split(".")):
+        return words
+    return ui_field(path) + words[len(path) :]
+
+
+def ui_text(text: str) -> str:
+    """Rewrite backend field names inside a message, e.g. ``source_id: endpoint not found``."""
+    return _SNAKE_PATH.sub(_ui_words, text)

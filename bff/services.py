@@ -15,13 +15,14 @@ from starlette.responses import Response
 
 import upstream_client as uc
 
-from .audit import Actor, AuditEvent, AuditLog, AuditUnavailable, Outcome, new_audit_id
+from .audit import AuditEvent, Auditor, AuditUnavailable, Outcome
+from .auth import Action, Authenticator, Permissions, Principal, authorize, permissions
 from .cache import SingleFlightCache
 from .catalog import Catalog
-from .context import note_cache, request_facts
+from .context import note_cache
 from .credentials import UpstreamCredentials
+from .http import Handler
 from .middleware import new_request_id
-from .principal import Action, Authenticator, Principal, authorize, permissions
 from .problems import (
     DEFAULT_RETRY_AFTER,
     ProblemError,
@@ -31,7 +32,7 @@ from .problems import (
 from .settings import Settings
 from .state.invalidation import Invalidation
 from .state.rate_limit import RateLimiter
-from .views import Names, Permissions, flow_list_view
+from .views import Names, flow_list_view
 
 logger = logging.getLogger("bff.audit")
 T = TypeVar("T")
@@ -94,7 +95,7 @@ class Services:
     credentials: UpstreamCredentials
     rate_limiter: RateLimiter | None
     authenticators: Sequence[Authenticator]
-    audit: AuditLog
+    audit: Auditor
 
     async def authenticate(self, request: Request) -> Principal:
         for authenticator in self.authenticators:
@@ -190,17 +191,16 @@ class Call:
         """
         audit = self.services.audit
         request.state.audited = True
-        base = AuditEvent(
-            event=event,
-            outcome="attempted",
-            audit_id=new_audit_id(),
-            actor=_actor(self.services.settings, self.principal),
+        base = audit.event(
+            request.scope,
+            event,
+            "attempted",
+            actor=audit.actor(self.principal),
             tenant_id=self.tenant_id,
             cluster_id=self.cluster_id or None,
             flow_id=flow_id,
             idempotency_key=idempotency_key,
             changes=changes,
-            **request_facts(request.scope, self.services.settings.bff.trusted_proxies),
         )
         try:
             await audit.record(base)
@@ -233,26 +233,13 @@ class Call:
         event = msgspec.structs.replace(
             base, outcome=outcome, status=status, reason=reason, flow_id=flow_id
         )
-        try:
-            await self.services.audit.record(event)
-        except AuditUnavailable as exc:
-            # The write already happened: its attempted event stands without an outcome.
-            logger.error("cannot record the outcome of audit %s: %s", base.audit_id, exc)
+        # The write already happened: if this fails, its attempted event stands alone.
+        await self.services.audit.record_after(event, f"the outcome of audit {base.audit_id}")
 
     async def require_cluster(self) -> None:
         await self.services.catalog.require_cluster(
             self.tenant_id, self.cluster_id, token=lambda: self.token, request_id=self.request_id
         )
-
-
-def _actor(settings: Settings, principal: Principal | None) -> Actor:
-    if principal is None:
-        return Actor(iss=None, sub=None, auth=None)
-    issuer = None if principal.via == "static" else settings.oidc.issuer
-    return Actor(iss=issuer, sub=principal.subject, auth=principal.via)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def audited_write(event: str) -> Callable[[Handler], Handler]:
@@ -278,23 +265,19 @@ def audited_write(event: str) -> Callable[[Handler], Handler]:
 
 
 async def _record_denied(request: Request, event: str, problem: ProblemError) -> None:
-    services: Services = request.app.state.services
+    audit: Auditor = request.app.state.services.audit
     params = request.path_params
-    denied = AuditEvent(
-        event=event,
-        outcome="denied",
-        audit_id=new_audit_id(),
-        actor=_actor(services.settings, getattr(request.state, "principal", None)),
+    denied = audit.event(
+        request.scope,
+        event,
+        "denied",
+        actor=audit.actor(getattr(request.state, "principal", None)),
         status=problem.status,
         reason=problem.slug,
         tenant_id=params.get("tid"),
         cluster_id=params.get("cid"),
         flow_id=params.get("fid"),
         idempotency_key=request.headers.get("idempotency-key"),
-        **request_facts(request.scope, services.settings.bff.trusted_proxies),
     )
-    try:
-        await services.audit.record(denied)
-    except AuditUnavailable as exc:
-        # The write is refused anyway; the refusal itself could not be recorded.
-        logger.error("cannot record a denied write: %s", exc)
+    # The write is refused anyway; the refusal itself may fail to be recorded.
+    await audit.record_after(denied, "a denied write")

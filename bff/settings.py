@@ -13,6 +13,10 @@ nearest valid name. The same files also hold the tables of other programs, liste
 Without ``--config`` or ``BFF_CONFIG`` the embedded default is read, :data:`DEFAULT_CONFIG`: the
 development configuration, shipped inside the package so that an installed wheel starts with no
 file of its own.
+
+It stays one file, past the usual size, because its parts share one vocabulary: the sources
+(file, environment, secret files), the unknown-name errors and the value checks (:data:`_CHECKS`)
+all name keys as the section structs declare them and fail with :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import ipaddress
 import os
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -419,7 +423,6 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-# What both logging and uvicorn accept, as uvicorn spells them.
 # Authorization request parameters the gateway sets on every sign-in: not configurable.
 _PROTOCOL_PARAMS = frozenset(
     {
@@ -433,7 +436,72 @@ _PROTOCOL_PARAMS = frozenset(
         "code_challenge_method",
     }
 )
+# What both logging and uvicorn accept, as uvicorn spells them.
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+_Check = Callable[[Settings], None]
+"""One check of loaded settings: it raises :class:`ConfigError` naming the key, or returns."""
+
+
+def _check(settings: Settings) -> None:
+    for check in _CHECKS:
+        check(settings)
+
+
+def _lookup(settings: Settings, key: str) -> Any:
+    """The value of a dotted key: ``upstream.breaker.open_seconds``."""
+    value: Any = settings
+    for name in key.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _label(key: str) -> str:
+    """A dotted key as messages name it: ``[upstream.breaker].open_seconds``."""
+    table, _, name = key.rpartition(".")
+    return f"[{table}].{name}"
+
+
+def _rule(key: str, wrong: Callable[[Any], bool], requirement: str) -> _Check:
+    """The value of ``key`` must not be ``wrong``; ``{value!r}`` in the requirement shows it."""
+
+    def check(settings: Settings) -> None:
+        if wrong(value := _lookup(settings, key)):
+            raise ConfigError(f"{_label(key)}: {requirement.format(value=value)}")
+
+    return check
+
+
+def _http_url(key: str, *, host: bool = True) -> _Check:
+    """An http(s) URL, with a host unless ``host`` is false; unset (``None``) is fine."""
+
+    def wrong(url: str | None) -> bool:
+        if url is None:
+            return False
+        parts = urlsplit(url)
+        return parts.scheme not in {"http", "https"} or (host and not parts.netloc)
+
+    return _rule(key, wrong, "expected an http(s) URL, got {value!r}")
+
+
+def _above(key: str, low: float) -> _Check:
+    return _rule(key, lambda value: not value > low, f"must be > {low:g}")
+
+
+def _at_least(key: str, low: float) -> _Check:
+    return _rule(key, lambda value: not value >= low, f"must be >= {low}")
+
+
+def _one_of(key: str, allowed: tuple[str, ...]) -> _Check:
+    return _rule(key, lambda value: value not in allowed, f"must be one of {', '.join(allowed)}")
+
+
+def _required_when(key: str, when: str, equals: str) -> _Check:
+    def check(settings: Settings) -> None:
+        if _lookup(settings, when) == equals and not _lookup(settings, key):
+            raise ConfigError(f"{_label(key)}: required when {_label(when)} = {equals!r}")
+
+    return check
 
 
 def _is_loopback(host: str) -> bool:
@@ -445,36 +513,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check(settings: Settings) -> None:
-    for key, url in (
-        ("[bff].public_origin", settings.bff.public_origin),
-        ("[upstream].base_url", settings.upstream.base_url),
-        ("[oidc].issuer", settings.oidc.issuer),
-    ):
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ConfigError(f"{key}: expected an http(s) URL, got {url!r}")
+def _https_off_loopback(settings: Settings) -> None:
     origin = urlsplit(settings.bff.public_origin)
     if origin.scheme == "http" and not _is_loopback(origin.hostname or ""):
         # Over plain http the session cookie cannot be Secure: development on loopback only.
         raise ConfigError("[bff].public_origin: use https; plain http is for loopback only")
-    if not settings.oidc.client_secret:
-        # The gateway is a confidential client: without a secret no sign-in can succeed.
-        raise ConfigError("[oidc].client_secret: required (set it, or client_secret_file)")
-    if settings.sessions.backend == "redis" and not settings.sessions.redis_url:
-        raise ConfigError("[sessions].redis_url: required when [sessions].backend = 'redis'")
-    if settings.audit.sink == "file" and not settings.audit.path:
-        raise ConfigError("[audit].path: required when [audit].sink = 'file'")
-    if settings.cache.ttl_seconds < 0:
-        raise ConfigError("[cache].ttl_seconds: must be >= 0")
+
+
+def _no_protocol_params(settings: Settings) -> None:
     reserved = set(settings.oidc.extra_authorization_params) & _PROTOCOL_PARAMS
     if reserved:
         raise ConfigError(
             f"[oidc].extra_authorization_params: {', '.join(sorted(reserved))} "
             "is set by the gateway itself"
         )
-    if settings.log.level not in _LOG_LEVELS:
-        raise ConfigError(f"[log].level: must be one of {', '.join(_LOG_LEVELS)}")
+
+
+def _proxies_are_networks(settings: Settings) -> None:
     for proxy in settings.bff.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
@@ -482,54 +537,78 @@ def _check(settings: Settings) -> None:
             raise ConfigError(
                 f"[bff].trusted_proxies: {proxy!r} is not an IP address or network"
             ) from None
-    redirect = settings.oidc.post_logout_redirect
-    if redirect is not None and urlsplit(redirect).scheme not in {"http", "https"}:
-        raise ConfigError(f"[oidc].post_logout_redirect: expected an http(s) URL, got {redirect!r}")
-    endpoint = settings.tracing.otlp_endpoint
-    if endpoint is not None:
-        if urlsplit(endpoint).scheme not in {"http", "https"}:
-            raise ConfigError(f"[tracing].otlp_endpoint: expected an http(s) URL, got {endpoint!r}")
-        if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
-            raise ConfigError(
-                "[tracing].otlp_endpoint: needs the otel extra (pip install 'flows-bff[otel]')"
-            )
-    # What the upstream client, the session stores and the token minter refuse at start.
-    upstream, sessions = settings.upstream, settings.sessions
-    breaker = upstream.breaker
+
+
+def _otel_installed(settings: Settings) -> None:
+    if (
+        settings.tracing.otlp_endpoint is not None
+        and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None
+    ):
+        raise ConfigError(
+            "[tracing].otlp_endpoint: needs the otel extra (pip install 'flows-bff[otel]')"
+        )
+
+
+def _breaker_max_open_covers_open(settings: Settings) -> None:
+    breaker = settings.upstream.breaker
     if breaker.max_open_seconds < breaker.open_seconds:
         raise ConfigError("[upstream.breaker].max_open_seconds: must be >= open_seconds")
-    for key, value, low in (
-        ("[upstream].connect_timeout", upstream.connect_timeout, 0.0),
-        ("[upstream].read_timeout", upstream.read_timeout, 0.0),
-        ("[upstream].total_timeout", upstream.total_timeout, 0.0),
-        ("[upstream.breaker].window_seconds", breaker.window_seconds, 0.0),
-        ("[sessions].idle_timeout_seconds", sessions.idle_timeout_seconds, 0.0),
-        ("[sessions].absolute_timeout_seconds", sessions.absolute_timeout_seconds, 0.0),
-        ("[server].shutdown_grace_seconds", settings.server.shutdown_grace_seconds, 0),
-        ("[sessions].redis_timeout_seconds", sessions.redis_timeout_seconds, 0.0),
-        ("[oidc].timeout_seconds", settings.oidc.timeout_seconds, 0.0),
-    ):
-        if not value > low:
-            raise ConfigError(f"{key}: must be > {low:g}")
-    for key, value, low in (
-        ("[upstream].max_attempts", upstream.max_attempts, 1),
-        ("[upstream].max_connections", upstream.max_connections, 1),
-        ("[upstream].retry_backoff_seconds", upstream.retry_backoff_seconds, 0),
-        ("[upstream.breaker].failure_threshold", breaker.failure_threshold, 1),
-        ("[upstream.breaker].open_seconds", breaker.open_seconds, 0),
-        ("[upstream.breaker].half_open_probes", breaker.half_open_probes, 1),
-        ("[internal_jwt].ttl_seconds", settings.internal_jwt.ttl_seconds, 1),
-        # No room in the caches means an error logged at every load; no connection, a hang.
-        ("[cache].max_entries", settings.cache.max_entries, 1),
-        ("[sessions].redis_max_connections", sessions.redis_max_connections, 1),
-        ("[sessions].redis_health_check_seconds", sessions.redis_health_check_seconds, 0),
-        ("[sessions].max_pending_sign_ins", sessions.max_pending_sign_ins, 1),
-        ("[sessions].max_pending_sign_ins_per_client", sessions.max_pending_sign_ins_per_client, 1),
-        ("[bff].rate_limit_per_minute", settings.bff.rate_limit_per_minute, 0),
-    ):
-        if not value >= low:
-            raise ConfigError(f"{key}: must be >= {low}")
-    if not 1024 <= settings.bff.max_body_bytes <= 16 * 1024 * 1024:
-        raise ConfigError("[bff].max_body_bytes: must be between 1 KiB and 16 MiB")
+
+
+def _mtls_pair(settings: Settings) -> None:
     if (settings.upstream.cert_file is None) != (settings.upstream.key_file is None):
         raise ConfigError("[upstream].cert_file and [upstream].key_file go together (mTLS)")
+
+
+_CHECKS: tuple[_Check, ...] = (
+    _http_url("bff.public_origin"),
+    _http_url("upstream.base_url"),
+    _http_url("oidc.issuer"),
+    _https_off_loopback,
+    # The gateway is a confidential client: without a secret no sign-in can succeed.
+    _rule(
+        "oidc.client_secret", lambda secret: not secret, "required (set it, or client_secret_file)"
+    ),
+    _required_when("sessions.redis_url", "sessions.backend", "redis"),
+    _required_when("audit.path", "audit.sink", "file"),
+    # Not _at_least: this check has always let NaN through, which turns the cache off like 0.
+    _rule("cache.ttl_seconds", lambda ttl: ttl < 0, "must be >= 0"),
+    _no_protocol_params,
+    _one_of("log.level", _LOG_LEVELS),
+    _proxies_are_networks,
+    _http_url("oidc.post_logout_redirect", host=False),
+    _http_url("tracing.otlp_endpoint", host=False),
+    _otel_installed,
+    # What the upstream client, the session stores and the token minter refuse at start.
+    _breaker_max_open_covers_open,
+    _above("upstream.connect_timeout", 0),
+    _above("upstream.read_timeout", 0),
+    _above("upstream.total_timeout", 0),
+    _above("upstream.breaker.window_seconds", 0),
+    _above("sessions.idle_timeout_seconds", 0),
+    _above("sessions.absolute_timeout_seconds", 0),
+    _above("server.shutdown_grace_seconds", 0),
+    _above("sessions.redis_timeout_seconds", 0),
+    _above("oidc.timeout_seconds", 0),
+    _at_least("upstream.max_attempts", 1),
+    _at_least("upstream.max_connections", 1),
+    _at_least("upstream.retry_backoff_seconds", 0),
+    _at_least("upstream.breaker.failure_threshold", 1),
+    _at_least("upstream.breaker.open_seconds", 0),
+    _at_least("upstream.breaker.half_open_probes", 1),
+    _at_least("internal_jwt.ttl_seconds", 1),
+    # No room in the caches means an error logged at every load; no connection, a hang.
+    _at_least("cache.max_entries", 1),
+    _at_least("sessions.redis_max_connections", 1),
+    _at_least("sessions.redis_health_check_seconds", 0),
+    _at_least("sessions.max_pending_sign_ins", 1),
+    _at_least("sessions.max_pending_sign_ins_per_client", 1),
+    _at_least("bff.rate_limit_per_minute", 0),
+    _rule(
+        "bff.max_body_bytes",
+        lambda size: not 1024 <= size <= 16 * 1024 * 1024,
+        "must be between 1 KiB and 16 MiB",
+    ),
+    _mtls_pair,
+)
+"""Every check of loaded settings, in order: the first that fails is the error reported."""

@@ -4,8 +4,12 @@
   anything written for httpx can use the pool.
 - Through :meth:`AiohttpTransport.exchange`, which :class:`~upstream_client.BackendClient` uses:
   the method, URL, headers and body go to aiohttp as they are, and the status, headers and body
-  (read up to a cap) come back, without httpx's request and response objects in between. Those
-  objects cost about as much CPU per call as the rest of the client together.
+  (read up to a cap) come back as an :class:`Exchange`, without httpx's request and response
+  objects in between. Those objects cost about as much CPU per call as the rest of the client
+  together.
+
+:func:`exchange_through_httpx` is the same exchange through any other transport, and
+:func:`read_capped` the one size-capped body read of both.
 
 Measured with ``bench/upstream_client_bench.py`` (one event-loop core, 32 concurrent calls to a
 local nginx), aiohttp's pool serves several times the calls per second of httpx's own httpcore
@@ -17,7 +21,7 @@ through ``handle_async_request`` as with any other transport.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 
 import aiohttp
 import httpx
@@ -27,22 +31,30 @@ from upstream_client._config import Limits, Timeout, TLSConfig
 
 
 class Exchange:
-    """What one request through :meth:`AiohttpTransport.exchange` got back.
+    """The answer one attempt got: status, headers and body, whichever transport carried it.
 
-    ``body`` is ``None`` when it exceeded the cap; ``encoded`` is True when the upstream sent a
-    ``Content-Encoding`` other than identity anyway: the body (capped as it came) is then still
-    encoded, for the caller to decode, and cap again, as it decodes any other transport's.
+    ``body`` is ``None`` when it exceeded the size cap; it is decoded when the upstream sent a
+    ``Content-Encoding`` other than identity anyway (the cap then counts decoded bytes).
     """
 
-    __slots__ = ("body", "encoded", "headers", "status")
+    __slots__ = ("body", "headers", "status")
 
-    def __init__(
-        self, status: int, headers: Mapping[str, str], body: bytes | None, encoded: bool
-    ) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes | None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
-        self.encoded = encoded
+
+
+async def read_capped(chunks: AsyncIterable[bytes], cap: int) -> bytes | None:
+    """The chunks joined, or ``None`` as soon as they add up to more than ``cap`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > cap:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -97,8 +109,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> Exchange:
         """Send one request and read its answer's body, or stop reading past ``max_body_bytes``.
 
-        Raises aiohttp's exceptions (and ``TimeoutError``): the client translates them where it
-        translates every transport's.
+        Raises aiohttp's exceptions, ``TimeoutError`` and httpx's ``DecodingError``: the client
+        translates them where it translates every transport's.
         """
         async with self._pool().request(
             method,
@@ -110,22 +122,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool
             ),
         ) as response:
-            answer_headers = response.headers
-            encoded = answer_headers.get("content-encoding", "identity") != "identity"
+            status = response.status
+            headers = response.headers
             declared = response.content_length
-            if declared is not None:
-                if declared > max_body_bytes:
-                    return Exchange(response.status, answer_headers, None, encoded)
+            body: bytes | None
+            if declared is None:
+                body = await read_capped(response.content.iter_any(), max_body_bytes)
+            elif declared <= max_body_bytes:
                 # Its length is known and allowed: one read (aiohttp stops at that length).
-                return Exchange(response.status, answer_headers, await response.read(), encoded)
-            parts: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_any():
-                size += len(chunk)
-                if size > max_body_bytes:
-                    return Exchange(response.status, answer_headers, None, encoded)
-                parts.append(chunk)
-            return Exchange(response.status, answer_headers, b"".join(parts), encoded)
+                body = await response.read()
+            else:
+                body = None
+        if body is not None and headers.get("content-encoding", "identity") != "identity":
+            # Encoded although the client asked for identity: decoded as httpx decodes any
+            # transport's body, and capped again, so that a compression bomb stops at the cap.
+            decoder = httpx.Response(status, headers=list(headers.items()), content=body)
+            body = await read_capped(decoder.aiter_bytes(), max_body_bytes)
+        return Exchange(status, headers, body)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -137,14 +150,38 @@ def default_transport(limits: Limits, tls: TLSConfig | None) -> AiohttpTransport
     return AiohttpTransport(limits, tls)
 
 
-def httpcore_transport(limits: Limits, tls: TLSConfig | None) -> httpx.AsyncBaseTransport:
-    """httpx's own transport with the same limits and TLS, for comparison and as a fallback."""
-    return httpx.AsyncHTTPTransport(
-        verify=tls.ssl_context() if tls is not None else True,
-        trust_env=False,
-        limits=httpx.Limits(
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-        ),
+async def exchange_through_httpx(
+    transport: httpx.AsyncBaseTransport,
+    method: str,
+    url: httpx.URL,
+    headers: Mapping[str, str],
+    content: bytes | None,
+    *,
+    timeout: Mapping[str, float],
+    max_body_bytes: int,
+) -> Exchange:
+    """:meth:`AiohttpTransport.exchange` through any httpx transport (``timeout``: httpx's).
+
+    Raises the transport's exceptions, for the client to translate.
+    """
+    request = httpx.Request(
+        method, url, headers=headers, content=content, extensions={"timeout": timeout}
     )
+    response = await transport.handle_async_request(request)
+    try:
+        answer_headers = response.headers
+        declared = answer_headers.get("content-length")
+        body: bytes | None
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            body = None
+        elif answer_headers.get("content-encoding", "identity") == "identity" and isinstance(
+            response.stream, httpx.AsyncByteStream
+        ):
+            # Reading the transport's stream directly skips httpx's decoder chain.
+            body = await read_capped(response.stream, max_body_bytes)
+        else:
+            # Counting decoded bytes also caps a compression bomb.
+            body = await read_capped(response.aiter_bytes(), max_body_bytes)
+    finally:
+        await response.aclose()
+    return Exchange(response.status_code, answer_headers, body)

@@ -12,6 +12,9 @@ import httpx
 # normalise or split into another path.
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
+# The path word every tenant's resource starts with, as a segment of build_url.
+TENANTS = ("", "tenants")
+
 
 class InvalidIdError(ValueError):
     """A tenant, cluster or flow id that is not of the accepted shape; nothing was sent."""

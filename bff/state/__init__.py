@@ -32,7 +32,7 @@ from .invalidation import Forget, Invalidation, MemoryInvalidation, RedisInvalid
 from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
 from .rate_limit import FallbackRateLimiter, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .refresh_locks import MemoryRefreshLock, RedisRefreshLock, RefreshLock
-from .replay import RedisReplayCache, ReplayCache
+from .replay import MemoryReplayCache, RedisReplayCache, ReplayCache
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
 __all__ = ["Stores", "open_stores"]
@@ -43,7 +43,7 @@ class Stores:
     sessions: SessionStore
     logins: LoginStore
     refresh_lock: RefreshLock
-    replay_cache: ReplayCache | None
+    replay_cache: ReplayCache
     """None: each token validator remembers in memory, as long as it accepts a token's age."""
     invalidation: Invalidation
     rate_limiter: RateLimiter | None
@@ -115,9 +115,8 @@ async def open_stores(
                     per_client=sessions_config.max_pending_sign_ins_per_client,
                 ),
                 refresh_lock=MemoryRefreshLock(),
-                replay_cache=None,
+                replay_cache=MemoryReplayCache(),
                 invalidation=MemoryInvalidation(forget),
                 rate_limiter=MemoryRateLimiter(limit, clock=clock) if limit else None,
             )
-        stack.push_async_callback(stores.sessions.aclose)
         yield stores

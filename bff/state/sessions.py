@@ -13,7 +13,7 @@ Both enforce the idle and absolute timeouts against an injectable clock on every
 only collect garbage. Errors: the stores raise no exceptions of their own. A Redis outage surfaces
 as `redis.exceptions.RedisError` from the call that needed Redis; `ping()` reports it as `False`.
 
-Longer than the other stores (about 500 lines) on purpose: the record, its id rules, the timeout
+Longer than the other stores (over 600 lines) on purpose: the record, its id rules, the timeout
 policy and both backends stay side by side, because the two backends must agree on every one of
 them and are read against each other.
 """
@@ -21,7 +21,6 @@ them and are read against each other.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import re
 import secrets
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import msgspec
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 __all__ = [
@@ -43,7 +42,8 @@ __all__ = [
     "new_session_id",
 ]
 
-# 32 random bytes: 256 bits, well above the 128-bit floor of OWASP and RFC 10017.
+# 32 random bytes: 256 bits. RFC 6749 10.10 asks that guessing a credential be at most 2^-128
+# likely; the OWASP Session Management Cheat Sheet, at least 64 bits of entropy in a session id.
 _SESSION_ID_BYTES = 32
 # Anything outside this shape is not an id we issued; reject it before touching the store.
 _SESSION_ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{22,128}$")
@@ -101,16 +101,9 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(_SESSION_ID_BYTES)
 
 
-def hash_session_id(raw_id: str, key: bytes | None = None) -> str:
-    """Return the store key for a raw session id: SHA-256 hex, or HMAC-SHA-256 when keyed.
-
-    A key (a server secret) means that even someone who can read the store and guess ids cannot
-    check guesses offline.
-    """
-    data = raw_id.encode("utf-8")
-    if key is None:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+def hash_session_id(raw_id: str) -> str:
+    """Return the store key for a raw session id: its SHA-256, in hex."""
+    return hashlib.sha256(raw_id.encode("utf-8")).hexdigest()
 
 
 @runtime_checkable
@@ -177,10 +170,6 @@ class SessionStore(Protocol):
         """True when the store is reachable (for `/readyz`)."""
         ...
 
-    async def aclose(self) -> None:
-        """Release connections the store owns."""
-        ...
-
 
 class _Timeouts:
     """The timeout policy both stores share."""
@@ -227,13 +216,11 @@ class MemorySessionStore(_Timeouts):
         absolute_timeout: float,
         clock: Callable[[], float] = time.time,
         max_size: int = 100_000,
-        hash_key: bytes | None = None,
     ) -> None:
         super().__init__(idle_timeout, absolute_timeout, clock)
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
-        self._hash_key = hash_key
         self._records: OrderedDict[str, bytes] = OrderedDict()
         self._seen: dict[str, float] = {}
         self._by_sid: dict[str, set[str]] = {}
@@ -243,7 +230,7 @@ class MemorySessionStore(_Timeouts):
         """The hash the session is stored under; None for something that is not an id."""
         if not _SESSION_ID_SHAPE.match(raw_id):
             return None
-        return hash_session_id(raw_id, self._hash_key)
+        return hash_session_id(raw_id)
 
     def _index(self, key: str, session: Session) -> None:
         self._by_sub.setdefault(session.sub, set()).add(key)
@@ -292,7 +279,7 @@ class MemorySessionStore(_Timeouts):
         """Store a new session stamped with the current time; return its new raw id."""
         now = self._clock()
         raw_id = new_session_id()
-        key = hash_session_id(raw_id, self._hash_key)
+        key = hash_session_id(raw_id)
         self._put(key, msgspec.structs.replace(session, created_at=now, last_seen_at=now))
         return raw_id
 
@@ -380,9 +367,6 @@ class MemorySessionStore(_Timeouts):
         """Always True: memory is always reachable."""
         return True
 
-    async def aclose(self) -> None:
-        """Nothing to release."""
-
 
 # Touch: update last-seen and expiry only if the record still exists, so a slide can never
 # resurrect a deleted session, and only the "seen" field, so it can never overwrite tokens
@@ -435,40 +419,26 @@ class RedisSessionStore(_Timeouts):
       activity); expires after min(idle timeout, absolute time left).
     - `<prefix>sid:<sid>` and `<prefix>sub:<sub>`: sets of record hashes, for back-channel logout.
 
-    Pass a `redis.asyncio.Redis` client (the caller closes it; prefer one on a
-    `BlockingConnectionPool`) or a URL (the store builds a blocking pool of `max_connections`,
-    waiting up to `pool_timeout` seconds for a free connection, and closes it in `aclose`).
+    ``redis`` is the caller's client, which the caller closes (:func:`bff.state.open_stores`
+    builds it on a ``BlockingConnectionPool``, so a burst waits for a connection rather than
+    failing once the pool is exhausted).
     """
 
     def __init__(
         self,
-        redis: Redis | str,
+        redis: Redis,
         *,
         idle_timeout: float,
         absolute_timeout: float,
         clock: Callable[[], float] = time.time,
         prefix: str = "bff:session:",
-        hash_key: bytes | None = None,
-        max_connections: int = 50,
-        pool_timeout: float = 5.0,
     ) -> None:
         super().__init__(idle_timeout, absolute_timeout, clock)
-        if isinstance(redis, str):
-            # A blocking pool makes a burst of requests wait for a connection instead of
-            # failing with "Too many connections" once the pool is exhausted.
-            pool = BlockingConnectionPool.from_url(
-                redis, max_connections=max_connections, timeout=pool_timeout
-            )
-            self._redis: Redis = Redis.from_pool(pool)
-            self._owns_client = True
-        else:
-            if redis.connection_pool.connection_kwargs.get("decode_responses"):
-                # Records are msgpack bytes; a decoding client would corrupt them.
-                raise ValueError("RedisSessionStore needs a client with decode_responses=False")
-            self._redis = redis
-            self._owns_client = False
+        if redis.connection_pool.connection_kwargs.get("decode_responses"):
+            # Records are msgpack bytes; a decoding client would corrupt them.
+            raise ValueError("RedisSessionStore needs a client with decode_responses=False")
+        self._redis = redis
         self.prefix = prefix
-        self._hash_key = hash_key
         self._touch = self._redis.register_script(_TOUCH_SCRIPT)
         self._save = self._redis.register_script(_SAVE_SCRIPT)
         self._delete_index = self._redis.register_script(_DELETE_INDEX_SCRIPT)
@@ -486,14 +456,14 @@ class RedisSessionStore(_Timeouts):
         """The hash the session is stored under; None for something that is not an id."""
         if not _SESSION_ID_SHAPE.match(raw_id):
             return None
-        return hash_session_id(raw_id, self._hash_key)
+        return hash_session_id(raw_id)
 
     async def create(self, session: Session) -> str:
         """Store a new session stamped with the current time; return its new raw id."""
         now = self._clock()
         session = msgspec.structs.replace(session, created_at=now, last_seen_at=now)
         raw_id = new_session_id()
-        digest = hash_session_id(raw_id, self._hash_key)
+        digest = hash_session_id(raw_id)
         key = self._record_key(digest)
         ttl_ms = _ms(self._ttl_from(session, now))
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -635,8 +605,3 @@ class RedisSessionStore(_Timeouts):
             return bool(await self._redis.ping())
         except (RedisError, OSError):
             return False
-
-    async def aclose(self) -> None:
-        """Close the client when the store created it from a URL."""
-        if self._owns_client:
-            await self._redis.aclose()

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 import sandbox
 from bff import Principal
-from tests.bff.conftest import ALICE, API, BOB, FLOWS, RO, running_bff
+from tests.support.gateway import ALICE, API, BOB, FLOWS, RO, running_bff
 
 DEV_CONFIG = Path(__file__).resolve().parents[2] / "config" / "dev.toml"
 EU_FLOWS = f"{API}/tenants/ten_acme/clusters/plane_dev_eu_west_1/delivery-flows"

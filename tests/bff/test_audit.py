@@ -12,27 +12,22 @@ import respx
 
 from bff.audit import Actor as AuditActor
 from bff.audit import AuditEvent, AuditLog, FileSink, verify
+from bff.auth import Principal
 from bff.cli import main
-from bff.principal import Principal
-from tests.bff.auth_fixtures import (
-    CALLBACK,
-    CLIENT_SECRET,
-    ISSUER,
-    LOGOUT,
-    USERS,
-    auth_settings,
-    running_app,
-)
-from tests.bff.conftest import (
+from tests.support.gateway import (
     ALICE,
     BOB,
+    CALLBACK,
     CAROL,
     FLOWS,
+    LOGOUT,
     UP_FLOWS,
     BffFactory,
     make_settings,
     upstream_flow,
 )
+from tests.support.provider import CLIENT_SECRET, ISSUER, USERS
+from tests.support.signin import auth_settings, running_app
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "bff" / "audit.schema.json").read_text())
 WRITE = {"name": "stripe-to-app", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"}
@@ -245,6 +240,29 @@ async def test_sign_in_sign_out_and_a_failed_sign_in_are_audited_without_secrets
     text = audit_file.read_text()
     for secret in (raw_id, CLIENT_SECRET, USERS["alice"].api_key):
         assert secret not in text
+
+
+async def test_a_user_is_one_actor_when_the_providers_issuer_ends_in_a_slash(
+    upstream: respx.MockRouter, audit_file: Path
+) -> None:
+    # Auth0 spells its issuer https://tenant.auth0.com/, and so is it configured.
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow("flow_new"), headers={"ETag": '"1"'})
+    settings = auth_settings(
+        oidc={"issuer": ISSUER + "/"}, audit={"sink": "file", "path": str(audit_file)}
+    )
+    async with running_app(upstream, settings=settings) as harness:
+        harness.provider.issuer = ISSUER + "/"
+        browser = harness.browser()
+        await harness.login(browser)
+        assert (await browser.api("POST", FLOWS, json=WRITE)).status_code == 201
+    events = _events(audit_file)
+    assert [(e["event"], e["outcome"]) for e in events] == [
+        ("session.sign_in", "succeeded"),
+        ("delivery_flow.create", "attempted"),
+        ("delivery_flow.create", "succeeded"),
+    ]
+    actors = {json.dumps(e["actor"], sort_keys=True) for e in events}
+    assert actors == {json.dumps({"auth": "session", "iss": ISSUER + "/", "sub": "alice"})}
 
 
 # --- the chain and `bff audit verify` -----------------------------------------------------------

@@ -19,31 +19,14 @@ import httpx
 import pytest
 import respx
 
-from tests.bff.auth_fixtures import (
-    ABSOLUTE_TIMEOUT,
-    CALLBACK,
-    CALLBACK_URL,
-    CLIENT_ID,
-    ISSUER,
-    LOGIN,
-    WHOAMI,
-    AuthorizeRequest,
-    Browser,
-    Harness,
-    assert_problem,
-    attacker_key,
-    auth_settings,
-    b64,
-    b64json,
-    real_login,
-    running_app,
-    set_cookies,
-    sign,
-    start_dev_provider,
-    unsigned,
-)
 from tests.e2e.oidc_login import find_login_form
 from tests.support.clock import FakeClock
+from tests.support.cookies import Browser, set_cookies
+from tests.support.dev_provider import real_login, start_dev_provider
+from tests.support.gateway import CALLBACK, CALLBACK_URL, LOGIN, WHOAMI, assert_problem
+from tests.support.provider import CLIENT_ID, ISSUER, AuthorizeRequest, attacker_key
+from tests.support.signin import ABSOLUTE_TIMEOUT, Harness, auth_settings, running_app
+from tests.support.tokens import b64, b64json, sign, unsigned
 
 SESSION = "bff_session"
 LOGIN_COOKIE = "bff_login"
@@ -397,7 +380,7 @@ async def test_over_https_a_dead_session_cookie_is_cleared_with_secure(
     settings = auth_settings(bff={"public_origin": origin})
     async with running_app(upstream, settings=settings, base_url=origin) as h:
         raw_id = await h.insert_session("alice")
-        await h.app.state.signin.sessions.delete(raw_id)
+        await h.app.state.signin.sessions.store.delete(raw_id)
         response = await h.browser_with(raw_id).api("GET", WHOAMI)
     assert_problem(response, 401, "session-expired")
     (cleared,) = set_cookies(response)

@@ -9,26 +9,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import respx
 
-from bff.authenticators import RELAY_SAFETY_SECONDS
+from bff.auth.authenticators import RELAY_SAFETY_SECONDS
 from bff.state.sessions import hash_session_id
-from tests.bff.auth_fixtures import (
-    ABSOLUTE_TIMEOUT,
-    BFF,
-    CLIENT_ID,
-    IDLE_TIMEOUT,
-    ISSUER,
-    LOGOUT,
-    SESSIONS,
-    WHOAMI,
-    Browser,
-    Harness,
-    assert_problem,
-    auth_settings,
-    running_app,
-    set_cookies,
-)
-from tests.bff.conftest import FLOWS, UP_FLOWS
 from tests.support.clock import START
+from tests.support.cookies import Browser, set_cookies
+from tests.support.gateway import BFF, FLOWS, LOGOUT, SESSIONS, UP_FLOWS, WHOAMI, assert_problem
+from tests.support.provider import CLIENT_ID, ISSUER
+from tests.support.signin import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, Harness, auth_settings, running_app
 
 SESSION = "bff_session"
 EMPTY_PAGE = {"delivery_flows": [], "next_cursor": None}
@@ -49,7 +36,7 @@ async def assert_signed_out(h: Harness, browser: Browser, raw_id: str) -> None:
     assert "www-authenticate" in response.headers
     assert cleared_session_cookie(response)
     assert_problem(await h.browser_with(raw_id).api("GET", FLOWS), 401, "session-expired")
-    assert await h.app.state.signin.sessions.get(raw_id) is None
+    assert await h.app.state.signin.sessions.store.get(raw_id) is None
 
 
 # --- who am I ------------------------------------------------------------------------------------

@@ -14,16 +14,10 @@ import httpx
 import pytest
 import respx
 
-from tests.bff.auth_fixtures import (
-    BACKCHANNEL,
-    WHOAMI,
-    FakeProvider,
-    Harness,
-    assert_problem,
-    attacker_key,
-    running_app,
-    sign,
-)
+from tests.support.gateway import BACKCHANNEL, WHOAMI, assert_problem
+from tests.support.provider import FakeProvider, attacker_key
+from tests.support.signin import Harness, running_app
+from tests.support.tokens import sign
 
 FORM = "application/x-www-form-urlencoded"
 

@@ -14,21 +14,11 @@ import httpx
 import pytest
 import respx
 
-from bff.jwt_validation import BACKCHANNEL_LOGOUT_EVENT
-from tests.bff.auth_fixtures import (
-    CLIENT_ID,
-    USERS,
-    FakeProvider,
-    assert_problem,
-    attacker_key,
-    auth_settings,
-    b64,
-    b64json,
-    running_app,
-    sign,
-    unsigned,
-)
-from tests.bff.conftest import FLOWS, UP_FLOWS, upstream_flow
+from bff.auth.jwt_validation import BACKCHANNEL_LOGOUT_EVENT
+from tests.support.gateway import FLOWS, UP_FLOWS, assert_problem, upstream_flow
+from tests.support.provider import CLIENT_ID, USERS, FakeProvider, attacker_key
+from tests.support.signin import auth_settings, running_app
+from tests.support.tokens import b64, b64json, sign, unsigned
 
 EMPTY_PAGE = {"delivery_flows": [], "next_cursor": None}
 

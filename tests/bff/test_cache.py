@@ -17,7 +17,8 @@ from bff.cache import SingleFlightCache
 from bff.catalog import NAMES_RETRY_AFTER, Catalog
 from bff.settings import Settings
 from bff.views import Names
-from tests.bff.conftest import (
+from tests.support.clock import FakeClock
+from tests.support.gateway import (
     ALICE,
     API,
     BOB,
@@ -29,11 +30,10 @@ from tests.bff.conftest import (
     UP_FLOWS,
     UPSTREAM,
     Running,
+    in_process,
     make_settings,
-    serving,
     upstream_flow,
 )
-from tests.support.clock import FakeClock
 from upstream_client import BackendClient
 
 # A TTL far longer than any test: entries must leave the cache by invalidation, not by age.
@@ -63,7 +63,7 @@ async def by_header(request: Request) -> Principal | None:
 def running(
     router: respx.MockRouter, settings: Settings = CACHED
 ) -> AbstractAsyncContextManager[Running]:
-    return serving(
+    return in_process(
         httpx.MockTransport(router.async_handler), authenticators=[by_header], settings=settings
     )
 

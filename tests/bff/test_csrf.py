@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import respx
 
-from tests.bff.auth_fixtures import BFF, assert_problem, auth_settings, running_app
-from tests.bff.conftest import FLOWS, UP_FLOWS, upstream_flow
+from tests.support.gateway import BFF, FLOWS, UP_FLOWS, assert_problem, upstream_flow
+from tests.support.signin import auth_settings, running_app
 
 FLOW = f"{FLOWS}/flow_1"
 UP_FLOW = f"{UP_FLOWS}/flow_1"

@@ -12,8 +12,8 @@ import time
 import httpx
 import respx
 
-from bff.principal import static_authenticator
-from tests.bff.conftest import ALICE, FLOWS, UP_FLOWS, make_settings, serving, upstream_flow
+from bff.auth import static_authenticator
+from tests.support.gateway import ALICE, FLOWS, UP_FLOWS, in_process, make_settings, upstream_flow
 
 OUTAGE_SECONDS = 1.0
 WATCH_SECONDS = 6.0
@@ -37,7 +37,7 @@ async def test_a_one_second_outage_costs_about_a_second_of_503s_and_readiness_sa
 ) -> None:
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [upstream_flow()], "next_cursor": None})
     outage = Outage(httpx.MockTransport(upstream.async_handler))
-    async with serving(
+    async with in_process(
         outage, authenticators=[static_authenticator(ALICE)], settings=make_settings()
     ) as running:
         client = running.client

@@ -7,7 +7,7 @@ import json
 import httpx
 import respx
 
-from tests.bff.conftest import BOB, CAROL, FLOWS, UP_FLOWS, BffFactory, upstream_flow
+from tests.support.gateway import BOB, CAROL, FLOWS, UP_FLOWS, BffFactory, upstream_flow
 
 
 async def test_list_reshapes_flows_into_views(bff: BffFactory, upstream: respx.MockRouter) -> None:
@@ -185,6 +185,20 @@ async def test_delete_returns_204(bff: BffFactory, upstream: respx.MockRouter) -
         response = await client.delete(f"{FLOWS}/flow_1", headers={"If-Match": '"1"'})
     assert response.status_code == 204
     assert route.calls.last.request.headers["if-match"] == '"1"'
+
+
+async def test_an_if_match_list_with_tabs_reaches_the_upstream_as_one_clean_list(
+    bff: BffFactory, upstream: respx.MockRouter
+) -> None:
+    # RFC 9110 allows tabs around the commas; the upstream gets the tags joined plainly.
+    upstream.get(f"{UP_FLOWS}/flow_1").respond(json=upstream_flow())
+    route = upstream.delete(f"{UP_FLOWS}/flow_1").respond(204)
+    async with bff() as client:
+        response = await client.delete(
+            f"{FLOWS}/flow_1", headers={"If-Match": 'W/"1",\t\t"2" ,"3"'}
+        )
+    assert response.status_code == 204
+    assert route.calls.last.request.headers["if-match"] == 'W/"1", "2", "3"'
 
 
 async def test_clusters_and_options(bff: BffFactory, upstream: respx.MockRouter) -> None:

@@ -34,9 +34,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import sandbox
-from bff.principal import static_authenticator
-from tests.bff.conftest import ALICE, API, BFF, FLOWS, make_settings, serving
-from tests.bff.test_openapi import DOCUMENT, assert_conforms
+from bff.auth import static_authenticator
+from tests.support.gateway import ALICE, API, BFF, FLOWS, in_process, make_settings
+from tests.support.openapi import DOCUMENT, assert_conforms
 
 DEV_CONFIG = Path(__file__).resolve().parents[2] / "config" / "dev.toml"
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
@@ -136,7 +136,7 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
     backend = sandbox.create_app(sandbox.load_settings(DEV_CONFIG, db=":memory:"))
     async with (
         backend.router.lifespan_context(backend),
-        serving(
+        in_process(
             httpx.ASGITransport(backend),
             authenticators=[static_authenticator(ALICE)],
             settings=make_settings(upstream={"max_attempts": 1}),

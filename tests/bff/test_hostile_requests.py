@@ -11,10 +11,9 @@ import pytest
 import respx
 
 from bff import create_app
+from bff.auth import static_authenticator
 from bff.middleware import MAX_HEADER_BYTES, MAX_HEADER_FIELDS
-from bff.principal import static_authenticator
-from tests.bff.auth_fixtures import BACKCHANNEL
-from tests.bff.conftest import ALICE, NO_IDP, make_settings, running_bff
+from tests.support.gateway import ALICE, BACKCHANNEL, NO_IDP, make_settings, running_bff
 
 
 @pytest.mark.parametrize("path", ["/healthz/", "/readyz/", "/metrics/"])

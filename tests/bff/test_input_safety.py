@@ -19,16 +19,8 @@ import respx
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
-from bff.principal import static_authenticator
-from tests.bff.conftest import (
-    ALICE,
-    API,
-    BFF,
-    FLOWS,
-    UP_FLOWS,
-    serving,
-    upstream_flow,
-)
+from bff.auth import static_authenticator
+from tests.support.gateway import ALICE, API, BFF, FLOWS, UP_FLOWS, in_process, upstream_flow
 
 PROBLEM = "application/problem+json"
 ERRORS = "https://api.zen-mesh.io/errors/"
@@ -119,7 +111,7 @@ class RawResponse:
 @pytest.fixture
 async def harness(upstream: respx.MockRouter) -> AsyncIterator[Harness]:
     transport = CountingTransport(upstream)
-    async with serving(transport, authenticators=[static_authenticator(ALICE)]) as running:
+    async with in_process(transport, authenticators=[static_authenticator(ALICE)]) as running:
         yield Harness(running.app, running.client, transport)
 
 

@@ -17,7 +17,7 @@ import respx
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from bff.jwt_validation import (
+from bff.auth.jwt_validation import (
     BACKCHANNEL_LOGOUT_EVENT,
     InvalidToken,
     JWKSCache,
@@ -27,9 +27,9 @@ from bff.jwt_validation import (
     LogoutTokenValidator,
 )
 from bff.state.replay import MemoryReplayCache, RedisReplayCache
-from tests.bff.auth_fixtures import b64, b64json, sign, unsigned
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
+from tests.support.tokens import b64, b64json, sign, unsigned
 
 ISSUER = "https://idp.example.test"
 AUDIENCE = "flows-bff"
@@ -360,7 +360,7 @@ async def test_a_stale_set_serves_at_once_while_the_provider_hangs(
 async def _refreshed(world: World, *, calls: int) -> None:
     """Wait (a bounded while) for the background refresh of the key set to have asked."""
     async with asyncio.timeout(2):
-        while world.idp.calls < calls or world.jwks._refreshing is not None:
+        while world.idp.calls < calls or world.jwks._keys.refreshing:
             await asyncio.sleep(0.001)
 
 

@@ -8,8 +8,10 @@ import httpx
 import pytest
 import respx
 
-from bff.oidc import LoginError, OIDCClient, _token_set
-from tests.bff.auth_fixtures import provider_key, sign, unsigned
+from bff.auth import OIDCClient
+from bff.auth.token_endpoint import LoginError, _token_set
+from tests.support.provider import provider_key
+from tests.support.tokens import sign, unsigned
 
 NOW = 1_800_000_000.0
 

@@ -13,17 +13,14 @@ import httpx
 import pytest
 import respx
 from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
 from bff import Principal, create_app
+from bff.auth import static_authenticator
 from bff.paths import API_PREFIX
-from bff.principal import static_authenticator
 from bff.settings import Settings
-from tests.bff.auth_fixtures import running_app
-from tests.bff.conftest import (
+from tests.support.gateway import (
     ALICE,
     API,
     BOB,
@@ -31,17 +28,13 @@ from tests.bff.conftest import (
     NO_IDP,
     UP_FLOWS,
     Running,
+    in_process,
     make_settings,
-    serving,
     upstream_flow,
 )
+from tests.support.openapi import DOCUMENT, assert_conforms, resolve
+from tests.support.signin import running_app
 
-DOCUMENT_PATH = Path(__file__).resolve().parents[2] / "bff" / "openapi.json"
-DOCUMENT: dict[str, Any] = json.loads(DOCUMENT_PATH.read_text(encoding="utf-8"))
-DOCUMENT_URI = "urn:flows-bff:openapi"
-REGISTRY: Registry[Any] = Registry().with_resource(
-    DOCUMENT_URI, Resource.from_contents(DOCUMENT, default_specification=DRAFT202012)
-)
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 NO_RETRIES = make_settings(upstream={"max_attempts": 1})
 BODY = {"name": "stripe-to-app", "sourceId": "ing_stripe_prod", "destinationId": "dest_orders_api"}
@@ -109,17 +102,6 @@ def test_the_served_routes_walk_finds_mounted_routes() -> None:
 # --- the document itself ------------------------------------------------------------------------
 
 
-def resolve(node: Any) -> Any:
-    """Follow a local ``$ref`` (``#/components/…``) to what it names."""
-    while isinstance(node, dict) and "$ref" in node:
-        ref: str = node["$ref"]
-        assert ref.startswith("#/"), ref
-        node = DOCUMENT
-        for part in ref[2:].split("/"):
-            node = node[part.replace("~1", "/").replace("~0", "~")]
-    return node
-
-
 def all_refs(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         if isinstance(node.get("$ref"), str):
@@ -175,48 +157,12 @@ async def test_document_is_served(upstream: respx.MockRouter) -> None:
 # --- responses conform --------------------------------------------------------------------------
 
 
-def _pointer(*parts: str) -> str:
-    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
-
-
-def response_pointer(path: str, method: str, status: int) -> tuple[str, dict[str, Any]]:
-    """JSON pointer and body of the documented response for ``status``."""
-    responses = DOCUMENT["paths"][path][method]["responses"]
-    code = str(status) if str(status) in responses else "default"
-    assert code in responses, f"{method.upper()} {path} does not document {status}"
-    pointer = _pointer("paths", path, method, "responses", code)
-    node = responses[code]
-    while "$ref" in node:
-        pointer = node["$ref"][1:]
-        node = resolve(node)
-    return pointer, node
-
-
-def assert_conforms(path: str, method: str, response: httpx.Response) -> None:
-    """``response`` is one the document describes: status, media type, body schema, headers."""
-    pointer, documented = response_pointer(path, method, response.status_code)
-    content = documented.get("content")
-    if not content:
-        assert response.content == b"", (path, method, response.status_code)
-    else:
-        media = response.headers["content-type"].split(";")[0].strip()
-        assert media in content, (path, method, response.status_code, media)
-        schema_ref = f"{DOCUMENT_URI}#{pointer}{_pointer('content', media, 'schema')}"
-        validator = Draft202012Validator({"$ref": schema_ref}, registry=REGISTRY)
-        errors = [
-            f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(response.json())
-        ]
-        assert not errors, (path, method, response.status_code, errors)
-    for header in documented.get("headers", {}):
-        assert header.lower() in response.headers, (path, method, response.status_code, header)
-
-
 def running(
     upstream: respx.MockRouter,
     principal: Principal | None = ALICE,
     settings: Settings | None = None,
 ) -> AbstractAsyncContextManager[Running]:
-    return serving(
+    return in_process(
         httpx.MockTransport(upstream.async_handler),
         authenticators=[static_authenticator(principal)] if principal else [],
         settings=settings or NO_RETRIES,

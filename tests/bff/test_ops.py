@@ -7,11 +7,12 @@ import signal
 import httpx
 import respx
 
-from bff.principal import static_authenticator
-from tests.bff.auth_fixtures import FakeProvider, auth_settings
-from tests.bff.conftest import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, running_bff
+from bff.auth import static_authenticator
 from tests.support.clock import FakeClock
+from tests.support.gateway import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, running_bff
 from tests.support.ports import free_port
+from tests.support.provider import FakeProvider
+from tests.support.signin import auth_settings
 
 
 async def test_healthz_answers_without_dependencies(upstream: respx.MockRouter) -> None:

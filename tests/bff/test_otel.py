@@ -32,15 +32,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
-from bff.principal import static_authenticator
+from bff.auth import static_authenticator
 from bff.settings import Settings
-from tests.bff.conftest import (
+from tests.support.gateway import (
     ALICE,
     FLOWS,
     UP_FLOWS,
     UPSTREAM,
+    in_process,
     make_settings,
-    serving,
     upstream_flow,
 )
 
@@ -230,7 +230,7 @@ async def traced_get(
     receiver: Receiver, upstream: respx.MockRouter, headers: dict[str, str]
 ) -> httpx.Response:
     """The flow list as alice, through a gateway exporting to ``receiver``; asserted 200."""
-    async with serving(
+    async with in_process(
         transport(upstream),
         authenticators=[static_authenticator(ALICE)],
         settings=traced_settings(receiver),
@@ -404,7 +404,7 @@ if BLOCK:
 import httpx
 
 from bff import Principal, create_app
-from bff.principal import static_authenticator
+from bff.auth import static_authenticator
 from bff.settings import settings_from_mapping
 
 FLOWS = "/api/bff/v1/tenants/ten_acme/clusters/plane_dev_us_east_1/delivery-flows"

@@ -16,9 +16,10 @@ import respx
 from joserfc.jwk import RSAKey
 
 from bff import create_app
-from tests.bff.auth_fixtures import CLIENT_ID, sign
-from tests.bff.conftest import BFF, FLOWS, make_settings
+from tests.support.gateway import BFF, FLOWS, make_settings
+from tests.support.provider import CLIENT_ID
 from tests.support.silent import silent_listener
+from tests.support.tokens import sign
 
 TIMEOUT = 0.5
 

@@ -10,9 +10,9 @@ import respx
 from starlette.requests import Request
 
 from bff import Principal
-from bff.principal import static_authenticator
-from tests.bff.conftest import ALICE, BOB, FLOWS, UP_FLOWS, make_settings, serving
+from bff.auth import static_authenticator
 from tests.support.clock import START, FakeClock
+from tests.support.gateway import ALICE, BOB, FLOWS, UP_FLOWS, in_process, make_settings
 from tests.support.redis import RedisServer
 
 EMPTY = {"delivery_flows": [], "next_cursor": None}
@@ -25,7 +25,7 @@ async def test_calls_over_the_limit_are_refused_until_the_next_minute(
     listing = upstream.get(UP_FLOWS).respond(json=EMPTY)
     clock = FakeClock(START + 10)  # 10 s into a minute
     transport = httpx.MockTransport(upstream.async_handler)
-    async with serving(
+    async with in_process(
         transport, authenticators=[static_authenticator(ALICE)], settings=LIMITED, clock=clock
     ) as alice:
         statuses = [(await alice.client.get(FLOWS)).status_code for _ in range(3)]
@@ -49,7 +49,7 @@ async def test_each_caller_has_a_limit_of_its_own(upstream: respx.MockRouter) ->
         return users[request.headers["x-user"]]
 
     transport = httpx.MockTransport(upstream.async_handler)
-    async with serving(transport, authenticators=[by_header], settings=LIMITED) as bff:
+    async with in_process(transport, authenticators=[by_header], settings=LIMITED) as bff:
         for _ in range(3):
             await bff.client.get(FLOWS, headers={"x-user": "alice"})
         assert (await bff.client.get(FLOWS, headers={"x-user": "alice"})).status_code == 429
@@ -70,7 +70,7 @@ async def test_instances_sharing_redis_share_the_count(
     async with AsyncExitStack() as stack:
         first, second = [
             await stack.enter_async_context(
-                serving(
+                in_process(
                     transport,
                     authenticators=[static_authenticator(ALICE)],
                     settings=settings,

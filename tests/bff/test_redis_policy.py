@@ -13,10 +13,10 @@ import pytest
 import respx
 
 from bff import create_app
-from bff.principal import static_authenticator
+from bff.auth import static_authenticator
 from bff.state.invalidation import RedisInvalidation
-from tests.bff.conftest import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, serving
 from tests.support.clock import FakeClock
+from tests.support.gateway import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, in_process, make_settings
 from tests.support.redis import RedisServer
 from tests.support.silent import silent_listener
 
@@ -42,7 +42,7 @@ async def test_with_redis_silent_the_api_stays_up_and_the_limit_is_kept_per_inst
 ) -> None:
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
     caplog.set_level(logging.WARNING, logger="bff.rate_limit")
-    async with serving(
+    async with in_process(
         httpx.MockTransport(upstream.async_handler),
         authenticators=[static_authenticator(ALICE)],
         settings=_settings(black_hole),  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ async def test_with_redis_silent_the_api_stays_up_and_the_limit_is_kept_per_inst
 
 async def test_the_fallback_limit_still_limits(black_hole: str, upstream: respx.MockRouter) -> None:
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
-    async with serving(
+    async with in_process(
         httpx.MockTransport(upstream.async_handler),
         authenticators=[static_authenticator(ALICE)],
         settings=_settings(black_hole, rate_limit_per_minute=2),  # type: ignore[arg-type]
@@ -102,7 +102,7 @@ async def test_an_idle_invalidation_channel_outlives_the_redis_timeout(
     redis_server: RedisServer, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bff.invalidation")
-    async with serving(
+    async with in_process(
         httpx.MockTransport(upstream.async_handler),
         authenticators=[static_authenticator(ALICE)],
         settings=_settings(redis_server.url),  # type: ignore[arg-type]

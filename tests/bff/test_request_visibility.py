@@ -20,23 +20,27 @@ import pytest
 import respx
 
 from bff import context, logs
+from bff.auth import static_authenticator
 from bff.context import RequestContext, client_ip
-from bff.logs import JsonFormatter, TextFormatter, rfc3339
+from bff.http import rfc3339
+from bff.logs import JsonFormatter, TextFormatter
 from bff.middleware import EdgeMiddleware
 from bff.observability import Metrics
-from bff.principal import static_authenticator
-from tests.bff.auth_fixtures import CALLBACK, LOGIN, LOGOUT, running_app
-from tests.bff.conftest import (
+from tests.support.gateway import (
     ALICE,
     API,
     BOB,
+    CALLBACK,
     FLOWS,
+    LOGIN,
+    LOGOUT,
     UP_FLOWS,
     BffFactory,
+    in_process,
     make_settings,
-    serving,
     upstream_flow,
 )
+from tests.support.signin import running_app
 
 REPO = Path(__file__).resolve().parents[2]
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -237,7 +241,7 @@ async def test_side_by_side_upstream_calls_count_once_in_the_app_time(
             await asyncio.sleep(0.1)
         return await upstream.async_handler(request)
 
-    async with serving(
+    async with in_process(
         httpx.MockTransport(answer), authenticators=[static_authenticator(ALICE)]
     ) as running:
         response = await running.client.get(FLOWS)

@@ -10,14 +10,8 @@ import jsonschema
 import respx
 
 from bff.state.sessions import hash_session_id
-from tests.bff.auth_fixtures import (
-    SESSIONS,
-    WHOAMI,
-    Harness,
-    assert_problem,
-    auth_settings,
-    running_app,
-)
+from tests.support.gateway import SESSIONS, WHOAMI, assert_problem
+from tests.support.signin import Harness, auth_settings, running_app
 
 FIREFOX_MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:128.0) Gecko/20100101 Firefox/128.0"
 CHROME_WINDOWS = (
@@ -102,7 +96,7 @@ async def test_ending_this_session_from_the_list_signs_this_browser_out(
         response = await browser.api("DELETE", f"{SESSIONS}/{hash_session_id(raw_id)}")
         assert response.status_code == 204
         assert h.cookie_name not in browser.cookies
-        assert await h.app.state.signin.sessions.get(raw_id) is None
+        assert await h.app.state.signin.sessions.store.get(raw_id) is None
 
 
 async def test_nobody_ends_another_users_session(upstream: respx.MockRouter) -> None:
@@ -148,7 +142,7 @@ async def test_managing_sessions_needs_a_session_and_the_csrf_checks(
         )
         assert_problem(no_header, 403, "csrf-check-failed")
         assert_problem(foreign, 403, "csrf-check-failed")
-        assert await h.app.state.signin.sessions.get(raw_id) is not None
+        assert await h.app.state.signin.sessions.store.get(raw_id) is not None
 
 
 async def test_each_ended_session_is_audited_by_its_handle(

@@ -11,21 +11,23 @@ import pytest
 import respx
 
 from bff import create_app
-from bff.principal import static_authenticator
+from bff.auth import static_authenticator
 from bff.state.invalidation import RedisInvalidation
-from tests.bff.auth_fixtures import BACKCHANNEL, FakeProvider, Harness, auth_settings
-from tests.bff.conftest import (
+from tests.support.clock import FakeClock
+from tests.support.gateway import (
     ALICE,
+    BACKCHANNEL,
     BFF,
     FLOWS,
     UP_FLOWS,
     Running,
+    in_process,
     make_settings,
-    serving,
     upstream_flow,
 )
-from tests.support.clock import FakeClock
+from tests.support.provider import FakeProvider
 from tests.support.redis import RedisServer
+from tests.support.signin import Harness, auth_settings
 
 pytestmark = pytest.mark.redis
 
@@ -50,7 +52,9 @@ async def two_instances(
     async with AsyncExitStack() as stack:
         first, second = [
             await stack.enter_async_context(
-                serving(transport, authenticators=[static_authenticator(ALICE)], settings=settings)
+                in_process(
+                    transport, authenticators=[static_authenticator(ALICE)], settings=settings
+                )
             )
             for _ in range(2)
         ]
@@ -148,7 +152,7 @@ async def test_while_the_provider_is_down_a_still_valid_token_serves_every_insta
     redis_server: RedisServer, upstream: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The instance waiting on another's refresh fares as the one that tried: 200, not 503."""
-    monkeypatch.setattr("bff.authenticators.REFRESH_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr("bff.auth.authenticators.REFRESH_WAIT_SECONDS", 1.0)
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
     provider = FakeProvider(FakeClock())
     provider.expires_in = 300
@@ -178,7 +182,7 @@ async def test_a_logout_token_replayed_to_another_instance_is_refused(
         token = provider.logout_token(sid="sid-1")
         accepted = await first.client.post(BACKCHANNEL, data={"logout_token": token})
         replayed = await second.client.post(BACKCHANNEL, data={"logout_token": token})
-        assert await second.app.state.signin.sessions.get(raw_id) is None
+        assert await second.app.state.signin.sessions.store.get(raw_id) is None
     assert accepted.status_code == 200
     assert replayed.status_code == 400
     assert "replayed" in replayed.json()["error_description"]

@@ -12,8 +12,10 @@ import pytest
 import respx
 from redis import Redis
 
-from tests.bff.auth_fixtures import LOGIN, Browser, Harness, auth_settings, running_app
+from tests.support.cookies import Browser
+from tests.support.gateway import LOGIN
 from tests.support.redis import RedisServer
+from tests.support.signin import Harness, auth_settings, running_app
 
 VICTIM, ATTACKER = "198.51.100.7", "203.0.113.66"
 

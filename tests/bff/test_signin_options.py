@@ -10,7 +10,9 @@ import pytest
 import respx
 
 from bff.settings import ConfigError
-from tests.bff.auth_fixtures import ISSUER, LOGIN, auth_settings, running_app
+from tests.support.gateway import LOGIN
+from tests.support.provider import ISSUER
+from tests.support.signin import auth_settings, running_app
 
 
 def _params(location: str) -> dict[str, str]:

@@ -10,15 +10,10 @@ import httpx
 import pytest
 import respx
 
-from tests.bff.auth_fixtures import (
-    CALLBACK,
-    LOGIN,
-    AuthorizeRequest,
-    Browser,
-    Harness,
-    assert_problem,
-    running_app,
-)
+from tests.support.cookies import Browser
+from tests.support.gateway import CALLBACK, LOGIN, assert_problem
+from tests.support.provider import AuthorizeRequest
+from tests.support.signin import Harness, running_app
 
 NAVIGATION = {
     "Sec-Fetch-Mode": "navigate",

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import respx
 
-from tests.bff.auth_fixtures import USERS, assert_problem, running_app
-from tests.bff.conftest import API, upstream_flow
+from tests.support.gateway import API, assert_problem, upstream_flow
+from tests.support.provider import USERS
+from tests.support.signin import running_app
 
 CLUSTER = {"ten_acme": "plane_dev_us_east_1", "ten_globex": "plane_globex_main"}
 SOURCE = {"ten_acme": "ing_stripe_prod", "ten_globex": "ing_globex_orders"}

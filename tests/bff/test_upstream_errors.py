@@ -15,13 +15,7 @@ import respx
 
 import bff.flows
 from bff.settings import Settings
-from tests.bff.conftest import (
-    FLOWS,
-    UP_FLOWS,
-    make_settings,
-    running_bff,
-    upstream_flow,
-)
+from tests.support.gateway import FLOWS, UP_FLOWS, make_settings, running_bff, upstream_flow
 
 ERRORS = "https://api.zen-mesh.io/errors/"
 FLOW_URL = f"{FLOWS}/flow_1"

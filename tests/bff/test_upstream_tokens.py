@@ -12,7 +12,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from bff.upstream_tokens import (
+from bff.credentials import (
     SigningKeyError,
     UpstreamTokenMinter,
     load_signing_key,

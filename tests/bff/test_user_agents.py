@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bff.user_agents import describe, kept
+from bff.auth.user_agents import describe, kept
 
 ANDROID_CHROME = (
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -6,60 +6,32 @@ aborted and recorded, and a test that made one fails: the console and the provid
 nothing from elsewhere.
 
 Locally the tests skip when Chromium or Playwright is missing; with ``REQUIRE_BROWSER=1`` or
-``CI=true`` they fail instead.
+``CI=true`` they fail instead. How Chromium runs is in :mod:`tests.support.chromium`.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.dev_stack import running_dev_stack
+from tests.support.chromium import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    RECORD_CSP_VIOLATIONS,
+    UI_TIMEOUT_MS,
+    browser_required,
+    is_local,
+    sync_playwright,
+)
+from tests.support.dev_stack import running_dev_stack
 from tests.support.processes import ServerProcess
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page, Route
-
-
-def browser_required() -> bool:
-    return os.environ.get("REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true"
-
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:
-    if browser_required():
-        raise
-    sync_playwright = None  # type: ignore[assignment]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-UI_TIMEOUT_MS = 15_000
-DESKTOP = {"width": 1280, "height": 900}
-# Recorded before any page script runs, so a policy that blocks the console's own files shows.
-RECORD_CSP_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI);
-});
-"""
-# Screenshots and other files a person may want to look at after a run (git-ignored).
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +58,6 @@ def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     assert status == 0, f"bff dev exited with {status}:\n{running.output()}"
 
 
-def _is_local(url: str) -> bool:
-    if url.startswith(("data:", "blob:", "about:")):
-        return True
-    host = urlsplit(url).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @pytest.fixture
 def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
     """A fresh Chromium profile that can reach loopback only; fails the test that tried more."""
@@ -103,7 +65,7 @@ def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
     blocked: list[str] = []
 
     def loopback_only(route: Route) -> None:
-        if _is_local(route.request.url):
+        if is_local(route.request.url):
             route.continue_()
         else:
             blocked.append(route.request.url)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import browser_required
+from tests.support.chromium import browser_required
 from tests.support.processes import ServerProcess
 
 try:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.browser.conftest import ARTIFACTS
 from tests.browser.driver import (
     Locator,
     Page,
@@ -28,6 +27,7 @@ from tests.browser.driver import (
     flow_row,
     sign_in,
 )
+from tests.support.chromium import ARTIFACTS
 from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bff.conftest import CLUSTERS, DESTINATIONS, INGESTERS, upstream_flow
+from tests.support.gateway import CLUSTERS, DESTINATIONS, INGESTERS, upstream_flow
 from tests.support.ports import free_ports
 from tests.support.processes import BFF_SCRIPT, clean_environ, serving
 

@@ -11,26 +11,26 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from sandbox.config import TrustedIssuer
-from tests.sandbox.conftest import (
+from tests.support.clock import FakeClock
+from tests.support.sandbox_app import (
     ACME_RO,
     ACME_RW,
-    FLOWS,
+    FLOWS_PATH,
     GLOBEX_RW,
     OTHER_KEY,
     SIGNING_KEY,
     TEST_AUDIENCE,
     TEST_ISSUER,
     TEST_KID,
-    b64,
     bearer,
     create_flow,
     dev_settings,
     flow_body,
     mint,
-    problem,
     public_jwks,
+    read_problem,
 )
-from tests.support.clock import FakeClock
+from tests.support.tokens import b64
 
 ACME_FLOW_ID = "flow_01JD0000000000000000000000"
 
@@ -105,12 +105,12 @@ async def test_tenant_and_scope_matrix(
     grants = GRANTS_IN_ACME[credential]
     if grants == "":
         assert response.status_code == 403
-        document = problem(response)
+        document = read_problem(response)
         assert document["type"].endswith("/tenant-forbidden")
         assert "ten_acme" in document["detail"]
     elif ("w" if write else "r") not in grants:
         assert response.status_code == 403
-        document = problem(response)
+        document = read_problem(response)
         assert document["type"].endswith("/insufficient-scope")
         assert document["title"] == "Insufficient Scope"
         expected = "write:delivery-flows" if write else "read:delivery-flows"
@@ -121,10 +121,10 @@ async def test_tenant_and_scope_matrix(
 
 
 async def test_api_key_scope_error_reads_like_the_contract(client: httpx.AsyncClient) -> None:
-    response = await client.post(FLOWS, json=flow_body(), headers=ACME_RO)
-    document = problem(response)
+    response = await client.post(FLOWS_PATH, json=flow_body(), headers=ACME_RO)
+    document = read_problem(response)
     assert document["detail"] == "The API key does not have the write:delivery-flows scope."
-    assert (await client.get(FLOWS, headers=ACME_RW)).json()["delivery_flows"] == []
+    assert (await client.get(FLOWS_PATH, headers=ACME_RW)).json()["delivery_flows"] == []
 
 
 async def test_globex_key_works_in_its_own_tenant(client: httpx.AsyncClient) -> None:
@@ -162,9 +162,9 @@ async def test_globex_key_works_in_its_own_tenant(client: httpx.AsyncClient) -> 
 async def test_missing_or_invalid_credentials_are_401(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    response = await client.get(FLOWS, headers=headers)
+    response = await client.get(FLOWS_PATH, headers=headers)
     assert response.status_code == 401
-    document = problem(response)
+    document = read_problem(response)
     assert document["type"].endswith("/authentication-required")
     assert response.headers["www-authenticate"].startswith("Bearer")
 
@@ -227,10 +227,10 @@ def _tamper(token: str) -> str:
 
 @pytest.mark.parametrize("attack", sorted(JWT_ATTACKS))
 async def test_jwt_attacks_are_401(client: httpx.AsyncClient, attack: str) -> None:
-    response = await client.get(FLOWS, headers=bearer(JWT_ATTACKS[attack]()))
+    response = await client.get(FLOWS_PATH, headers=bearer(JWT_ATTACKS[attack]()))
     assert response.status_code == 401, response.text
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
-    problem(response)
+    read_problem(response)
 
 
 DEEP = "[" * 5000 + "]" * 5000
@@ -247,13 +247,13 @@ DEEP = "[" * 5000 + "]" * 5000
 async def test_a_token_nested_too_deep_is_401_not_500(
     client: httpx.AsyncClient, token: str
 ) -> None:
-    response = await client.get(FLOWS, headers=bearer(token))
+    response = await client.get(FLOWS_PATH, headers=bearer(token))
     assert response.status_code == 401, response.text
-    problem(response)
+    read_problem(response)
 
 
 async def test_a_valid_jwt_is_accepted(client: httpx.AsyncClient) -> None:
-    response = await client.get(FLOWS, headers=bearer(mint()))
+    response = await client.get(FLOWS_PATH, headers=bearer(mint()))
     assert response.status_code == 200
 
 
@@ -275,18 +275,18 @@ async def test_rs256_tokens_are_accepted_from_an_rs256_issuer(
         {**_claims(), "iss": "https://rsa.test"},
         rsa,
     )
-    assert (await client.get(FLOWS, headers=bearer(token))).status_code == 200
+    assert (await client.get(FLOWS_PATH, headers=bearer(token))).status_code == 200
     es = mint(iss="https://rsa.test", now=time.time())
-    assert (await client.get(FLOWS, headers=bearer(es))).status_code == 401
+    assert (await client.get(FLOWS_PATH, headers=bearer(es))).status_code == 401
 
 
 async def test_token_expiry_follows_the_injected_clock(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     token = mint(now=clock.now)
-    assert (await client.get(FLOWS, headers=bearer(token))).status_code == 200
+    assert (await client.get(FLOWS_PATH, headers=bearer(token))).status_code == 200
     clock.advance(3600)
-    assert (await client.get(FLOWS, headers=bearer(token))).status_code == 401
+    assert (await client.get(FLOWS_PATH, headers=bearer(token))).status_code == 401
 
 
 class JwksServer:
@@ -325,23 +325,23 @@ async def test_jwks_is_fetched_once_and_cached(
     remote_client: httpx.AsyncClient, jwks_server: JwksServer
 ) -> None:
     for _ in range(5):
-        assert (await remote_client.get(FLOWS, headers=bearer(mint()))).status_code == 200
+        assert (await remote_client.get(FLOWS_PATH, headers=bearer(mint()))).status_code == 200
     assert jwks_server.fetches == 1
 
 
 async def test_unknown_kid_refetches_at_most_once_a_minute(
     remote_client: httpx.AsyncClient, jwks_server: JwksServer, clock: FakeClock
 ) -> None:
-    assert (await remote_client.get(FLOWS, headers=bearer(mint()))).status_code == 200
+    assert (await remote_client.get(FLOWS_PATH, headers=bearer(mint()))).status_code == 200
     new_key = ECKey.generate_key("P-256", parameters={"kid": "rotated"}, private=True)
     token = mint(key=new_key, kid="rotated", now=clock.now)
     for _ in range(10):
-        assert (await remote_client.get(FLOWS, headers=bearer(token))).status_code == 401
+        assert (await remote_client.get(FLOWS_PATH, headers=bearer(token))).status_code == 401
     # Unknown kids within the first minute do not hammer the issuer.
     assert jwks_server.fetches == 1
     jwks_server.jwks = public_jwks(SIGNING_KEY, new_key)
     clock.advance(61)
-    assert (await remote_client.get(FLOWS, headers=bearer(token))).status_code == 200
+    assert (await remote_client.get(FLOWS_PATH, headers=bearer(token))).status_code == 200
     assert jwks_server.fetches == 2
 
 
@@ -349,5 +349,5 @@ async def test_an_unreachable_jwks_is_401_not_500(
     remote_client: httpx.AsyncClient, jwks_server: JwksServer
 ) -> None:
     jwks_server.fail = True
-    response = await remote_client.get(FLOWS, headers=bearer(mint()))
+    response = await remote_client.get(FLOWS_PATH, headers=bearer(mint()))
     assert response.status_code == 401

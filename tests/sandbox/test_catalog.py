@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.sandbox.conftest import ACME_RW, GLOBEX_RW, problem
+from tests.support.sandbox_app import ACME_RW, GLOBEX_RW, read_problem
 
 
 async def test_clusters_of_a_tenant(client: httpx.AsyncClient) -> None:
@@ -88,7 +88,7 @@ async def test_filtering_by_a_foreign_cluster_is_refused(
         f"/v1/tenants/ten_acme/{path}", params={"cluster_id": "plane_globex_main"}, headers=ACME_RW
     )
     assert response.status_code == 400
-    assert problem(response)["detail"] == "cluster_id: cluster not found"
+    assert read_problem(response)["detail"] == "cluster_id: cluster not found"
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox.__main__ import main
-from tests.sandbox.conftest import DEV_CONFIG
+from tests.support.sandbox_app import DEV_CONFIG
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 
 import sandbox
 from sandbox.config import ConfigError, with_issuers
-from tests.sandbox.conftest import DEV_CONFIG
+from tests.support.sandbox_app import DEV_CONFIG
 
 
 def test_the_public_api_is_small_and_sorted() -> None:

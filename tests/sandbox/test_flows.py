@@ -6,15 +6,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.sandbox.conftest import (
+from tests.support.clock import FakeClock
+from tests.support.sandbox_app import (
     ACME_RW,
-    FLOWS,
+    FLOWS_PATH,
     GLOBEX_RW,
     create_flow,
     flow_body,
-    problem,
+    read_problem,
 )
-from tests.support.clock import FakeClock
 
 FLOW_ID = re.compile(r"flow_[0-9A-HJKMNP-TV-Z]{26}")
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
@@ -40,7 +40,7 @@ async def test_create_returns_the_flow_with_defaults_etag_and_location(
     }
     assert RFC3339_UTC.fullmatch(flow["created_at"])
     assert response.headers["etag"] == '"1"'
-    assert response.headers["location"] == f"{FLOWS}/{flow['id']}"
+    assert response.headers["location"] == f"{FLOWS_PATH}/{flow['id']}"
     assert response.headers["content-type"] == "application/json"
 
 
@@ -55,7 +55,7 @@ async def test_create_keeps_an_explicit_retry_policy(client: httpx.AsyncClient) 
 
 async def test_get_returns_the_stored_flow_with_its_etag(client: httpx.AsyncClient) -> None:
     created = (await create_flow(client)).json()
-    response = await client.get(f"{FLOWS}/{created['id']}", headers=ACME_RW)
+    response = await client.get(f"{FLOWS_PATH}/{created['id']}", headers=ACME_RW)
     assert response.status_code == 200
     assert response.json() == created
     assert response.headers["etag"] == '"1"'
@@ -75,18 +75,22 @@ async def test_list_returns_created_flows_newest_first_and_filters_by_cluster(
             destination_id="dest_eu_warehouse",
         )
     ).json()
-    everything = (await client.get(FLOWS, headers=ACME_RW)).json()
+    everything = (await client.get(FLOWS_PATH, headers=ACME_RW)).json()
     assert everything == {"delivery_flows": [eu, east], "next_cursor": None}
-    only_eu = await client.get(FLOWS, params={"cluster_id": "plane_dev_eu_west_1"}, headers=ACME_RW)
+    only_eu = await client.get(
+        FLOWS_PATH, params={"cluster_id": "plane_dev_eu_west_1"}, headers=ACME_RW
+    )
     assert only_eu.json()["delivery_flows"] == [eu]
 
 
 async def test_list_with_a_cluster_of_another_tenant_is_a_validation_error(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await client.get(FLOWS, params={"cluster_id": "plane_globex_main"}, headers=ACME_RW)
+    response = await client.get(
+        FLOWS_PATH, params={"cluster_id": "plane_globex_main"}, headers=ACME_RW
+    )
     assert response.status_code == 400
-    assert problem(response)["errors"][0]["field"] == "cluster_id"
+    assert read_problem(response)["errors"][0]["field"] == "cluster_id"
 
 
 async def test_put_replaces_every_field_and_bumps_the_version(
@@ -99,7 +103,7 @@ async def test_put_replaces_every_field_and_bumps_the_version(
     ).json()
     clock.advance(5)
     body = flow_body(name="renamed", destination_id="dest_billing_svc", source_id="ing_github_ci")
-    response = await client.put(f"{FLOWS}/{created['id']}", json=body, headers=ACME_RW)
+    response = await client.put(f"{FLOWS_PATH}/{created['id']}", json=body, headers=ACME_RW)
     assert response.status_code == 200, response.text
     updated = response.json()
     assert updated["version"] == 2
@@ -111,7 +115,7 @@ async def test_put_replaces_every_field_and_bumps_the_version(
     assert updated["config"]["retry_policy"] == {"max_attempts": 3, "backoff_seconds": 10}
     assert updated["created_at"] == created["created_at"]
     assert updated["updated_at"] > created["updated_at"]
-    fetched = await client.get(f"{FLOWS}/{created['id']}", headers=ACME_RW)
+    fetched = await client.get(f"{FLOWS_PATH}/{created['id']}", headers=ACME_RW)
     assert fetched.json() == updated
 
 
@@ -122,9 +126,9 @@ async def test_put_cannot_move_a_flow_to_another_cluster(client: httpx.AsyncClie
         source_id="ing_shopify_eu",
         destination_id="dest_eu_warehouse",
     )
-    response = await client.put(f"{FLOWS}/{created['id']}", json=body, headers=ACME_RW)
+    response = await client.put(f"{FLOWS_PATH}/{created['id']}", json=body, headers=ACME_RW)
     assert response.status_code == 400
-    document = problem(response)
+    document = read_problem(response)
     assert document["errors"] == [
         {
             "field": "cluster_id",
@@ -132,19 +136,19 @@ async def test_put_cannot_move_a_flow_to_another_cluster(client: httpx.AsyncClie
             "code": "immutable",
         }
     ]
-    unchanged = await client.get(f"{FLOWS}/{created['id']}", headers=ACME_RW)
+    unchanged = await client.get(f"{FLOWS_PATH}/{created['id']}", headers=ACME_RW)
     assert unchanged.json() == created
 
 
 async def test_delete_removes_the_flow(client: httpx.AsyncClient) -> None:
     created = (await create_flow(client)).json()
-    response = await client.delete(f"{FLOWS}/{created['id']}", headers=ACME_RW)
+    response = await client.delete(f"{FLOWS_PATH}/{created['id']}", headers=ACME_RW)
     assert response.status_code == 204
     assert response.content == b""
-    gone = await client.get(f"{FLOWS}/{created['id']}", headers=ACME_RW)
+    gone = await client.get(f"{FLOWS_PATH}/{created['id']}", headers=ACME_RW)
     assert gone.status_code == 404
-    assert problem(gone)["type"].endswith("/not-found")
-    again = await client.delete(f"{FLOWS}/{created['id']}", headers=ACME_RW)
+    assert read_problem(gone)["type"].endswith("/not-found")
+    again = await client.delete(f"{FLOWS_PATH}/{created['id']}", headers=ACME_RW)
     assert again.status_code == 404
 
 
@@ -152,12 +156,12 @@ async def test_delete_removes_the_flow(client: httpx.AsyncClient) -> None:
 async def test_unknown_flow_is_not_found(client: httpx.AsyncClient, method: str) -> None:
     response = await client.request(
         method,
-        f"{FLOWS}/flow_01JD0000000000000000000000",
+        f"{FLOWS_PATH}/flow_01JD0000000000000000000000",
         json=flow_body() if method == "PUT" else None,
         headers=ACME_RW,
     )
     assert response.status_code == 404
-    assert problem(response)["title"] == "Not Found"
+    assert read_problem(response)["title"] == "Not Found"
 
 
 async def test_flows_of_another_tenant_are_invisible(client: httpx.AsyncClient) -> None:
@@ -173,9 +177,9 @@ async def test_duplicate_name_in_the_same_cluster_is_a_conflict(
     client: httpx.AsyncClient,
 ) -> None:
     await create_flow(client, name="same")
-    response = await client.post(FLOWS, json=flow_body(name="same"), headers=ACME_RW)
+    response = await client.post(FLOWS_PATH, json=flow_body(name="same"), headers=ACME_RW)
     assert response.status_code == 409
-    assert problem(response)["type"] == "https://api.zen-mesh.io/errors/conflict"
+    assert read_problem(response)["type"] == "https://api.zen-mesh.io/errors/conflict"
     # The same name in another cluster of the tenant is fine.
     await create_flow(
         client,
@@ -190,11 +194,11 @@ async def test_renaming_onto_a_taken_name_is_a_conflict(client: httpx.AsyncClien
     await create_flow(client, name="first")
     second = (await create_flow(client, name="second")).json()
     response = await client.put(
-        f"{FLOWS}/{second['id']}", json=flow_body(name="first"), headers=ACME_RW
+        f"{FLOWS_PATH}/{second['id']}", json=flow_body(name="first"), headers=ACME_RW
     )
     assert response.status_code == 409
     kept = await client.put(
-        f"{FLOWS}/{second['id']}", json=flow_body(name="second"), headers=ACME_RW
+        f"{FLOWS_PATH}/{second['id']}", json=flow_body(name="second"), headers=ACME_RW
     )
     assert kept.status_code == 200
 
@@ -295,27 +299,29 @@ NOT_V1 = "not offered in V1"
 async def test_invalid_bodies_are_refused_naming_the_field(
     client: httpx.AsyncClient, method: str, body: Any, field: str, code: str, message: str
 ) -> None:
-    url = FLOWS
+    url = FLOWS_PATH
     if method == "PUT":
-        url = f"{FLOWS}/{(await create_flow(client, name='existing')).json()['id']}"
+        url = f"{FLOWS_PATH}/{(await create_flow(client, name='existing')).json()['id']}"
     response = await client.request(method, url, json=body, headers=ACME_RW)
     assert response.status_code == 400, response.text
-    document = problem(response)
+    document = read_problem(response)
     assert document["type"] == "https://api.zen-mesh.io/errors/validation-error"
     assert document["title"] == "Validation Error"
     first = document["errors"][0]
     assert (first["field"], first["code"]) == (field, code)
     assert message in first["message"]
     assert document["detail"] == f"{field}: {first['message']}"
-    listing = (await client.get(FLOWS, headers=ACME_RW)).json()["delivery_flows"]
+    listing = (await client.get(FLOWS_PATH, headers=ACME_RW)).json()["delivery_flows"]
     assert all(flow["name"] in {"existing"} for flow in listing)
 
 
 async def test_the_contract_example_detail_for_an_unknown_source(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await client.post(FLOWS, json=flow_body(source_id="ing_abc123"), headers=ACME_RW)
-    assert problem(response)["detail"] == "source_id: endpoint not found"
+    response = await client.post(
+        FLOWS_PATH, json=flow_body(source_id="ing_abc123"), headers=ACME_RW
+    )
+    assert read_problem(response)["detail"] == "source_id: endpoint not found"
 
 
 async def test_every_invalid_field_is_reported(client: httpx.AsyncClient) -> None:
@@ -324,8 +330,8 @@ async def test_every_invalid_field_is_reported(client: httpx.AsyncClient) -> Non
         "cluster_id": "plane_dev_us_east_1",
         "config": {"retry_policy": {"max_attempts": 0}},
     }
-    response = await client.post(FLOWS, json=body, headers=ACME_RW)
-    fields = [error["field"] for error in problem(response)["errors"]]
+    response = await client.post(FLOWS_PATH, json=body, headers=ACME_RW)
+    fields = [error["field"] for error in read_problem(response)["errors"]]
     assert fields == ["name", "source_id", "destination_id", "config.retry_policy.max_attempts"]
 
 
@@ -336,12 +342,12 @@ async def test_null_optional_config_means_defaults(client: httpx.AsyncClient) ->
 
 async def test_a_body_that_is_not_utf_8_is_400_not_500(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        FLOWS,
+        FLOWS_PATH,
         content=b'{"name": "a\xff\xfeb", "cluster_id": "plane_dev_us_east_1"}',
         headers={**ACME_RW, "Content-Type": "application/json"},
     )
     assert response.status_code == 400, response.text
-    assert problem(response)["errors"][0]["code"] == "malformed_json"
+    assert read_problem(response)["errors"][0]["code"] == "malformed_json"
 
 
 @pytest.mark.parametrize(
@@ -350,12 +356,14 @@ async def test_a_body_that_is_not_utf_8_is_400_not_500(client: httpx.AsyncClient
 async def test_names_with_invisible_or_direction_characters_are_refused(
     client: httpx.AsyncClient, name: str
 ) -> None:
-    response = await client.post(FLOWS, json=flow_body(name=name), headers=ACME_RW)
+    response = await client.post(FLOWS_PATH, json=flow_body(name=name), headers=ACME_RW)
     assert response.status_code == 400, response.text
-    assert [error["field"] for error in problem(response)["errors"]] == ["name"]
+    assert [error["field"] for error in read_problem(response)["errors"]] == ["name"]
 
 
 async def test_names_in_any_script_are_kept(client: httpx.AsyncClient) -> None:
-    response = await client.post(FLOWS, json=flow_body(name="支払い-Zahlung δ"), headers=ACME_RW)
+    response = await client.post(
+        FLOWS_PATH, json=flow_body(name="支払い-Zahlung δ"), headers=ACME_RW
+    )
     assert response.status_code == 201, response.text
     assert response.json()["name"] == "支払い-Zahlung δ"

@@ -9,7 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.sandbox.conftest import ACME_RO, ACME_RW, FLOWS, create_flow, flow_body, problem
+from tests.support.sandbox_app import (
+    ACME_RO,
+    ACME_RW,
+    FLOWS_PATH,
+    create_flow,
+    flow_body,
+    read_problem,
+)
 
 LIMIT = 64 * 1024
 
@@ -17,10 +24,10 @@ LIMIT = 64 * 1024
 async def test_bodies_over_64_kib_are_413(client: httpx.AsyncClient) -> None:
     body = json.dumps(flow_body(name="x" * LIMIT)).encode()
     response = await client.post(
-        FLOWS, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
+        FLOWS_PATH, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
     )
     assert response.status_code == 413
-    assert problem(response)["type"].endswith("/payload-too-large")
+    assert read_problem(response)["type"].endswith("/payload-too-large")
 
 
 async def test_a_body_of_exactly_64_kib_is_read(client: httpx.AsyncClient) -> None:
@@ -28,7 +35,7 @@ async def test_a_body_of_exactly_64_kib_is_read(client: httpx.AsyncClient) -> No
     body = text[:-1] + " " * (LIMIT - len(text)) + "}"
     assert len(body) == LIMIT
     response = await client.post(
-        FLOWS, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
+        FLOWS_PATH, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
     )
     assert response.status_code == 201
 
@@ -43,17 +50,17 @@ async def test_chunked_bodies_are_counted_while_reading(client: httpx.AsyncClien
             yield b" " * 4096
 
     response = await client.post(
-        FLOWS, content=chunks(), headers={**ACME_RW, "Content-Type": "application/json"}
+        FLOWS_PATH, content=chunks(), headers={**ACME_RW, "Content-Type": "application/json"}
     )
     assert response.status_code == 413
-    problem(response)
+    read_problem(response)
 
 
 async def test_a_lying_small_content_length_is_still_capped(client: httpx.AsyncClient) -> None:
     # The declared length is not trusted: bytes are counted as they arrive.
     body = b" " * (LIMIT + 1)
     request = client.build_request(
-        "POST", FLOWS, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
+        "POST", FLOWS_PATH, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
     )
     request.headers["Content-Length"] = "10"
     response = await client.send(request)
@@ -68,7 +75,11 @@ async def test_a_lying_small_content_length_is_still_capped(client: httpx.AsyncC
 async def test_writes_that_are_not_json_are_415(
     client: httpx.AsyncClient, content_type: str | None, method: str
 ) -> None:
-    url = FLOWS if method == "POST" else f"{FLOWS}/{(await create_flow(client)).json()['id']}"
+    url = (
+        FLOWS_PATH
+        if method == "POST"
+        else f"{FLOWS_PATH}/{(await create_flow(client)).json()['id']}"
+    )
     headers = dict(ACME_RW)
     if content_type is not None:
         headers["Content-Type"] = content_type
@@ -76,7 +87,7 @@ async def test_writes_that_are_not_json_are_415(
         method, url, content=json.dumps(flow_body(name="n")), headers=headers
     )
     assert response.status_code == 415
-    assert problem(response)["type"].endswith("/unsupported-media-type")
+    assert read_problem(response)["type"].endswith("/unsupported-media-type")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +98,9 @@ async def test_json_media_types_with_parameters_are_accepted(
     client: httpx.AsyncClient, content_type: str
 ) -> None:
     response = await client.post(
-        FLOWS, content=json.dumps(flow_body()), headers={**ACME_RW, "Content-Type": content_type}
+        FLOWS_PATH,
+        content=json.dumps(flow_body()),
+        headers={**ACME_RW, "Content-Type": content_type},
     )
     assert response.status_code == 201
 
@@ -98,10 +111,10 @@ async def test_json_media_types_with_parameters_are_accepted(
 )
 async def test_malformed_json_is_400(client: httpx.AsyncClient, body: bytes) -> None:
     response = await client.post(
-        FLOWS, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
+        FLOWS_PATH, content=body, headers={**ACME_RW, "Content-Type": "application/json"}
     )
     assert response.status_code == 400
-    document = problem(response)
+    document = read_problem(response)
     assert document["type"].endswith("/validation-error")
     assert document["errors"][0]["field"] == "body"
 
@@ -109,25 +122,25 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, body: bytes) -> 
 async def test_deeply_nested_json_is_400_not_500(client: httpx.AsyncClient) -> None:
     body = b"[" * 60000 + b"]" * 60000
     response = await client.post(
-        FLOWS, content=body[:LIMIT], headers={**ACME_RW, "Content-Type": "application/json"}
+        FLOWS_PATH, content=body[:LIMIT], headers={**ACME_RW, "Content-Type": "application/json"}
     )
     assert response.status_code == 400
 
 
 async def test_authentication_comes_before_body_checks(client: httpx.AsyncClient) -> None:
-    response = await client.post(FLOWS, content=b"{", headers={"Content-Type": "text/plain"})
+    response = await client.post(FLOWS_PATH, content=b"{", headers={"Content-Type": "text/plain"})
     assert response.status_code == 401
-    scoped = await client.post(FLOWS, content=b"{", headers={**ACME_RO, "Content-Type": "x/y"})
+    scoped = await client.post(FLOWS_PATH, content=b"{", headers={**ACME_RO, "Content-Type": "x/y"})
     assert scoped.status_code == 403
 
 
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("PATCH", FLOWS, "GET, HEAD, POST"),
-        ("DELETE", FLOWS, "GET, HEAD, POST"),
-        ("POST", f"{FLOWS}/flow_x", "GET, HEAD, PUT, DELETE"),
-        ("PATCH", f"{FLOWS}/flow_x", "GET, HEAD, PUT, DELETE"),
+        ("PATCH", FLOWS_PATH, "GET, HEAD, POST"),
+        ("DELETE", FLOWS_PATH, "GET, HEAD, POST"),
+        ("POST", f"{FLOWS_PATH}/flow_x", "GET, HEAD, PUT, DELETE"),
+        ("PATCH", f"{FLOWS_PATH}/flow_x", "GET, HEAD, PUT, DELETE"),
         ("POST", "/v1/tenants/ten_acme/clusters", "GET, HEAD"),
         ("DELETE", "/healthz", "GET, HEAD"),
     ],
@@ -138,35 +151,35 @@ async def test_unsupported_methods_are_405_with_allow(
     response = await client.request(method, path, headers=ACME_RW)
     assert response.status_code == 405
     assert response.headers["allow"] == allow
-    assert problem(response)["type"].endswith("/method-not-allowed")
+    assert read_problem(response)["type"].endswith("/method-not-allowed")
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/v1", "/v1/tenants", "/v1/tenants/ten_acme/flows", f"{FLOWS}/x/y", "/v2/x"]
+    "path", ["/", "/v1", "/v1/tenants", "/v1/tenants/ten_acme/flows", f"{FLOWS_PATH}/x/y", "/v2/x"]
 )
 async def test_unknown_paths_are_404_problems(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(path, headers=ACME_RW)
     assert response.status_code == 404
-    problem(response)
+    read_problem(response)
 
 
 async def test_a_sane_request_id_is_echoed(client: httpx.AsyncClient) -> None:
-    response = await client.get(FLOWS, headers={**ACME_RW, "X-Request-ID": "req_abc.123-x"})
+    response = await client.get(FLOWS_PATH, headers={**ACME_RW, "X-Request-ID": "req_abc.123-x"})
     assert response.headers["x-request-id"] == "req_abc.123-x"
-    denied = await client.get(FLOWS, headers={"X-Request-ID": "req_abc.123-x"})
-    assert problem(denied)["instance"] == "req_abc.123-x"
+    denied = await client.get(FLOWS_PATH, headers={"X-Request-ID": "req_abc.123-x"})
+    assert read_problem(denied)["instance"] == "req_abc.123-x"
 
 
 @pytest.mark.parametrize(
     "request_id", ["", "has space", "a" * 129, "<script>", "-leading", "ré", "a/b", "a\tb"]
 )
 async def test_an_insane_request_id_is_replaced(client: httpx.AsyncClient, request_id: str) -> None:
-    response = await client.get(FLOWS, headers={"X-Request-ID": request_id.encode()})
+    response = await client.get(FLOWS_PATH, headers={"X-Request-ID": request_id.encode()})
     generated = response.headers["x-request-id"]
     assert generated != request_id
     assert generated.startswith("req_")
     assert len(generated) == 28
-    assert problem(response)["instance"] == generated
+    assert read_problem(response)["instance"] == generated
 
 
 async def test_request_ids_are_unique_when_generated(client: httpx.AsyncClient) -> None:
@@ -183,9 +196,9 @@ async def test_an_unexpected_failure_is_a_generic_500_problem(
         raise RuntimeError("disk on fire at /var/secret/path")
 
     monkeypatch.setattr(store, "list_flows", explode)
-    response = await client.get(FLOWS, headers={**ACME_RW, "X-Request-ID": "req_boom"})
+    response = await client.get(FLOWS_PATH, headers={**ACME_RW, "X-Request-ID": "req_boom"})
     assert response.status_code == 500
-    document = problem(response)
+    document = read_problem(response)
     assert document == {
         "type": "https://api.zen-mesh.io/errors/internal-error",
         "title": "Internal Server Error",
@@ -207,9 +220,9 @@ async def test_a_failure_during_an_idempotent_write_frees_the_key(
 
     monkeypatch.setattr(store, "create_flow", explode)
     headers = {**ACME_RW, "Idempotency-Key": "retry-me"}
-    assert (await client.post(FLOWS, json=flow_body(), headers=headers)).status_code == 500
+    assert (await client.post(FLOWS_PATH, json=flow_body(), headers=headers)).status_code == 500
     monkeypatch.setattr(store, "create_flow", original)
-    retried = await client.post(FLOWS, json=flow_body(), headers=headers)
+    retried = await client.post(FLOWS_PATH, json=flow_body(), headers=headers)
     assert retried.status_code == 201
     assert "idempotency-replayed" not in retried.headers
 
@@ -323,9 +336,9 @@ async def test_hostile_inputs_never_produce_a_500(client: httpx.AsyncClient) -> 
     for _ in range(800):
         hostile = rng.choice(HOSTILE_SEGMENTS)
         path = rng.choice(
-            [FLOWS] * 8
-            + [f"{FLOWS}/{flow_id}"] * 4
-            + [f"{FLOWS}/{hostile}", f"/v1/tenants/{hostile}/delivery-flows"]
+            [FLOWS_PATH] * 8
+            + [f"{FLOWS_PATH}/{flow_id}"] * 4
+            + [f"{FLOWS_PATH}/{hostile}", f"/v1/tenants/{hostile}/delivery-flows"]
             + [f"/v1/tenants/ten_acme/{hostile}", f"/v1/tenants/{hostile}/clusters/{hostile}"]
             + ["/v1/tenants/ten_acme/clusters", "/v1/tenants/ten_acme/ingesters"]
         )
@@ -343,6 +356,6 @@ async def test_hostile_inputs_never_produce_a_500(client: httpx.AsyncClient) -> 
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         assert response.status_code < 500, (method, url, response.text)
         if response.status_code >= 400 and method != "HEAD":
-            problem(response)
+            read_problem(response)
     # The fuzzing reached deep into the app, not only the front door.
     assert {200, 201, 400, 401, 403, 404, 405, 415}.issubset(statuses), statuses

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 import sandbox
-from tests.sandbox.conftest import ACME_RW, FLOWS, dev_settings
+from tests.support.sandbox_app import ACME_RW, FLOWS_PATH, dev_settings
 
 
 async def test_the_lifespan_closes_the_database() -> None:
@@ -17,7 +17,7 @@ async def test_the_lifespan_closes_the_database() -> None:
             transport=httpx.ASGITransport(app=app), base_url="http://sandbox.test"
         ) as client,
     ):
-        assert (await client.get(FLOWS, headers=ACME_RW)).status_code == 200
+        assert (await client.get(FLOWS_PATH, headers=ACME_RW)).status_code == 200
     with pytest.raises(sqlite3.ProgrammingError):
         app.state.store.get_flow("ten_acme", "flow_x")
 
@@ -38,8 +38,8 @@ async def test_each_app_has_its_own_memory_database() -> None:
             httpx.AsyncClient(transport=transport_one, base_url="http://a") as one,
             httpx.AsyncClient(transport=transport_two, base_url="http://b") as two,
         ):
-            assert (await one.post(FLOWS, json=body, headers=ACME_RW)).status_code == 201
-            listing = await two.get(FLOWS, headers=ACME_RW)
+            assert (await one.post(FLOWS_PATH, json=body, headers=ACME_RW)).status_code == 201
+            listing = await two.get(FLOWS_PATH, headers=ACME_RW)
             assert listing.json()["delivery_flows"] == []
     finally:
         first.state.store.close()

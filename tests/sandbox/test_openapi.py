@@ -7,7 +7,7 @@ import httpx
 from starlette.routing import Route
 
 import sandbox
-from tests.sandbox.conftest import dev_settings
+from tests.support.sandbox_app import dev_settings
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

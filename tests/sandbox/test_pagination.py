@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from sandbox.pagination import CursorCodec
-from tests.sandbox.conftest import ACME_RW, FLOWS, GLOBEX_RW, create_flow, problem
 from tests.support.clock import FakeClock
+from tests.support.sandbox_app import ACME_RW, FLOWS_PATH, GLOBEX_RW, create_flow, read_problem
 
 
 async def walk(client: httpx.AsyncClient, url: str, key: str, **params: Any) -> list[list[str]]:
@@ -40,7 +40,7 @@ async def test_walking_every_page_returns_each_flow_once_newest_first(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     ids = await make_flows(client, clock, 23)
-    pages = await walk(client, FLOWS, "delivery_flows", limit=5)
+    pages = await walk(client, FLOWS_PATH, "delivery_flows", limit=5)
     assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
     flattened = [flow_id for page in pages for flow_id in page]
     # Newest first; flows created in the same instant come in descending id order.
@@ -53,10 +53,10 @@ async def test_default_page_size_is_20_and_max_is_100(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     await make_flows(client, clock, 21)
-    default = (await client.get(FLOWS, headers=ACME_RW)).json()
+    default = (await client.get(FLOWS_PATH, headers=ACME_RW)).json()
     assert len(default["delivery_flows"]) == 20
     assert default["next_cursor"] is not None
-    everything = (await client.get(FLOWS, params={"limit": 100}, headers=ACME_RW)).json()
+    everything = (await client.get(FLOWS_PATH, params={"limit": 100}, headers=ACME_RW)).json()
     assert len(everything["delivery_flows"]) == 21
     assert everything["next_cursor"] is None
 
@@ -65,24 +65,27 @@ async def test_an_exact_last_page_has_no_cursor(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     await make_flows(client, clock, 4)
-    assert [len(page) for page in await walk(client, FLOWS, "delivery_flows", limit=2)] == [2, 2]
+    assert [len(page) for page in await walk(client, FLOWS_PATH, "delivery_flows", limit=2)] == [
+        2,
+        2,
+    ]
 
 
 async def test_flows_created_while_paging_come_first_and_do_not_shift_later_pages(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     ids = await make_flows(client, clock, 4)
-    first = (await client.get(FLOWS, params={"limit": 2}, headers=ACME_RW)).json()
+    first = (await client.get(FLOWS_PATH, params={"limit": 2}, headers=ACME_RW)).json()
     clock.advance(1)
     late = (await create_flow(client, name="late")).json()["id"]
     rest = await client.get(
-        FLOWS, params={"limit": 10, "cursor": first["next_cursor"]}, headers=ACME_RW
+        FLOWS_PATH, params={"limit": 10, "cursor": first["next_cursor"]}, headers=ACME_RW
     )
     shown = [flow["id"] for flow in first["delivery_flows"]]
     following = [flow["id"] for flow in rest.json()["delivery_flows"]]
     assert sorted(shown + following) == sorted(ids), "each older flow once, none skipped"
     assert late not in following
-    again = (await client.get(FLOWS, params={"limit": 2}, headers=ACME_RW)).json()
+    again = (await client.get(FLOWS_PATH, params={"limit": 2}, headers=ACME_RW)).json()
     assert [flow["id"] for flow in again["delivery_flows"]] == [late, shown[0]]
 
 
@@ -91,7 +94,9 @@ async def test_a_cursor_from_the_oldest_first_order_is_refused(
 ) -> None:
     """A cursor issued before the list turned newest first would resume at the wrong place."""
     await make_flows(client, clock, 3)
-    cursor = (await client.get(FLOWS, params={"limit": 1}, headers=ACME_RW)).json()["next_cursor"]
+    cursor = (await client.get(FLOWS_PATH, params={"limit": 1}, headers=ACME_RW)).json()[
+        "next_cursor"
+    ]
     payload, _, _ = cursor.partition(".")
     document = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     document["k"] = "delivery_flows"
@@ -102,18 +107,18 @@ async def test_a_cursor_from_the_oldest_first_order_is_refused(
         filter_key=document["f"],
         position=document["p"],
     )
-    response = await client.get(FLOWS, params={"cursor": old}, headers=ACME_RW)
+    response = await client.get(FLOWS_PATH, params={"cursor": old}, headers=ACME_RW)
     assert response.status_code == 400
-    assert problem(response)["errors"][0]["field"] == "cursor"
+    assert read_problem(response)["errors"][0]["field"] == "cursor"
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "", "1.5", "٣", "9" * 30])
 async def test_limit_outside_1_to_100_is_a_validation_error(
     client: httpx.AsyncClient, limit: str
 ) -> None:
-    response = await client.get(FLOWS, params={"limit": limit}, headers=ACME_RW)
+    response = await client.get(FLOWS_PATH, params={"limit": limit}, headers=ACME_RW)
     assert response.status_code == 400
-    assert problem(response)["errors"][0]["field"] == "limit"
+    assert read_problem(response)["errors"][0]["field"] == "limit"
 
 
 def _tamper_position(cursor: str) -> str:
@@ -143,10 +148,12 @@ async def test_a_tampered_cursor_is_a_validation_error(
     client: httpx.AsyncClient, clock: FakeClock, mutate: Any
 ) -> None:
     await make_flows(client, clock, 3)
-    cursor = (await client.get(FLOWS, params={"limit": 1}, headers=ACME_RW)).json()["next_cursor"]
-    response = await client.get(FLOWS, params={"cursor": mutate(cursor)}, headers=ACME_RW)
+    cursor = (await client.get(FLOWS_PATH, params={"limit": 1}, headers=ACME_RW)).json()[
+        "next_cursor"
+    ]
+    response = await client.get(FLOWS_PATH, params={"cursor": mutate(cursor)}, headers=ACME_RW)
     assert response.status_code == 400
-    document = problem(response)
+    document = read_problem(response)
     assert document["errors"][0]["field"] == "cursor"
     assert document["detail"] == "cursor: is not a valid cursor for this list"
 
@@ -155,9 +162,11 @@ async def test_a_cursor_only_works_for_the_list_it_came_from(
     client: httpx.AsyncClient, clock: FakeClock
 ) -> None:
     await make_flows(client, clock, 3)
-    cursor = (await client.get(FLOWS, params={"limit": 1}, headers=ACME_RW)).json()["next_cursor"]
+    cursor = (await client.get(FLOWS_PATH, params={"limit": 1}, headers=ACME_RW)).json()[
+        "next_cursor"
+    ]
     other_filter = await client.get(
-        FLOWS, params={"cursor": cursor, "cluster_id": "plane_dev_us_east_1"}, headers=ACME_RW
+        FLOWS_PATH, params={"cursor": cursor, "cluster_id": "plane_dev_us_east_1"}, headers=ACME_RW
     )
     assert other_filter.status_code == 400
     other_list = await client.get(
@@ -192,9 +201,11 @@ async def test_catalog_lists_page_one_item_at_a_time(
 async def test_unknown_and_repeated_query_parameters_are_refused(
     client: httpx.AsyncClient,
 ) -> None:
-    unknown = await client.get(FLOWS, params={"sort": "name"}, headers=ACME_RW)
+    unknown = await client.get(FLOWS_PATH, params={"sort": "name"}, headers=ACME_RW)
     assert unknown.status_code == 400
-    assert problem(unknown)["detail"] == "sort: unknown query parameter"
-    repeated = await client.get(FLOWS, params=[("limit", "1"), ("limit", "2")], headers=ACME_RW)
+    assert read_problem(unknown)["detail"] == "sort: unknown query parameter"
+    repeated = await client.get(
+        FLOWS_PATH, params=[("limit", "1"), ("limit", "2")], headers=ACME_RW
+    )
     assert repeated.status_code == 400
-    assert problem(repeated)["errors"][0]["field"] == "limit"
+    assert read_problem(repeated)["errors"][0]["field"] == "limit"

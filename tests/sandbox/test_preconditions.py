@@ -3,11 +3,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.sandbox.conftest import ACME_RW, FLOWS, create_flow, flow_body, problem
+from tests.support.sandbox_app import ACME_RW, FLOWS_PATH, create_flow, flow_body, read_problem
 
 
 async def flow_at_version_2(client: httpx.AsyncClient) -> str:
-    url = f"{FLOWS}/{(await create_flow(client)).json()['id']}"
+    url = f"{FLOWS_PATH}/{(await create_flow(client)).json()['id']}"
     response = await client.put(url, json=flow_body(name="v2"), headers=ACME_RW)
     assert response.headers["etag"] == '"2"'
     return url
@@ -38,7 +38,7 @@ async def test_a_stale_weak_or_malformed_if_match_is_412(
         headers={**ACME_RW, "If-Match": if_match},
     )
     assert response.status_code == 412
-    assert problem(response)["type"].endswith("/precondition-failed")
+    assert read_problem(response)["type"].endswith("/precondition-failed")
     current = await client.get(url, headers=ACME_RW)
     assert current.json()["name"] == "v2"
     assert current.json()["version"] == 2
@@ -53,13 +53,13 @@ async def test_delete_with_a_matching_if_match_succeeds(client: httpx.AsyncClien
 
 async def test_if_match_on_a_missing_flow_is_404(client: httpx.AsyncClient) -> None:
     response = await client.delete(
-        f"{FLOWS}/flow_01JD0000000000000000000000", headers={**ACME_RW, "If-Match": "*"}
+        f"{FLOWS_PATH}/flow_01JD0000000000000000000000", headers={**ACME_RW, "If-Match": "*"}
     )
     assert response.status_code == 404
 
 
 async def test_two_writers_from_the_same_version_one_loses(client: httpx.AsyncClient) -> None:
-    url = f"{FLOWS}/{(await create_flow(client)).json()['id']}"
+    url = f"{FLOWS_PATH}/{(await create_flow(client)).json()['id']}"
     etag = (await client.get(url, headers=ACME_RW)).headers["etag"]
     headers = {**ACME_RW, "If-Match": etag}
     first = await client.put(url, json=flow_body(name="alice"), headers=headers)

@@ -7,8 +7,8 @@ import httpx
 import pytest
 import respx
 
+from tests.support.backend import FLOWS_PATH, TENANT, MakeClient, flow_json
 from tests.support.clock import FakeClock
-from tests.upstream_client.conftest import FLOWS_PATH, TENANT, MakeClient, flow_json
 from upstream_client import (
     APIConnectionError,
     BreakerConfig,

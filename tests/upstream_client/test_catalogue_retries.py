@@ -11,7 +11,7 @@ from upstream_client import (
     InternalServerError,
     ResponseValidationError,
     RetryConfig,
-    _client,
+    _pages,
 )
 
 SLEEPLESS = RetryConfig(max_attempts=3, backoff_base=0, jitter=0)
@@ -44,7 +44,7 @@ async def test_one_attempt_when_asked_and_the_clients_policy_otherwise() -> None
 async def test_a_catalogue_that_never_stops_paging_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_client, "MAX_CATALOGUE_PAGES", 5)
+    monkeypatch.setattr(_pages, "MAX_CATALOGUE_PAGES", 5)
     pages = 0
 
     def endless(request: httpx.Request) -> httpx.Response:

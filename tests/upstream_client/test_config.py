@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.upstream_client.conftest import TENANT, MakeClient
+from tests.support.backend import TENANT, MakeClient
 from upstream_client import (
     DEFAULT_BREAKER,
     DEFAULT_LIMITS,

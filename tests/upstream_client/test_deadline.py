@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from tests.upstream_client.conftest import FLOWS_PATH, TENANT, MakeClient, flow_json
+from tests.support.backend import FLOWS_PATH, TENANT, MakeClient, flow_json
 from upstream_client import APITimeoutError, BreakerConfig, RetryConfig, Timeout
 
 

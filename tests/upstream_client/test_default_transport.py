@@ -11,8 +11,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from tests.support.backend import TENANT, flow_json, serving_on_loopback
 from tests.support.ports import free_port
-from tests.upstream_client.conftest import TENANT, flow_json, serving_on_loopback
 from upstream_client import (
     APIConnectionError,
     APIStatusError,

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import respx
 
-from tests.upstream_client.conftest import FLOWS_PATH, TENANT, MakeClient, problem
+from tests.support.backend import FLOWS_PATH, TENANT, MakeClient, problem_response
 from upstream_client import (
     APIConnectionError,
     APIStatusError,
@@ -52,7 +52,7 @@ NO_RETRY = RetryConfig(max_attempts=1)
 async def test_status_maps_to_exception(
     router: respx.Router, make_client: MakeClient, status: int, error: type[APIStatusError]
 ) -> None:
-    router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=problem(status, "some-problem"))
+    router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=problem_response(status, "some-problem"))
     client = make_client(retries=NO_RETRY)
     with pytest.raises(APIStatusError) as caught:
         await client.get_flow(TENANT, "flow_1", token="t")
@@ -67,7 +67,9 @@ async def test_permission_denied_carries_required_scope(
     router: respx.Router, client: BackendClient
 ) -> None:
     router.post(FLOWS_PATH).mock(
-        return_value=problem(403, "insufficient-scope", required_scope="write:delivery-flows")
+        return_value=problem_response(
+            403, "insufficient-scope", required_scope="write:delivery-flows"
+        )
     )
     from upstream_client import FlowCreate
 
@@ -86,7 +88,9 @@ async def test_validation_problem_field_errors_are_decoded(
         {"field": "config.retry_policy.max_attempts", "message": "must be 1 to 10", "code": "range"}
     ]
     router.get(f"{FLOWS_PATH}/flow_1").mock(
-        return_value=problem(400, "validation-error", errors=errors, unknown_extra={"x": 1})
+        return_value=problem_response(
+            400, "validation-error", errors=errors, unknown_extra={"x": 1}
+        )
     )
     with pytest.raises(BadRequestError) as caught:
         await client.get_flow(TENANT, "flow_1", token="t")
@@ -100,7 +104,7 @@ async def test_validation_problem_field_errors_are_decoded(
 async def test_request_id_prefers_the_upstream_header(
     router: respx.Router, client: BackendClient
 ) -> None:
-    response = problem(404, "not-found")
+    response = problem_response(404, "not-found")
     response.headers["X-Request-ID"] = "req_from_header"
     router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=response)
     with pytest.raises(NotFoundError) as caught:
@@ -111,7 +115,7 @@ async def test_request_id_prefers_the_upstream_header(
 async def test_request_id_falls_back_to_problem_instance_then_ours(
     router: respx.Router, client: BackendClient
 ) -> None:
-    router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=problem(404, "not-found"))
+    router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=problem_response(404, "not-found"))
     router.get(f"{FLOWS_PATH}/flow_2").mock(return_value=httpx.Response(404, text="nope"))
     with pytest.raises(NotFoundError) as first:
         await client.get_flow(TENANT, "flow_1", token="t", request_id="req_mine")
@@ -137,7 +141,7 @@ async def test_a_non_problem_error_body_still_raises_the_status_error(
 async def test_retry_after_is_parsed_for_every_status(
     router: respx.Router, make_client: MakeClient, status: int
 ) -> None:
-    response = problem(status, "x")
+    response = problem_response(status, "x")
     response.headers["Retry-After"] = "7"
     router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=response)
     with pytest.raises(APIStatusError) as caught:
@@ -147,7 +151,7 @@ async def test_retry_after_is_parsed_for_every_status(
 
 
 async def test_retry_after_http_date(router: respx.Router, make_client: MakeClient) -> None:
-    response = problem(503, "upstream-unavailable")
+    response = problem_response(503, "upstream-unavailable")
     response.headers["Retry-After"] = email.utils.formatdate(time.time() + 120, usegmt=True)
     router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=response)
     with pytest.raises(InternalServerError) as caught:
@@ -159,7 +163,7 @@ async def test_retry_after_http_date(router: respx.Router, make_client: MakeClie
 async def test_garbage_retry_after_is_ignored(
     router: respx.Router, make_client: MakeClient
 ) -> None:
-    response = problem(503, "upstream-unavailable")
+    response = problem_response(503, "upstream-unavailable")
     response.headers["Retry-After"] = "soon"
     router.get(f"{FLOWS_PATH}/flow_1").mock(return_value=response)
     with pytest.raises(InternalServerError) as caught:

@@ -8,13 +8,7 @@ import msgspec
 import pytest
 import respx
 
-from tests.upstream_client.conftest import (
-    CLUSTER,
-    FLOWS_PATH,
-    TENANT,
-    MakeClient,
-    flow_json,
-)
+from tests.support.backend import CLUSTER, FLOWS_PATH, TENANT, MakeClient, flow_json
 from upstream_client import (
     BackendClient,
     Cluster,

@@ -4,15 +4,15 @@ import httpx
 import pytest
 import respx
 
-from tests.support.clock import FakeClock
-from tests.upstream_client.conftest import (
+from tests.support.backend import (
     CLUSTER,
     FLOWS_PATH,
     TENANT,
     MakeClient,
     flow_json,
-    problem,
+    problem_response,
 )
+from tests.support.clock import FakeClock
 from upstream_client import (
     APIConnectionError,
     APIStatusError,
@@ -81,7 +81,9 @@ def success_for(method: str) -> httpx.Response:
 async def test_retryable_status_is_retried_then_succeeds(
     router: respx.Router, client: BackendClient, method: str, status: int
 ) -> None:
-    recorder = Recorder(problem(status, "x"), problem(status, "x"), success=success_for(method))
+    recorder = Recorder(
+        problem_response(status, "x"), problem_response(status, "x"), success=success_for(method)
+    )
     route(router, method, recorder)
     await call(client, method)
     assert len(recorder.requests) == 3
@@ -103,7 +105,7 @@ async def test_connection_errors_are_retried(
 async def test_attempts_stop_at_max_attempts(
     router: respx.Router, client: BackendClient, method: str
 ) -> None:
-    recorder = Recorder(*[problem(503, "x")] * 5, success=success_for(method))
+    recorder = Recorder(*[problem_response(503, "x")] * 5, success=success_for(method))
     route(router, method, recorder)
     with pytest.raises(InternalServerError):
         await call(client, method)
@@ -115,7 +117,7 @@ async def test_attempts_stop_at_max_attempts(
 async def test_other_statuses_are_not_retried(
     router: respx.Router, client: BackendClient, method: str, status: int
 ) -> None:
-    recorder = Recorder(problem(status, "x"), success=success_for(method))
+    recorder = Recorder(problem_response(status, "x"), success=success_for(method))
     route(router, method, recorder)
     with pytest.raises(APIStatusError):
         await call(client, method)
@@ -125,7 +127,7 @@ async def test_other_statuses_are_not_retried(
 async def test_one_attempt_when_retries_are_disabled(
     router: respx.Router, make_client: MakeClient
 ) -> None:
-    recorder = Recorder(problem(503, "x"), success=ok_flow())
+    recorder = Recorder(problem_response(503, "x"), success=ok_flow())
     route(router, "GET", recorder)
     with pytest.raises(InternalServerError):
         await call(make_client(retries=RetryConfig(max_attempts=1)), "GET")
@@ -137,7 +139,7 @@ async def test_generated_idempotency_key_is_reused_on_every_attempt(
     router: respx.Router, client: BackendClient, method: str
 ) -> None:
     recorder = Recorder(
-        problem(503, "x"), httpx.ConnectError("refused"), success=success_for(method)
+        problem_response(503, "x"), httpx.ConnectError("refused"), success=success_for(method)
     )
     route(router, method, recorder)
     await call(client, method)
@@ -163,7 +165,7 @@ async def test_each_logical_write_gets_its_own_key(
 async def test_callers_idempotency_key_is_sent_on_every_attempt(
     router: respx.Router, client: BackendClient, method: str
 ) -> None:
-    recorder = Recorder(problem(502, "x"), success=success_for(method))
+    recorder = Recorder(problem_response(502, "x"), success=success_for(method))
     route(router, method, recorder)
     await call(client, method, idempotency_key="idem-123")
     assert [r.headers["Idempotency-Key"] for r in recorder.requests] == ["idem-123"] * 2
@@ -172,7 +174,7 @@ async def test_callers_idempotency_key_is_sent_on_every_attempt(
 async def test_retried_post_resends_the_same_body(
     router: respx.Router, client: BackendClient
 ) -> None:
-    recorder = Recorder(problem(503, "x"), success=ok_flow(201))
+    recorder = Recorder(problem_response(503, "x"), success=ok_flow(201))
     route(router, "POST", recorder)
     await call(client, "POST")
     assert recorder.requests[0].content == recorder.requests[1].content
@@ -183,7 +185,7 @@ async def test_backoff_is_exponential_and_capped(
     router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     retries = RetryConfig(max_attempts=6, backoff_base=0.5, backoff_max=3.0, jitter=0.0)
-    recorder = Recorder(*[problem(503, "x")] * 5, success=ok_flow())
+    recorder = Recorder(*[problem_response(503, "x")] * 5, success=ok_flow())
     route(router, "GET", recorder)
     await call(make_client(retries=retries, timeout=Timeout(total=60), breaker=PATIENT), "GET")
     assert fake_time.sleeps == [0.5, 1.0, 2.0, 3.0, 3.0]
@@ -193,7 +195,7 @@ async def test_jitter_only_shortens_the_backoff(
     router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
     retries = RetryConfig(max_attempts=30, backoff_base=1.0, backoff_max=1.0, jitter=0.5)
-    recorder = Recorder(*[problem(503, "x")] * 29, success=ok_flow())
+    recorder = Recorder(*[problem_response(503, "x")] * 29, success=ok_flow())
     route(router, "GET", recorder)
     await call(make_client(retries=retries, timeout=Timeout(total=600), breaker=PATIENT), "GET")
     assert all(0.5 <= s <= 1.0 for s in fake_time.sleeps)
@@ -203,7 +205,7 @@ async def test_jitter_only_shortens_the_backoff(
 async def test_retry_after_replaces_the_backoff(
     router: respx.Router, client: BackendClient, fake_time: FakeClock
 ) -> None:
-    limited = problem(429, "rate-limited")
+    limited = problem_response(429, "rate-limited")
     limited.headers["Retry-After"] = "2"
     recorder = Recorder(limited, success=ok_flow())
     route(router, "GET", recorder)
@@ -215,7 +217,7 @@ async def test_retry_after_replaces_the_backoff(
 async def test_retry_after_beyond_the_cap_stops_retrying(
     router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
-    limited = problem(429, "rate-limited")
+    limited = problem_response(429, "rate-limited")
     limited.headers["Retry-After"] = "120"
     recorder = Recorder(limited, success=ok_flow())
     route(router, "GET", recorder)
@@ -230,7 +232,7 @@ async def test_retry_after_beyond_the_cap_stops_retrying(
 async def test_no_retry_when_the_wait_would_pass_the_deadline(
     router: respx.Router, make_client: MakeClient, fake_time: FakeClock
 ) -> None:
-    unavailable = problem(503, "upstream-unavailable")
+    unavailable = problem_response(503, "upstream-unavailable")
     unavailable.headers["Retry-After"] = "4"
     recorder = Recorder(unavailable, success=ok_flow())
     route(router, "GET", recorder)
@@ -259,7 +261,7 @@ async def test_backoffs_of_one_call_share_its_deadline(
 async def test_conflict_is_not_retried_even_with_retry_after(
     router: respx.Router, client: BackendClient
 ) -> None:
-    conflict = problem(409, "conflict")
+    conflict = problem_response(409, "conflict")
     conflict.headers["Retry-After"] = "1"
     recorder = Recorder(conflict, success=ok_flow(201))
     route(router, "POST", recorder)
@@ -269,7 +271,7 @@ async def test_conflict_is_not_retried_even_with_retry_after(
 
 
 async def test_bad_request_is_not_retried(router: respx.Router, client: BackendClient) -> None:
-    recorder = Recorder(problem(400, "validation-error"), success=ok_flow())
+    recorder = Recorder(problem_response(400, "validation-error"), success=ok_flow())
     route(router, "GET", recorder)
     with pytest.raises(BadRequestError):
         await call(client, "GET")

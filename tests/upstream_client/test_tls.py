@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.upstream_client.conftest import TENANT, flow_json, serving_on_loopback
+from tests.support.backend import TENANT, flow_json, serving_on_loopback
 from upstream_client import APIConnectionError, BackendClient, RetryConfig, TLSConfig
 
 ONE_ATTEMPT = RetryConfig(max_attempts=1)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import respx
 
-from tests.upstream_client.conftest import CLUSTER, TENANT, MakeClient, flow_json
+from tests.support.backend import CLUSTER, TENANT, MakeClient, flow_json
 from upstream_client import BackendClient, FlowCreate, FlowUpdate, InvalidIdError
 
 HOSTILE_IDS = [

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from .problems import ProblemError
+from ..http import ContentType
+from ..problems import ProblemError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_JSON_TYPES = ("application/json",)
 
 
 def _csrf_failed(detail: str) -> ProblemError:
@@ -41,7 +41,6 @@ def check_csrf(request: Request, allowed_origins: frozenset[str]) -> None:
     has_body = request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
     )
-    if content_type is not None or has_body:
-        media = (content_type or "").split(";")[0].strip().lower()
-        if media not in _JSON_TYPES:
-            raise _csrf_failed("Changes must be sent as application/json.")
+    # A JSON type is one no cross-site form can send; the charset is the body reader's concern.
+    if (content_type is not None or has_body) and not ContentType(content_type).is_json_media:
+        raise _csrf_failed("Changes must be sent as application/json.")

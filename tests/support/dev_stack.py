@@ -1,4 +1,4 @@
-"""``python -m bff dev`` as a real process on free loopback ports, for end-to-end tests."""
+"""``python -m bff dev`` on free loopback ports, for the end-to-end and browser tests."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .problems import FieldError, validation_error
+from ..problems import FieldError, validation_error
 
 MAX_LENGTH = 2048
 

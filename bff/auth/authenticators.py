@@ -1,9 +1,9 @@
-"""Who the caller is: the two authenticators of the API, and claims → :class:`Principal`.
+"""Who the caller is: the two authenticators of the API.
 
 - :class:`BearerAuthenticator`: ``Authorization: Bearer <JWT>`` validated against the provider's
   key set; no CSRF header needed (nothing ambient is involved).
 - :class:`SessionAuthenticator`: the HttpOnly session cookie, with the CSRF checks of
-  :mod:`bff.csrf`, and an inline token refresh before anything is forwarded, single-flight per
+  :mod:`bff.auth.csrf`, and an inline token refresh before anything is forwarded, single-flight per
   session within the process and, through the refresh lock, across instances.
 
 Each returns ``None`` when its kind of credential is absent, so the next one may try.
@@ -15,25 +15,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 from starlette.requests import Request
 
-from .csrf import check_csrf
-from .jwt_validation import InvalidToken, JWKSUnavailable
-from .observability import Metrics
-from .oidc import OIDCClient, ProviderUnavailable, RefreshRejected
-from .principal import Principal, tenants_from_claim, tenants_from_scope
-from .problems import (
+from ..observability import Metrics
+from ..problems import (
     ProblemError,
     authentication_required,
     session_expired,
     signin_unavailable,
 )
-from .settings import Settings
-from .state.refresh_locks import RefreshLock
-from .state.sessions import Session, SessionStore, hash_session_id
+from ..settings import Settings
+from ..state.refresh_locks import RefreshLock
+from ..state.sessions import Session, SessionStore, hash_session_id
+from .cookies import Cookies
+from .csrf import check_csrf
+from .discovery import Discovery, ProviderUnavailable
+from .jwt_validation import InvalidToken, JWKSUnavailable
+from .principal import Principal, tenants_from_claims
+from .token_endpoint import RefreshRejected, TokenEndpoint
 
 logger = logging.getLogger("bff.auth")
 
@@ -42,30 +43,6 @@ REFRESH_WAIT_SECONDS = 10.0
 REFRESH_POLL_SECONDS = 0.05
 RELAY_SAFETY_SECONDS = 5.0
 """A relayed token this close to expiry is not sent: it could expire before the backend reads it."""
-
-
-class CookieNames(msgspec.Struct, frozen=True):
-    session: str
-    login: str
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> CookieNames:
-        # The __Host- prefix pins a cookie to this exact origin (Secure, Path=/, no Domain);
-        # browsers accept it only over https, so loopback development uses plain names.
-        prefix = "__Host-" if settings.secure_cookies else ""
-        return cls(session=f"{prefix}bff_session", login=f"{prefix}bff_login")
-
-
-def tenants_from_claims(claims: dict[str, Any], claim_name: str) -> dict[str, frozenset[str]]:
-    """Tenant → scopes from the tenants claim, or else a tenant list and the ``scope`` claim."""
-    if claim_name in claims:
-        return tenants_from_claim(claims[claim_name])
-    tenant_ids = claims.get("tenants") or (
-        [claims["tenant_id"]] if isinstance(claims.get("tenant_id"), str) else []
-    )
-    if not isinstance(tenant_ids, list):
-        tenant_ids = []
-    return tenants_from_scope(tenant_ids, claims.get("scope"))
 
 
 def session_principal(session: Session) -> Principal:
@@ -80,8 +57,8 @@ def session_principal(session: Session) -> Principal:
 
 
 class BearerAuthenticator:
-    def __init__(self, settings: Settings, oidc: OIDCClient) -> None:
-        self._oidc = oidc
+    def __init__(self, settings: Settings, discovery: Discovery) -> None:
+        self._discovery = discovery
         self._audience = settings.oidc.bearer_audience
         self._tenants_claim = settings.oidc.tenants_claim
 
@@ -101,7 +78,7 @@ class BearerAuthenticator:
                 error="invalid_token",
             )
         try:
-            validator = await self._oidc.token_validator(self._audience)
+            validator = await self._discovery.token_validator(self._audience)
             claims = await validator.validate(token)
             if "nonce" in claims:
                 # Our sign-in's ID tokens carry a nonce, access tokens never do: an ID token
@@ -134,15 +111,16 @@ class SessionAuthenticator:
         self,
         settings: Settings,
         *,
-        oidc: OIDCClient,
+        tokens: TokenEndpoint,
         sessions: SessionStore,
         refresh_lock: RefreshLock,
-        metrics: Metrics | None = None,
+        cookies: Cookies,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.cookies = CookieNames.for_settings(settings)
-        self._refreshes = (metrics or Metrics()).token_refreshes
-        self._oidc = oidc
+        self.cookies = cookies
+        self._refreshes = metrics.token_refreshes
+        self._tokens = tokens
         self._sessions = sessions
         self._refresh_lock = refresh_lock
         self._clock = clock
@@ -232,7 +210,7 @@ class SessionAuthenticator:
                 )
             return session
         try:
-            tokens = await self._oidc.refresh(session.refresh_token)
+            tokens = await self._tokens.refresh(session.refresh_token)
         except RefreshRejected:
             self._refreshes.labels("failed", "rejected").inc()
             await self._sessions.delete(raw_id)

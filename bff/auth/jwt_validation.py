@@ -16,7 +16,6 @@ Exceptions::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import warnings
@@ -29,7 +28,8 @@ from joserfc import jws
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, Key, OKPKey, RSAKey
 
-from .state.replay import MemoryReplayCache, ReplayCache
+from ..cache import StaleWhileRefresh
+from ..state.replay import MemoryReplayCache, ReplayCache
 
 __all__ = [
     "BACKCHANNEL_LOGOUT_EVENT",
@@ -105,6 +105,18 @@ def _import_keys(document: Any) -> tuple[dict[str, Key], list[Key]]:
     return by_kid, without_kid
 
 
+class _KeySet(msgspec.Struct, frozen=True):
+    by_kid: dict[str, Key]
+    without_kid: list[Key]
+
+    def find(self, kid: str | None) -> Key | None:
+        if kid is not None:
+            return self.by_kid.get(kid)
+        # A token without kid is only unambiguous when the set holds exactly one key.
+        candidates = [*self.by_kid.values(), *self.without_kid]
+        return candidates[0] if len(candidates) == 1 else None
+
+
 class JWKSCache:
     """The identity provider's signing keys, fetched from `jwks_uri` and kept.
 
@@ -112,7 +124,8 @@ class JWKSCache:
     `min_refetch_interval` seconds in total, so a flood of tokens with made-up kids costs the
     provider nothing; concurrent misses share one fetch. The set is also refreshed when older than
     `max_age`: in the background, while the copy it has keeps serving, so a provider that is away
-    (or slow) costs a bearer call nothing as long as the token's key is known.
+    (or slow) costs a bearer call nothing as long as the token's key is known
+    (:class:`bff.cache.StaleWhileRefresh`).
     """
 
     def __init__(
@@ -126,36 +139,21 @@ class JWKSCache:
     ) -> None:
         self.jwks_uri = jwks_uri
         self._http = http
-        self.min_refetch_interval = min_refetch_interval
-        self.max_age = max_age
-        self._clock = clock
-        self._by_kid: dict[str, Key] = {}
-        self._without_kid: list[Key] = []
-        self._fetched_at: float | None = None  # last successful fetch
-        self._attempted_at: float | None = None  # last fetch, successful or not
-        self._lock = asyncio.Lock()
-        self._refreshing: asyncio.Task[None] | None = None
+        self._keys = StaleWhileRefresh(
+            self._fetch,
+            name=f"keys of {jwks_uri}",
+            errors=JWKSUnavailable,
+            max_age=max_age,
+            retry_after=min_refetch_interval,
+            clock=clock,
+        )
 
     @property
     def loaded(self) -> bool:
         """True once a key set has been fetched."""
-        return self._fetched_at is not None
+        return self._keys.value is not None
 
-    def _find(self, kid: str | None) -> Key | None:
-        if kid is not None:
-            return self._by_kid.get(kid)
-        # A token without kid is only unambiguous when the set holds exactly one key.
-        candidates = [*self._by_kid.values(), *self._without_kid]
-        return candidates[0] if len(candidates) == 1 else None
-
-    def _may_fetch(self, now: float) -> bool:
-        return self._attempted_at is None or now - self._attempted_at >= self.min_refetch_interval
-
-    def _stale(self, now: float) -> bool:
-        return self._fetched_at is None or now - self._fetched_at >= self.max_age
-
-    async def _fetch(self) -> None:
-        self._attempted_at = self._clock()
+    async def _fetch(self) -> _KeySet:
         try:
             response = await self._http.get(self.jwks_uri, headers={"Accept": "application/json"})
             response.raise_for_status()
@@ -163,24 +161,12 @@ class JWKSCache:
                 raise ValueError("JWKS document too large")
             by_kid, without_kid = _import_keys(response.json())
         except (httpx.HTTPError, ValueError) as exc:
-            if self._fetched_at is None:
-                raise JWKSUnavailable(f"cannot fetch JWKS from {self.jwks_uri}: {exc}") from exc
-            return  # keep serving the copy we have
-        self._by_kid, self._without_kid = by_kid, without_kid
-        self._fetched_at = self._clock()
-
-    async def _refresh_in_background(self) -> None:
-        try:
-            async with self._lock:
-                if self._stale(self._clock()):
-                    await self._fetch()
-        finally:
-            self._refreshing = None
+            raise JWKSUnavailable(f"cannot fetch JWKS from {self.jwks_uri}: {exc}") from exc
+        return _KeySet(by_kid, without_kid)
 
     async def refresh(self) -> None:
         """Fetch the key set now, ignoring the rate limit (start-up, readiness checks)."""
-        async with self._lock:
-            await self._fetch()
+        await self._keys.reload(force=True)
 
     async def get_key(self, kid: str | None) -> Key:
         """Return the key for `kid`, fetching the set when needed and allowed.
@@ -188,22 +174,13 @@ class JWKSCache:
         :raises InvalidToken: `unknown-kid` when the key is not in the (re)fetched set.
         :raises JWKSUnavailable: when no key set could ever be fetched.
         """
-        now = self._clock()
-        key = self._find(kid)
+        keys = self._keys.current()
+        key = keys.find(kid) if keys is not None else None
         if key is not None:
-            if self._stale(now) and self._may_fetch(now) and self._refreshing is None:
-                self._refreshing = asyncio.create_task(self._refresh_in_background())
             return key
-        async with self._lock:
-            # Another task may have fetched while this one waited for the lock.
-            key = self._find(kid)
-            now = self._clock()
-            if (key is None or self._stale(now)) and self._may_fetch(now):
-                await self._fetch()
-                key = self._find(kid)
+        keys = await self._keys.reload(good=lambda keys: keys.find(kid) is not None)
+        key = keys.find(kid)
         if key is None:
-            if not self.loaded:
-                raise JWKSUnavailable(f"no key set fetched from {self.jwks_uri} yet")
             raise InvalidToken("unknown-kid", f"no signing key {kid!r} in the provider's JWKS")
         return key
 

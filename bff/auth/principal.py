@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
 
-from .problems import ProblemError
-from .views import Permissions
+from ..problems import ProblemError
 
 READ_SCOPES = frozenset({"read:delivery-flows", "read:*", "admin:delivery-flows"})
 WRITE_SCOPES = frozenset({"write:delivery-flows", "admin:delivery-flows"})
@@ -60,6 +59,25 @@ def tenants_from_scope(tenant_ids: Iterable[object], scope: object) -> dict[str,
     """Fallback claims: a tenant list plus a space-separated ``scope`` applying to each tenant."""
     scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
     return {tenant: scopes for tenant in tenant_ids if isinstance(tenant, str)}
+
+
+def tenants_from_claims(claims: dict[str, Any], claim_name: str) -> dict[str, frozenset[str]]:
+    """Tenant → scopes from the tenants claim, or else a tenant list and the ``scope`` claim."""
+    if claim_name in claims:
+        return tenants_from_claim(claims[claim_name])
+    tenant_ids = claims.get("tenants") or (
+        [claims["tenant_id"]] if isinstance(claims.get("tenant_id"), str) else []
+    )
+    if not isinstance(tenant_ids, list):
+        tenant_ids = []
+    return tenants_from_scope(tenant_ids, claims.get("scope"))
+
+
+class Permissions(msgspec.Struct, frozen=True):
+    """What a principal may do in one tenant."""
+
+    read: bool
+    write: bool
 
 
 def permissions(principal: Principal, tenant_id: str) -> Permissions:

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .paths import API_PREFIX, CALLBACK_PATH, LOGIN_PATH
-from .problems import TITLES, ProblemError
+from ..paths import API_PREFIX, CALLBACK_PATH, LOGIN_PATH
+from ..problems import TITLES, ProblemError
 from .return_to import safe_return_to
 
 __all__ = ["PAGE_CSS_PATH", "failure_page", "routes", "wants_page"]

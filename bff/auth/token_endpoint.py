@@ -1,0 +1,235 @@
+"""The provider's endpoints that answer the client itself: token (code exchange, refresh),
+revocation and userinfo.
+
+Each call that authenticates the client does so through :mod:`bff.auth.client_auth`. OAuth
+errors of the token endpoint become :class:`TokenError` (with the error code), and from there the
+exceptions each caller acts on::
+
+    Exception
+    ├── LoginError            the sign-in cannot complete (bad code, bad ID token, provider error)
+    │   └── UserinfoRefused   the userinfo endpoint refused a fresh access token (a 4xx)
+    ├── TokenError            the token endpoint answered an OAuth error code (the message)
+    └── RefreshRejected       the provider refused the refresh token: the session is over
+
+and :class:`bff.auth.discovery.ProviderUnavailable` when the provider cannot be reached or
+answers outside the protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import msgspec
+from authlib.common.security import generate_token
+from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
+from .client_auth import ClientAuthentication
+from .discovery import Discovery, ProviderUnavailable
+
+logger = logging.getLogger("bff.oidc")
+
+
+class TokenSet(msgspec.Struct, frozen=True):
+    access_token: str | None
+    refresh_token: str | None
+    id_token: str | None
+    expires_at: float | None
+    lifetime: float | None = None
+    """Seconds the access token was good for when issued (what the refresh margin scales to)."""
+
+
+class LoginError(Exception):
+    """The login cannot complete (bad code, bad ID token, provider error)."""
+
+
+class UserinfoRefused(LoginError):
+    """The provider refused our fresh access token at its userinfo endpoint (a 4xx)."""
+
+
+class TokenError(Exception):
+    """The token endpoint answered with an OAuth error code (the message)."""
+
+
+class RefreshRejected(Exception):
+    """The provider refused the refresh token (``invalid_grant``): the session is over."""
+
+
+class TokenEndpoint:
+    """The client's calls to the provider. ``token_params`` go with every code exchange and
+    refresh: the ``resource`` asked for at sign-in (RFC 8707 2.2), so the access token is the
+    API's whatever the provider's default."""
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        client: ClientAuthentication,
+        *,
+        http: httpx.AsyncClient,
+        token_params: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._discovery = discovery
+        self._client = client
+        self._http = http
+        self._clock = clock
+        self.token_params = token_params or {}
+        self.client_refused = False
+        """The token endpoint last answered ``invalid_client``: the credentials are wrong."""
+
+    async def _request(self, grant_type: str, **params: str) -> dict[str, Any]:
+        """POST to the token endpoint; OAuth errors become :class:`TokenError`."""
+        metadata = await self._discovery.metadata()
+        body = prepare_token_request(grant_type, **params)
+        try:
+            response = await self._http.post(
+                metadata.token_endpoint,
+                content=body,
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                },
+                auth=self._client.auth(),
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from exc
+        try:
+            token = response.json()
+        except ValueError:
+            token = None
+        if not isinstance(token, dict):
+            raise ProviderUnavailable(
+                f"token endpoint answered {response.status_code} without JSON"
+            )
+        if response.status_code >= 500:
+            raise ProviderUnavailable(f"token endpoint answered {response.status_code}")
+        if "error" in token or response.status_code != 200:
+            error = str(token.get("error", "invalid_request"))
+            if error == "invalid_client" and not self.client_refused:
+                self.client_refused = True
+                logger.error(
+                    "the provider refuses this client's credentials: check [oidc].client_id "
+                    "and client_secret"
+                )
+            raise TokenError(error)
+        self.client_refused = False
+        return token
+
+    async def check_client(self, redirect_uri: str) -> bool:
+        """Whether the token endpoint accepts this client's credentials.
+
+        Asks to exchange a code that cannot exist: a provider that accepts the client answers
+        ``invalid_grant``; one that does not, ``invalid_client``. Nothing is issued either way.
+        """
+        try:
+            await self._request(
+                "authorization_code",
+                code=f"flows-bff-client-check-{generate_token(16)}",
+                redirect_uri=redirect_uri,
+                code_verifier=generate_token(64),
+            )
+        except TokenError as exc:
+            return str(exc) != "invalid_client"
+        return True
+
+    async def exchange(self, code: str, *, redirect_uri: str, code_verifier: str) -> TokenSet:
+        """The tokens for an authorization code (with its PKCE verifier)."""
+        try:
+            token = await self._request(
+                "authorization_code",
+                code=code,
+                redirect_uri=redirect_uri,
+                code_verifier=code_verifier,
+                **self.token_params,
+            )
+        except TokenError as exc:
+            raise LoginError(f"the provider refused the code: {exc}") from exc
+        return _token_set(token, self._clock())
+
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        try:
+            token = await self._request(
+                "refresh_token", refresh_token=refresh_token, **self.token_params
+            )
+        except TokenError as exc:
+            if str(exc) in {"invalid_grant", "invalid_token", "unauthorized_client"}:
+                raise RefreshRejected(str(exc)) from exc
+            raise ProviderUnavailable(f"refresh failed: {exc}") from exc
+        tokens = _token_set(token, self._clock())
+        if tokens.refresh_token is None:
+            # Providers that do not rotate keep the refresh token valid: carry it over.
+            tokens = msgspec.structs.replace(tokens, refresh_token=refresh_token)
+        return tokens
+
+    async def revoke(self, refresh_token: str) -> None:
+        """Best effort: a provider without revocation, or one that is down, only gets logged."""
+        try:
+            metadata = await self._discovery.metadata()
+            if not metadata.revocation_endpoint:
+                return
+            response = await self._http.post(
+                metadata.revocation_endpoint,
+                data={"token": refresh_token, "token_type_hint": "refresh_token"},
+                auth=self._client.auth(),
+            )
+            if response.status_code != 200:
+                logger.warning("refresh token revocation answered %s", response.status_code)
+        except (httpx.HTTPError, ProviderUnavailable) as exc:
+            logger.warning("refresh token revocation failed: %s", type(exc).__name__)
+
+    async def userinfo(self, access_token: str) -> dict[str, Any]:
+        """The userinfo claims; :class:`UserinfoRefused` when the provider refuses the token (a
+        4xx: a sign-in that cannot complete), :class:`ProviderUnavailable` when it fails."""
+        metadata = await self._discovery.metadata()
+        if not metadata.userinfo_endpoint:
+            return {}
+        try:
+            response = await self._http.get(
+                metadata.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"userinfo failed: {type(exc).__name__}") from exc
+        if 400 <= response.status_code < 500:
+            raise UserinfoRefused(f"userinfo answered {response.status_code}")
+        try:
+            response.raise_for_status()
+            info = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ProviderUnavailable(f"userinfo failed: {exc}") from exc
+        return info if isinstance(info, dict) else {}
+
+
+def _token_set(token: dict[str, Any], now: float) -> TokenSet:
+    expires_at = token.get("expires_at")
+    expires_in = token.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
+        expires_in = int(expires_in)  # some providers send a string
+    if expires_at is None and isinstance(expires_in, int | float):
+        expires_at = now + float(expires_in)
+    if expires_at is None:
+        expires_at = _jwt_expiry(token.get("access_token"))
+    expires = float(expires_at) if expires_at is not None else None
+    return TokenSet(
+        access_token=token.get("access_token"),
+        refresh_token=token.get("refresh_token"),
+        id_token=token.get("id_token"),
+        expires_at=expires,
+        lifetime=expires - now if expires is not None and expires > now else None,
+    )
+
+
+def _jwt_expiry(access_token: object) -> float | None:
+    """``exp`` of an access token that is a JWT: only to know when to refresh, never to trust it."""
+    if not isinstance(access_token, str) or access_token.count(".") != 2:
+        return None
+    payload = access_token.split(".")[1]
+    try:
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, msgspec.DecodeError, RecursionError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None

@@ -1,0 +1,275 @@
+"""A fake OpenID provider, mocked with respx, and the users and keys it signs for.
+
+:class:`FakeProvider` answers discovery, JWKS, the token endpoint, revocation and userinfo under
+:data:`ISSUER`. It signs ID, access and logout tokens with its own RSA key (:func:`provider_key`),
+checks PKCE, rotates refresh tokens, counts every call, and lets a test decide what the token
+endpoint says. :data:`USERS` are the people it signs in; :func:`attacker_key` is another key with
+the same ``kid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+import respx
+from joserfc.jwk import RSAKey
+
+from bff.auth.jwt_validation import BACKCHANNEL_LOGOUT_EVENT
+from tests.support.clock import FakeClock
+from tests.support.tokens import b64, sign
+
+ISSUER = "http://idp.test"
+CLIENT_ID = "flows-bff-test"
+CLIENT_SECRET = "test-client-secret"
+BEARER_AUDIENCE = "https://flows.example/api"
+"""What the fake provider's access tokens name as audience, and what the test gateway requires."""
+
+READ = "read:delivery-flows"
+WRITE = "write:delivery-flows"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    sub: str
+    name: str
+    email: str
+    tenants: dict[str, list[str]]
+    api_key: str
+    """The sandbox API key with the same rights: what a relayed access token stands for."""
+
+
+USERS = {
+    "alice": DemoUser(
+        "alice", "Alice Admin", "alice@acme.example", {"ten_acme": [READ, WRITE]}, "key_alice"
+    ),
+    "bob": DemoUser("bob", "Bob Reader", "bob@acme.example", {"ten_acme": [READ]}, "key_bob"),
+    "carol": DemoUser(
+        "carol", "Carol Globex", "carol@globex.example", {"ten_globex": [READ, WRITE]}, "key_carol"
+    ),
+}
+
+
+@cache
+def provider_key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "idp-key-1", "use": "sig"})
+
+
+@cache
+def attacker_key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "idp-key-1", "use": "sig"})
+
+
+# --- the fake provider ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Grant:
+    user: DemoUser
+    nonce: str
+    challenge: str
+    redirect_uri: str
+
+
+@dataclass
+class AuthorizeRequest:
+    """The query of the provider URL the BFF redirected the browser to."""
+
+    params: dict[str, str]
+
+    @classmethod
+    def from_location(cls, location: str) -> AuthorizeRequest:
+        parts = urlsplit(location)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        assert all(len(v) == 1 for v in query.values()), query
+        return cls({k: v[0] for k, v in query.items()})
+
+
+class FakeProvider:
+    """An OpenID provider as respx routes under :data:`ISSUER`.
+
+    ``id_token_hook(claims) -> str`` replaces the signed ID token of a code exchange;
+    ``code_error`` makes the code exchange answer that OAuth error; ``refresh_mode`` is ``"ok"``,
+    ``"invalid_grant"`` or ``"down"``; ``refresh_gate`` (an event) holds refresh answers back;
+    ``metadata_extra`` adds members to its discovery document; ``issues_refresh_tokens`` False
+    leaves refresh tokens out, as a provider does that was not asked the way it wants.
+    ``issuer`` is how its metadata and tokens spell the issuer: :data:`ISSUER`, or with a
+    trailing slash as Auth0 spells its own; its endpoints stay under :data:`ISSUER`.
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.issuer = ISSUER
+        self.key = provider_key()
+        self.router = respx.MockRouter(base_url=ISSUER, assert_all_called=False)
+        self.discovery = self.router.get("/.well-known/openid-configuration").mock(
+            side_effect=self._discovery
+        )
+        self.jwks = self.router.get("/jwks").mock(side_effect=self._jwks)
+        self.token = self.router.post("/token").mock(side_effect=self._token)
+        self.revocation = self.router.post("/revoke").mock(side_effect=self._revoke)
+        self.userinfo = self.router.get("/userinfo").respond(401)
+        self.expires_in = 3600
+        self.id_token_hook: Callable[[dict[str, Any]], str] | None = None
+        self.code_error: str | None = None
+        self.refresh_mode = "ok"
+        self.refresh_gate: asyncio.Event | None = None
+        self.sid_of_login: str | None = None
+        self.refresh_calls = 0
+        self.revoked: list[str] = []
+        self.access_tokens: list[str] = []
+        self.refresh_tokens: dict[str, DemoUser] = {}
+        self._grants: dict[str, _Grant] = {}
+        self.metadata_extra: dict[str, Any] = {}
+        self.issues_refresh_tokens = True
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.router.async_handler)
+
+    # the browser's part: the login page answers with a code
+    def authorize(
+        self, location: str, user: str = "alice", extra: dict[str, str] | None = None
+    ) -> str:
+        """What the provider's login page does for ``user``: the callback URL it redirects to
+        (with ``extra`` parameters, such as an RFC 9207 ``iss``)."""
+        request = AuthorizeRequest.from_location(location)
+        params = request.params
+        assert location.startswith(f"{ISSUER}/authorize?"), location
+        assert params["client_id"] == CLIENT_ID
+        assert params["response_type"] == "code"
+        assert params["code_challenge_method"] == "S256"
+        code = secrets.token_urlsafe(16)
+        self._grants[code] = _Grant(
+            USERS[user], params["nonce"], params["code_challenge"], params["redirect_uri"]
+        )
+        answer = {"code": code, "state": params["state"], **(extra or {})}
+        return f"{params['redirect_uri']}?" + urlencode(answer)
+
+    # tokens
+    def id_claims(self, user: DemoUser, nonce: str | None, **overrides: Any) -> dict[str, Any]:
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": CLIENT_ID,
+            "sub": user.sub,
+            "iat": now,
+            "exp": now + 300,
+            "nonce": nonce,
+            "name": user.name,
+            "email": user.email,
+            "zen_tenants": user.tenants,
+            "sid": self.sid_of_login,
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def signed(self, claims: dict[str, Any], **header: Any) -> str:
+        return sign(claims, self.key, **header)
+
+    def bearer_token(self, user: str = "alice", **overrides: Any) -> str:
+        """An access token for this BFF's API audience (what a script would send)."""
+        overrides = {"aud": [BEARER_AUDIENCE, CLIENT_ID], **overrides}
+        return self.signed(self.id_claims(USERS[user], None, **overrides), typ="at+jwt")
+
+    def logout_token(self, *, sid: str | None = None, sub: str | None = None, **extra: Any) -> str:
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": CLIENT_ID,
+            "iat": int(self.clock()),
+            "jti": secrets.token_urlsafe(12),
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+            "sid": sid,
+            "sub": sub,
+            **extra,
+        }
+        return self.signed({k: v for k, v in claims.items() if v is not None}, typ="logout+jwt")
+
+    def _new_tokens(self, user: DemoUser) -> dict[str, Any]:
+        access = f"at_{user.sub}_{secrets.token_urlsafe(12)}"
+        refresh = f"rt_{user.sub}_{secrets.token_urlsafe(12)}"
+        self.access_tokens.append(access)
+        tokens: dict[str, Any] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
+        if self.issues_refresh_tokens:
+            self.refresh_tokens[refresh] = user
+            tokens["refresh_token"] = refresh
+        return tokens
+
+    # endpoints
+    def _discovery(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "issuer": self.issuer,
+                "authorization_endpoint": f"{ISSUER}/authorize",
+                "token_endpoint": f"{ISSUER}/token",
+                "jwks_uri": f"{ISSUER}/jwks",
+                "userinfo_endpoint": f"{ISSUER}/userinfo",
+                "end_session_endpoint": f"{ISSUER}/logout",
+                "revocation_endpoint": f"{ISSUER}/revoke",
+                "code_challenge_methods_supported": ["S256"],
+                **self.metadata_extra,
+            },
+        )
+
+    def _jwks(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"keys": [self.key.as_dict(private=False)]})
+
+    def _client_ok(self, request: httpx.Request) -> bool:
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        return request.headers.get("authorization") == expected
+
+    async def _token(self, request: httpx.Request) -> httpx.Response:
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        if not self._client_ok(request):
+            return httpx.Response(401, json={"error": "invalid_client"})
+        if form.get("grant_type") == "refresh_token":
+            return await self._refresh(form)
+        if form.get("grant_type") != "authorization_code":
+            return httpx.Response(400, json={"error": "unsupported_grant_type"})
+        if self.code_error:
+            return httpx.Response(400, json={"error": self.code_error})
+        grant = self._grants.pop(form.get("code", ""), None)
+        verifier = form.get("code_verifier", "")
+        challenge = b64(hashlib.sha256(verifier.encode()).digest())
+        if (
+            grant is None
+            or grant.challenge != challenge
+            or grant.redirect_uri != form.get("redirect_uri")
+        ):
+            return httpx.Response(400, json={"error": "invalid_grant"})
+        claims = self.id_claims(grant.user, grant.nonce)
+        id_token = self.id_token_hook(claims) if self.id_token_hook else self.signed(claims)
+        return httpx.Response(200, json={**self._new_tokens(grant.user), "id_token": id_token})
+
+    async def _refresh(self, form: dict[str, str]) -> httpx.Response:
+        self.refresh_calls += 1
+        if self.refresh_gate is not None:
+            await self.refresh_gate.wait()
+        if self.refresh_mode == "down":
+            raise httpx.ConnectError("provider down")
+        # Rotation with reuse detection: a refresh token is good exactly once.
+        user = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+        if self.refresh_mode == "invalid_grant" or user is None:
+            return httpx.Response(400, json={"error": "invalid_grant"})
+        return httpx.Response(200, json=self._new_tokens(user))
+
+    def _revoke(self, request: httpx.Request) -> httpx.Response:
+        if not self._client_ok(request):
+            return httpx.Response(401, json={"error": "invalid_client"})
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        self.revoked.append(form.get("token", ""))
+        self.refresh_tokens.pop(form.get("token", ""), None)
+        return httpx.Response(200)
