@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The browser sign-in of the end-to-end tests is reused as is.
 sys.path.insert(0, str(REPO))
 from bff.paths import API_PREFIX, CALLBACK_PATH, JWKS_PATH  # noqa: E402
-from tests.e2e.oidc_login import browser_login  # noqa: E402
+from tests.support.oidc_login import browser_login  # noqa: E402
 
 CONFIG = REPO / "config" / "dev.toml"
 HOST = "127.0.0.1"

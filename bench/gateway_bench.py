@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The browser sign-in and the process helpers of the end-to-end tests are reused as they are.
 sys.path.insert(0, str(REPO))
 from bff.paths import API_PREFIX, CALLBACK_PATH  # noqa: E402
-from tests.e2e.oidc_login import browser_login  # noqa: E402
+from tests.support.oidc_login import browser_login  # noqa: E402
 from tests.support.ports import free_ports  # noqa: E402
 from tests.support.processes import clean_environ  # noqa: E402
 

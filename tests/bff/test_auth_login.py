@@ -19,11 +19,11 @@ import httpx
 import pytest
 import respx
 
-from tests.e2e.oidc_login import find_login_form
 from tests.support.clock import FakeClock
 from tests.support.cookies import Browser, set_cookies
 from tests.support.dev_provider import real_login, start_dev_provider
 from tests.support.gateway import CALLBACK, CALLBACK_URL, LOGIN, WHOAMI, assert_problem
+from tests.support.oidc_login import find_login_form
 from tests.support.provider import CLIENT_ID, ISSUER, AuthorizeRequest, attacker_key
 from tests.support.signin import ABSOLUTE_TIMEOUT, Harness, auth_settings, running_app
 from tests.support.tokens import b64, b64json, sign, unsigned

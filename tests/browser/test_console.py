@@ -31,7 +31,7 @@ from tests.browser.driver import (
     sign_in,
     sign_in_at_provider,
 )
-from tests.e2e.oidc_login import browser_login
+from tests.support.oidc_login import browser_login
 from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

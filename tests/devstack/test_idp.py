@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from devstack.idp import create_idp_app, load_dev_users, main
-from tests.e2e.oidc_login import browser_login, find_login_form
+from tests.support.oidc_login import browser_login, find_login_form
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "dev.toml"
 ISSUER = "http://127.0.0.1:8002"
@@ -534,7 +535,10 @@ def test_a_wrong_client_secret_is_refused_before_the_code_is_looked_at(
 
 # --- its pages -------------------------------------------------------------------------------
 
-MOCK_TEMPLATES = Path(__import__("oidc_provider_mock").__file__).parent / "templates"
+# Found without importing it: the mock's import warns (authlib's deprecated jose), an error here.
+_MOCK = importlib.util.find_spec("oidc_provider_mock")
+assert _MOCK is not None and _MOCK.origin is not None
+MOCK_TEMPLATES = Path(_MOCK.origin).parent / "templates"
 OWN_TEMPLATES = Path(__file__).resolve().parents[2] / "devstack" / "templates"
 EXTERNAL_URL = re.compile(r"""(?:href|src|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.oidc_login import browser_login
 from tests.support.dev_stack import running_dev_stack
+from tests.support.oidc_login import browser_login
 from tests.support.processes import ServerProcess
 
 pytestmark = pytest.mark.e2e

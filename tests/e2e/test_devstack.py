@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from devstack.stack import run_dev_stack
-from tests.e2e.oidc_login import browser_login
 from tests.support.dev_stack import CONFIG
+from tests.support.oidc_login import browser_login
 from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 import httpx
 
 from bff.paths import API_PREFIX, LOGIN_PATH
-from tests.e2e.oidc_login import follow_redirects
+from tests.support.oidc_login import follow_redirects
 
 NAVIGATION_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 SESSION_COOKIE = "bff_session"

@@ -12,6 +12,8 @@
 - :mod:`tests.support.cookies`: a browser's cookie keeping, for the in-process BFF.
 - :mod:`tests.support.signin`: the BFF with its real authenticators over the fake provider.
 - :mod:`tests.support.dev_provider`: the development OpenID provider as a process.
+- :mod:`tests.support.oidc_login`: signing in through the gateway and the development provider as
+  a browser would, hop by hop.
 - :mod:`tests.support.dev_stack`: ``python -m bff dev`` as a process.
 - :mod:`tests.support.openapi`: the gateway's OpenAPI document and the check that a response
   conforms to it.

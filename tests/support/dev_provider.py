@@ -13,10 +13,10 @@ from contextlib import contextmanager
 
 import httpx
 
-from tests.e2e.oidc_login import find_login_form
 from tests.support.cookies import Browser
 from tests.support.dev_stack import CONFIG
 from tests.support.gateway import CALLBACK_URL, LOGIN
+from tests.support.oidc_login import find_login_form
 from tests.support.ports import free_port
 from tests.support.processes import serving
 
