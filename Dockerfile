@@ -9,8 +9,10 @@
 #   docker build -t flows-bff .                      # production image
 #   docker build --target demo -t flows-bff-demo .   # development provider image
 #
-# Production passes its own configuration, for example:
-#   docker run -v /srv/flows-bff:/etc/flows-bff:ro flows-bff \
+# Production passes its own configuration and its key files (made once with `bff keys`; see
+# README.md, "Production shape"), for example:
+#   docker run -v /srv/flows-bff:/etc/flows-bff:ro \
+#     -v /srv/flows-bff-secrets:/run/secrets/flows-bff:ro flows-bff \
 #     serve --config /etc/flows-bff/production.toml --host 0.0.0.0 --port 8000 --workers 4
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -44,12 +46,17 @@ FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# A fixed numeric id, so that volume ownership and Kubernetes runAsUser can name it.
+# A fixed numeric id, so that volume ownership and Kubernetes runAsUser can name it. A new named
+# volume mounted on /data or /var/lib/flows-bff/keys (the session key ring of docker-compose.yml)
+# takes the owner of the directory here.
 RUN groupadd --system --gid 10001 flows \
  && useradd --system --uid 10001 --gid flows --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin flows \
  && mkdir /data \
- && chown flows:flows /data
+ && chown flows:flows /data \
+ && mkdir -p /var/lib/flows-bff/keys \
+ && chown flows:flows /var/lib/flows-bff/keys \
+ && chmod 0700 /var/lib/flows-bff/keys
 COPY --from=build /opt/venv /opt/venv
 # config/ holds dev.toml, compose.toml and production.example.toml; only compose.toml is a
 # working default, and production mounts its own file over /etc/flows-bff.

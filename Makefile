@@ -73,8 +73,8 @@ format: $(STAMP)
 test: lint $(if $(NPM),$(INTEROP_STAMP))
 	$(BIN)/pytest
 
-# Every benchmark runs even if another fails (the client one needs nginx, the gateway one nginx
-# and wrk); any failing fails the target. The gateway one writes bench/results/latest.{json,png}.
+# Every benchmark runs even if another fails (the client one needs nginx, the gateway one nginx,
+# wrk and redis-server); any failing fails the target. The gateway one writes bench/results/latest.{json,png}.
 bench: $(STAMP)
 	status=0; \
 	$(BIN)/python bench/upstream_client_bench.py || status=1; \

@@ -8,14 +8,17 @@ SIGTERM and errors). The run:
    development API key and captures its answers (the flow page, clusters, ingesters and
    destinations) into a folder;
 2. starts nginx from a temporary configuration (never the system service) serving that folder,
-   plus an nginx proxy in front of it; then the Python arms of ``bench/arms`` under uvicorn
-   (uvloop, httptools, no access log) and two ``bff serve`` processes whose upstream is that
-   nginx, with their default logging and metrics, and signs alice in to each as a browser does;
+   plus an nginx proxy in front of it, and ``redis-server`` (``--save '' --appendonly no``);
+   makes a session key ring with ``bff keys``; then the Python arms of ``bench/arms`` under
+   uvicorn (uvloop, httptools, no access log) and four ``bff serve`` processes whose upstream is
+   that nginx, with their default logging and metrics, and signs alice in to each as a browser
+   does;
 3. drives each arm with ``wrk``: a warm-up, then ``-t1 -c32 --latency`` (requests/s, p50, p99)
-   and ``-t1 -c1 --latency`` (p50 without queueing). Where ``taskset`` is available, wrk and
-   nginx run on one CPU and the process under test on another;
-4. writes ``<out>/latest.json`` (machine facts, every arm's figures, the BFFs' RSS, the target
-   ratios) and ``<out>/latest.png`` (a bar chart of requests/s with the ratios below it).
+   and ``-t1 -c1 --latency`` (p50 without queueing). Where ``taskset`` is available, wrk, nginx
+   and Redis run on one CPU and the process under test on another;
+4. writes ``<out>/latest.json`` (machine facts, every arm's figures, the BFFs' RSS, what the
+   production shape kept in Redis and its audit files, the target ratios) and
+   ``<out>/latest.png`` (a bar chart of requests/s with the ratios below it).
 
 The arms (``bench/README.md`` says how to read them):
 
@@ -26,12 +29,15 @@ The arms (``bench/README.md`` says how to read them):
 - ``naive-httpx``: the textbook proxy (stock httpx, stdlib json, ``BaseHTTPMiddleware``);
 - ``bff-uncached``: the BFF listing 20 enriched flows for alice, micro-cache off
   (``BFF__CACHE__TTL_SECONDS=0``): every request reaches the upstream;
-- ``bff-cached``: the same with a 2 s micro-cache: the hit path.
+- ``bff-redis-uncached``, ``bff-redis-cached``: each beside its twin above, the production
+  shape: sessions in Redis (sealed with the key ring; the defaults' near cache and touch
+  interval) and the audit trail in a file.
 
 Every arm must answer 200 with a page of 20 flows before and after its load, and wrk must count
-no answer of 400 or more (its "Non-2xx or 3xx responses") and no socket error; otherwise the run
-stops with exit status 1 and writes nothing: a benchmark of errors is worthless. Missing nginx or
-wrk exits with status 2.
+no answer of 400 or more (its "Non-2xx or 3xx responses") and no socket error; the Redis arms
+must have left their sessions in Redis and their sign-ins in their audit files. Otherwise the
+run stops with exit status 1 and writes nothing: a benchmark of errors is worthless. Missing
+nginx, wrk or redis-server exits with status 2.
 Missed performance targets are reported, and fail the run only with ``--check``.
 
     python bench/gateway_bench.py [--seconds 8] [--quick] [--out bench/results] [--check]
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -59,6 +66,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 # The browser sign-in and the process helpers of the end-to-end tests are reused as they are.
@@ -132,6 +140,8 @@ TARGETS = (
     Target("cached / starlette-static", ">=", 0.33),
     Target("added p50 at c=1 (ms)", "<=", 0.40),
     Target("RSS (MB)", "<=", 120.0),
+    Target("redis-uncached / uncached", ">=", 0.85),
+    Target("redis-cached / cached", ">=", 0.85),
 )
 
 
@@ -140,7 +150,7 @@ class BenchError(Exception):
 
 
 class MissingTool(BenchError):
-    """nginx or wrk is not installed."""
+    """nginx, wrk or redis-server is not installed."""
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -152,12 +162,13 @@ class Tools:
 
     nginx: str
     wrk: str
+    redis: str
     taskset: str | None
     load_cpu: int = 0
     server_cpu: int = 1
 
     def on_load_cpu(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` on the CPU of the load generator and nginx."""
+        """``argv`` on the CPU of the load generator, nginx and Redis."""
         return self._pinned(argv, self.load_cpu)
 
     def on_server_cpu(self, argv: Sequence[str]) -> list[str]:
@@ -169,17 +180,21 @@ class Tools:
 
 
 def find_tools() -> Tools:
-    """nginx and wrk (``BenchError`` names what is missing) and, with two CPUs, taskset."""
+    """nginx, wrk, redis-server (``MissingTool`` names what is missing) and, with two CPUs,
+    taskset."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-    nginx, wrk = shutil.which("nginx", path=search), shutil.which("wrk", path=search)
-    if nginx is None or wrk is None:
-        missing = " and ".join(name for name, path in (("nginx", nginx), ("wrk", wrk)) if not path)
-        raise MissingTool(f"{missing} not installed (apt-get install -y nginx-light wrk)")
+    found = {name: shutil.which(name, path=search) for name in ("nginx", "wrk", "redis-server")}
+    if missing := [name for name, path in found.items() if path is None]:
+        raise MissingTool(
+            f"{' and '.join(missing)} not installed "
+            "(apt-get install -y nginx-light wrk redis-server)"
+        )
+    nginx, wrk, redis_server = (str(path) for path in found.values())
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     taskset = shutil.which("taskset", path=search)
     if taskset is None or len(cpus) < 2:
-        return Tools(nginx, wrk, None)
-    return Tools(nginx, wrk, taskset, load_cpu=cpus[0], server_cpu=cpus[1])
+        return Tools(nginx, wrk, redis_server, None)
+    return Tools(nginx, wrk, redis_server, taskset, load_cpu=cpus[0], server_cpu=cpus[1])
 
 
 @dataclass
@@ -269,8 +284,22 @@ class Processes:
                 raise BenchError(f"{child.name} exited during the run:\n{child.tail()}")
 
 
+def _answers(http: httpx.Client, url: str) -> bool:
+    """An HTTP URL answers 200; a ``redis://`` one answers PING."""
+    if url.startswith("redis://"):
+        with (
+            contextlib.suppress(redis.RedisError),
+            redis.Redis.from_url(url, socket_timeout=1.0) as client,
+        ):
+            return bool(client.ping())
+        return False
+    with contextlib.suppress(httpx.TransportError):
+        return http.get(url).status_code == 200
+    return False
+
+
 def wait_ready(ready: dict[str, tuple[Child, str]]) -> None:
-    """Poll until every child answers 200 at its URL (``ready``: name → child, URL)."""
+    """Poll until every child answers at its URL (``ready``: name → child, URL)."""
     waiting = dict(ready)
     deadline = time.monotonic() + START_TIMEOUT
     with httpx.Client(trust_env=False, timeout=1.0) as http:
@@ -278,9 +307,8 @@ def wait_ready(ready: dict[str, tuple[Child, str]]) -> None:
             for name, (child, url) in list(waiting.items()):
                 if not child.running():
                     raise BenchError(f"{name} exited at start:\n{child.tail()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get(url).status_code == 200:
-                        del waiting[name]
+                if _answers(http, url):
+                    del waiting[name]
             if waiting and time.monotonic() > deadline:
                 name, (child, url) = next(iter(waiting.items()))
                 raise BenchError(
@@ -328,6 +356,30 @@ class Arm:
     headers: dict[str, str] = field(default_factory=dict)
     python: bool = True
     """A Python process under test (whose memory is reported), not nginx."""
+    redis_url: str | None = None
+    """Where a BFF of the production shape keeps its sessions (a database of its own)."""
+    audit_file: Path | None = None
+    """Where a BFF of the production shape writes its audit trail."""
+
+
+@dataclass(frozen=True)
+class BffVariant:
+    """One ``bff serve`` arm: its micro-cache, and whether it has the production shape."""
+
+    name: str
+    cache_ttl_seconds: str
+    redis: bool = False
+    """Sessions in Redis, sealed with the key ring, and the audit trail in a file."""
+
+
+BFF_VARIANTS = (
+    BffVariant("bff-uncached", "0"),
+    BffVariant("bff-redis-uncached", "0", redis=True),
+    BffVariant("bff-cached", "2"),
+    BffVariant("bff-redis-cached", "2", redis=True),
+)
+"""Each Redis arm measured right after its memory twin, so drift on a shared machine falls on
+both of a pair alike."""
 
 
 def seed_and_capture(sandbox: str, www: Path) -> None:
@@ -373,16 +425,54 @@ def sign_in(origin: str) -> str:
         return cookies
 
 
+def _origin(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+def redis_sessions(redis_url: str, key_ring: Path) -> dict[str, str]:
+    """The production shape's ``[sessions]`` (its other keys at their defaults, the near cache
+    and the touch interval among them): Redis at ``redis_url``, sealed with ``key_ring``."""
+    return {
+        "BFF__SESSIONS__BACKEND": "redis",
+        "BFF__SESSIONS__REDIS_URL": redis_url,
+        "BFF__SESSIONS__ENCRYPTION_KEYS_FILE": str(key_ring),
+    }
+
+
+def make_key_ring(sessions: dict[str, str]) -> None:
+    """The session key ring ``sessions`` names, written by ``bff keys`` as an operator does."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bff", "keys", "--config", str(CONFIG)],
+            cwd=REPO,
+            env=clean_environ(**sessions),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError("bff keys did not finish") from exc
+    if done.returncode != 0:
+        raise BenchError(f"bff keys exited {done.returncode}: {done.stderr}{done.stdout}")
+
+
 @contextlib.contextmanager
 def running_arms(tools: Tools, work_dir: Path) -> Iterator[list[Arm]]:
-    """Every arm answering, alice signed in to both BFFs; nothing outlives the block."""
+    """Every arm answering, alice signed in to every BFF; nothing outlives the block."""
     www = work_dir / "www"
     python = [sys.executable, "-m"]
     (sandbox_port, idp_port, direct_port, proxy_port, static_port, reference_port, naive_port,
-     uncached_port, cached_port) = free_ports(9)  # fmt: skip
-    sandbox_origin, idp_origin = f"http://{HOST}:{sandbox_port}", f"http://{HOST}:{idp_port}"
-    uncached_origin = f"http://{HOST}:{uncached_port}"
-    cached_origin = f"http://{HOST}:{cached_port}"
+     redis_port, *ports) = free_ports(8 + len(BFF_VARIANTS))  # fmt: skip
+    sandbox_origin, idp_origin = _origin(sandbox_port), _origin(idp_port)
+    bff_ports = dict(zip(BFF_VARIANTS, ports, strict=True))
+    redirect_uris = [
+        option
+        for port in bff_ports.values()
+        for option in ("--redirect-uri", _origin(port) + CALLBACK_PATH)
+    ]
+    redis_origin = f"redis://{HOST}:{redis_port}"
+    redis_databases = itertools.count()
     with Processes(work_dir) as processes:
         sandbox = processes.start("sandbox", [
             *python, "sandbox", "serve", "--config", str(CONFIG), "--host", HOST,
@@ -390,17 +480,23 @@ def running_arms(tools: Tools, work_dir: Path) -> Iterator[list[Arm]]:
         ])  # fmt: skip
         idp = processes.start("provider", [
             *python, "devstack.idp", "--config", str(CONFIG), "--host", HOST,
-            "--port", str(idp_port),
-            "--redirect-uri", uncached_origin + CALLBACK_PATH,
-            "--redirect-uri", cached_origin + CALLBACK_PATH,
+            "--port", str(idp_port), *redirect_uris,
         ])  # fmt: skip
+        # As the shared harness runs it: no persistence, on the load generator's CPU.
+        redis_server = processes.start("redis", tools.on_load_cpu([
+            tools.redis, "--port", str(redis_port), "--bind", HOST, "--save", "",
+            "--appendonly", "no", "--dir", str(work_dir),
+        ]))  # fmt: skip
         wait_ready(
             {
                 "sandbox": (sandbox, f"{sandbox_origin}/healthz"),
                 "provider": (idp, f"{idp_origin}/.well-known/openid-configuration"),
+                "redis": (redis_server, f"{redis_origin}/0"),
             }
         )
         seed_and_capture(sandbox_origin, www)
+        key_ring = work_dir / "session.keys"
+        make_key_ring(redis_sessions(f"{redis_origin}/0", key_ring))
 
         conf = work_dir / "nginx.conf"
         conf.write_text(
@@ -424,51 +520,66 @@ def running_arms(tools: Tools, work_dir: Path) -> Iterator[list[Arm]]:
                 env={"BENCH_UPSTREAM": upstream, "BENCH_BODY": str(www / UPSTREAM_FLOWS[1:])},
             )  # fmt: skip
 
-        def bff(name: str, port: int, ttl: str) -> Child:
-            origin = f"http://{HOST}:{port}"
-            return processes.start(
-                name,
+        def bff_arm(variant: BffVariant) -> Arm:
+            port = bff_ports[variant]
+            env = {
+                "BFF__BFF__PUBLIC_ORIGIN": _origin(port),
+                # One user drives the whole load: the per-caller limit would measure itself.
+                "BFF__BFF__RATE_LIMIT_PER_MINUTE": "0",
+                "BFF__UPSTREAM__BASE_URL": upstream,
+                "BFF__OIDC__ISSUER": idp_origin,
+                "BFF__CACHE__TTL_SECONDS": variant.cache_ttl_seconds,
+            }
+            redis_url = audit_file = None
+            if variant.redis:
+                redis_url = f"{redis_origin}/{next(redis_databases)}"
+                audit_file = work_dir / f"audit-{variant.name}.jsonl"
+                env |= redis_sessions(redis_url, key_ring) | {
+                    "BFF__AUDIT__SINK": "file",
+                    "BFF__AUDIT__PATH": str(audit_file),
+                }
+            server = processes.start(
+                variant.name,
                 tools.on_server_cpu([
                     *python, "bff", "serve", "--config", str(CONFIG), "--host", HOST,
                     "--port", str(port),
                 ]),
-                env={
-                    "BFF__BFF__PUBLIC_ORIGIN": origin,
-                    # One user drives the whole load: the per-caller limit would measure itself.
-                    "BFF__BFF__RATE_LIMIT_PER_MINUTE": "0",
-                    "BFF__UPSTREAM__BASE_URL": upstream,
-                    "BFF__OIDC__ISSUER": idp_origin,
-                    "BFF__CACHE__TTL_SECONDS": ttl,
-                },
+                env=env,
             )  # fmt: skip
+            return Arm(
+                variant.name,
+                _origin(port) + GATEWAY_FLOWS,
+                server,
+                redis_url=redis_url,
+                audit_file=audit_file,
+            )
 
         static = uvicorn_arm("starlette_static", static_port)
         reference = uvicorn_arm("reference_aiohttp", reference_port)
         naive = uvicorn_arm("naive_httpx", naive_port)
-        uncached = bff("bff-uncached", uncached_port, "0")
-        cached = bff("bff-cached", cached_port, "2")
+        bff_arms = [bff_arm(variant) for variant in BFF_VARIANTS]
         wait_ready(
             {
                 "nginx": (nginx, upstream + UPSTREAM_FLOWS),
                 "starlette-static": (static, f"http://{HOST}:{static_port}{GATEWAY_FLOWS}"),
                 "reference-aiohttp": (reference, f"http://{HOST}:{reference_port}{GATEWAY_FLOWS}"),
                 "naive-httpx": (naive, f"http://{HOST}:{naive_port}{GATEWAY_FLOWS}"),
-                "bff-uncached": (uncached, f"{uncached_origin}/healthz"),
-                "bff-cached": (cached, f"{cached_origin}/healthz"),
+                **{
+                    arm.name: (arm.server, f"{_origin(port)}/healthz")
+                    for arm, port in zip(bff_arms, bff_ports.values(), strict=True)
+                },
             }
         )
-        signed_in = {"X-CSRF": "1"}
+        for arm, port in zip(bff_arms, bff_ports.values(), strict=True):
+            arm.headers.update({"Cookie": sign_in(_origin(port)), "X-CSRF": "1"})
         yield [
             Arm("upstream-direct", upstream + UPSTREAM_FLOWS, nginx, python=False),
             Arm("nginx-proxy", f"http://{HOST}:{proxy_port}{UPSTREAM_FLOWS}", nginx, python=False),
             Arm("starlette-static", f"http://{HOST}:{static_port}{GATEWAY_FLOWS}", static),
             Arm("reference-aiohttp", f"http://{HOST}:{reference_port}{GATEWAY_FLOWS}", reference),
             Arm("naive-httpx", f"http://{HOST}:{naive_port}{GATEWAY_FLOWS}", naive),
-            Arm("bff-uncached", uncached_origin + GATEWAY_FLOWS, uncached,
-                {"Cookie": sign_in(uncached_origin), **signed_in}),
-            Arm("bff-cached", cached_origin + GATEWAY_FLOWS, cached,
-                {"Cookie": sign_in(cached_origin), **signed_in}),
-        ]  # fmt: skip
+            *bff_arms,
+        ]
         processes.check_running()
 
 
@@ -486,6 +597,32 @@ def check_pages(arms: Sequence[Arm]) -> None:
             flows = page.get("items", page.get("delivery_flows"))
             if not isinstance(flows, list) or len(flows) != FLOW_COUNT:
                 raise BenchError(f"{arm.name} answered {answer.text[:300]}, not {FLOW_COUNT} flows")
+
+
+def check_production_shape(arms: Sequence[Arm]) -> dict[str, dict[str, Any]]:
+    """Each Redis arm's database holds its session and its audit file its sign-in: the arm has
+    the production shape it claims. What each holds, per arm."""
+    found: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        if arm.redis_url is None or arm.audit_file is None:
+            continue
+        try:
+            with redis.Redis.from_url(arm.redis_url, socket_timeout=REQUEST_TIMEOUT) as client:
+                keys = int(client.dbsize())
+        except redis.RedisError as exc:
+            raise BenchError(f"{arm.name}: its Redis at {arm.redis_url} failed: {exc}") from exc
+        try:
+            events = len(arm.audit_file.read_text().splitlines())
+        except OSError:
+            events = 0
+        if not keys or not events:
+            raise BenchError(
+                f"{arm.name} keeps {keys} keys in {arm.redis_url} and {events} audit events in "
+                f"{arm.audit_file} after alice signed in: not the production shape\n"
+                f"{arm.server.tail()}"
+            )
+        found[arm.name] = {"redis_url": arm.redis_url, "redis_keys": keys, "audit_events": events}
+    return found
 
 
 # --- load --------------------------------------------------------------------------------------
@@ -607,6 +744,8 @@ def ratios(results: dict[str, ArmResult]) -> list[dict[str, Any]]:
         "added p50 at c=1 (ms)": results["bff-uncached"].p50_c1_ms
         - results["upstream-direct"].p50_c1_ms,
         "RSS (MB)": max(bff_rss) if bff_rss else float("nan"),
+        "redis-uncached / uncached": rps["bff-redis-uncached"] / rps["bff-uncached"],
+        "redis-cached / cached": rps["bff-redis-cached"] / rps["bff-cached"],
     }
     return [
         {
@@ -657,10 +796,11 @@ def machine(tools: Tools) -> dict[str, Any]:
         "git_commit": commit,
         "git_dirty": bool(changed) if changed is not None else None,
         "nginx": _version([tools.nginx, "-v"]),
+        "redis": _version([tools.redis, "--version"]).split(" sha=")[0],
         "wrk": _version([tools.wrk, "--version"]).split(" Copyright")[0],
         "pinning": (
             {
-                "load generator and nginx": f"cpu{tools.load_cpu}",
+                "load generator, nginx and redis": f"cpu{tools.load_cpu}",
                 "under test": f"cpu{tools.server_cpu}",
             }
             if tools.taskset
@@ -685,6 +825,20 @@ def print_table(results: Sequence[ArmResult], targets: Sequence[dict[str, Any]])
     print(f"{sum(t['met'] for t in targets)}/{len(targets)} performance targets met")
 
 
+CHART_COLOURS = {
+    "anchor": ("#4a78a8", "anchor"),
+    "bff": ("#d9822b", "BFF, sessions in memory"),
+    "bff-redis": ("#7b3f98", "BFF, production shape: sessions in Redis, audit file"),
+}
+"""Bar colour and legend per kind of arm."""
+
+
+def _kind(arm: str) -> str:
+    if arm.startswith("bff-redis-"):
+        return "bff-redis"
+    return "bff" if arm.startswith("bff-") else "anchor"
+
+
 def draw_chart(report: dict[str, Any], path: Path) -> None:
     """A horizontal bar chart of requests/s per arm, with the target ratios below it."""
     try:
@@ -696,8 +850,8 @@ def draw_chart(report: dict[str, Any], path: Path) -> None:
     facts = report["machine"]
     font = ImageFont.load_default(size=15)
     small = ImageFont.load_default(size=13)
-    width, margin, label_width, bar_height, gap = 1100, 24, 170, 26, 12
-    title_height, ratio_line = 70, 22
+    width, margin, bar_height, gap = 1100, 24, 26, 12
+    title_height, ratio_line = 96, 22
     bars_top = margin + title_height
     bars_height = len(arms) * (bar_height + gap)
     height = bars_top + bars_height + 30 + ratio_line * (len(report["ratios"]) + 1) + margin
@@ -718,20 +872,29 @@ def draw_chart(report: dict[str, Any], path: Path) -> None:
         f"{facts['timestamp']}, commit {commit}, load average {load}"
     )
     draw.text((margin, margin + 24), where, fill="#444444", font=small)
+    left = margin
+    for colour, meaning in CHART_COLOURS.values():
+        draw.rectangle((left, margin + 50, left + 14, margin + 64), fill=colour)
+        draw.text((left + 20, margin + 50), meaning, fill="black", font=small)
+        left += 20 + round(draw.textlength(meaning, font=small)) + 28
 
+    label_width = 16 + max(round(draw.textlength(arm["name"], font=font)) for arm in arms)
     largest = max(arm["requests_per_second"] for arm in arms)
     value_room = 330
     scale = (width - 2 * margin - label_width - value_room) / largest
+    rps = {arm["name"]: arm["requests_per_second"] for arm in arms}
     for index, arm in enumerate(arms):
         top = bars_top + index * (bar_height + gap)
-        colour = "#d9822b" if arm["name"].startswith("bff-") else "#4a78a8"
+        colour, _ = CHART_COLOURS[_kind(arm["name"])]
         draw.text((margin, top + 5), arm["name"], fill="black", font=font)
         right = margin + label_width + max(1, round(arm["requests_per_second"] * scale))
         draw.rectangle((margin + label_width, top, right, top + bar_height), fill=colour)
+        twin = arm["name"].replace("bff-redis-", "bff-")
+        versus = f"   {rps[arm['name']] / rps[twin]:.2f} of {twin}" if twin != arm["name"] else ""
         draw.text(
             (right + 8, top + 5),
             f"{arm['requests_per_second']:,.0f} req/s   p50 {arm['p50_ms']:.2f} ms   "
-            f"p50(c1) {arm['p50_c1_ms']:.3f} ms",
+            f"p50(c1) {arm['p50_c1_ms']:.3f} ms{versus}",
             fill="black",
             font=small,
         )
@@ -758,7 +921,8 @@ def run(timing: Timing, out: Path, quick: bool) -> list[dict[str, Any]]:
     facts = machine(tools)
     load_at_start = os.getloadavg()
     pinning = (
-        f"wrk and nginx on cpu{tools.load_cpu}, the process under test on cpu{tools.server_cpu}"
+        f"wrk, nginx and redis on cpu{tools.load_cpu}, "
+        f"the process under test on cpu{tools.server_cpu}"
         if tools.taskset
         else "no CPU pinning (taskset or a second CPU is missing)"
     )
@@ -768,6 +932,7 @@ def run(timing: Timing, out: Path, quick: bool) -> list[dict[str, Any]]:
         running_arms(tools, _readable(Path(root))) as arms,
     ):
         check_pages(arms)
+        production_shape = check_production_shape(arms)
         results: list[ArmResult] = []
         for arm in arms:
             print(f"measuring {arm.name} ({arm.url})", flush=True)
@@ -789,6 +954,7 @@ def run(timing: Timing, out: Path, quick: bool) -> list[dict[str, Any]]:
         },
         "arms": [asdict(result) for result in results],
         "bff_rss_mb": {r.name: r.rss_mb for r in results if r.name.startswith("bff-")},
+        "production_shape": production_shape,
         "ratios": targets,
     }
     print_table(results, targets)

@@ -37,7 +37,14 @@ import upstream_client as uc
 
 from . import auth, console, flows
 from .audit import AuditLog, Auditor, FileSink, Sink, StdoutSink
-from .auth import Authenticator, BearerAuthenticator, OIDCClient, SignIn, open_sign_in
+from .auth import (
+    Authenticator,
+    BearerAuthenticator,
+    OIDCClient,
+    SignIn,
+    open_sign_in,
+    provider_tls,
+)
 from .catalog import Catalog
 from .context import CallObserver, ObservedTransport
 from .credentials import UpstreamCredentials, minter_for
@@ -153,6 +160,7 @@ async def open_services(
         audit_log, issuer=settings.oidc.issuer, trusted_proxies=settings.bff.trusted_proxies
     )
     oidc = OIDCClient.for_settings(settings.oidc, http, clock=clock)
+    await oidc.refuse_unless_taken()
     signin = open_sign_in(
         settings, oidc=oidc, stores=stores, audit=audit, metrics=metrics, clock=clock
     )
@@ -200,7 +208,8 @@ def _provider_http(
     """The HTTP client of the identity provider's endpoints."""
     return httpx.AsyncClient(
         transport=ObservedTransport(
-            transport or httpx.AsyncHTTPTransport(), CallObserver("provider", spans)
+            transport or provider_tls(settings.oidc) or httpx.AsyncHTTPTransport(),
+            CallObserver("provider", spans),
         ),
         timeout=httpx.Timeout(settings.oidc.timeout_seconds),
         trust_env=False,
@@ -325,7 +334,7 @@ async def readyz(request: Request) -> Response:
         checks["upstream"] = f"failing: circuit open, next probe in {breaker.retry_in:.1f} s"
     await asyncio.gather(
         *([] if "upstream" in checks else [check("upstream", services.client.ping())]),
-        check("identityProvider", signin.oidc.discovery.metadata()),
+        check("identityProvider", signin.oidc.tokens.check_method()),
         check("sessions", signin.sessions.store.ping()),
     )
     if signin.oidc.tokens.client_refused and checks["identityProvider"] == "ok":

@@ -187,6 +187,15 @@ class StaleWhileRefresh(Generic[V]):
                 return self.value
             return await self._attempt()
 
+    async def attempt(self) -> V | None:
+        """The value, loaded if it never was; None if that fails, and the failure is not kept
+        (an early try, at start, must not make the first callers fail fast)."""
+        try:
+            return await self.get()
+        except self._errors:
+            self._failure = self._attempted_at = None
+            return None
+
     async def reload(self, *, good: Callable[[V], bool] | None = None, force: bool = False) -> V:
         """Load now, unless the value is fresh and ``good`` (another task may have reloaded it
         while this one waited), or an attempt was made within ``retry_after`` (``force``

@@ -1,4 +1,5 @@
-"""``bff``: run the gateway (``serve``), check a config (``check-config``); ``bff dev`` (the
+"""``bff``: run the gateway (``serve``), check a config (``check-config``), make its keys
+(``keys``), check the audit trail (``audit verify``); ``bff dev`` (the
 whole local stack) is added by the development package ``devstack`` when it is installed.
 
 Output meant for the person at the terminal goes through :func:`say`; everything else is logging.
@@ -13,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -20,8 +22,9 @@ from starlette.applications import Starlette
 
 from . import logs
 from .app import create_app
-from .checks import check_files, probe
+from .checks import check_files, probe, write_missing_keys
 from .settings import DEFAULT_PORT, LOOPBACK, ConfigError, Settings, load_settings
+from .state.sealing import KeyRingError, promote_staged, rotate_ring
 
 COMMANDS_GROUP = "bff.commands"
 """Entry points of this group are called with the subcommand parsers to add their own."""
@@ -119,6 +122,44 @@ def check_config(args: argparse.Namespace) -> int:
     return 0 if all(check.passed for check in checks) else 1
 
 
+def keys(args: argparse.Namespace) -> int:
+    """Write the key files the configuration names that do not exist yet, or rotate the ring."""
+    try:
+        settings = load_settings(args.config, for_keys=True)
+    except ConfigError as exc:
+        sys.stderr.write(f"bff: configuration error: {exc}\n")
+        return 2
+    ring = settings.sessions.encryption_keys_file
+    try:
+        if args.action == "rotate":
+            if ring is None or not Path(ring).exists():
+                sys.stderr.write(
+                    "bff keys rotate: no key ring to rotate ([sessions].encryption_keys_file "
+                    "names none that exists; bff keys --config FILE makes it)\n"
+                )
+                return 2
+            if args.promote:
+                key_id = promote_staged(Path(ring))
+                say(f"promoted key {key_id} in {ring}: it seals from the next start")
+            elif args.stage:
+                key_id = rotate_ring(Path(ring), stage=True)
+                say(
+                    f"staged new key {key_id} in {ring}: it opens from the next start; once "
+                    "every instance runs with it, bff keys rotate --promote"
+                )
+            else:
+                key_id = rotate_ring(Path(ring))
+                say(f"rotated {ring}: new key {key_id} seals from the next start; the others open")
+            return 0
+        written = write_missing_keys(settings)
+    except (OSError, KeyRingError) as exc:
+        sys.stderr.write(f"bff keys: {exc}\n")
+        return 1
+    for line in written or ["nothing to write: every key file the configuration names exists"]:
+        say(line)
+    return 0
+
+
 def audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify
 
@@ -156,6 +197,26 @@ def parser() -> argparse.ArgumentParser:
         "and the upstream; exit 1 if one fails",
     )
     check.set_defaults(handler=check_config)
+
+    key_files = commands.add_parser(
+        "keys",
+        help="write the key files the configuration names that do not exist yet (never over "
+        "one); 'rotate' puts a new first key on the session key ring",
+    )
+    key_files.add_argument("action", nargs="?", choices=["rotate"])
+    order = key_files.add_mutually_exclusive_group()
+    order.add_argument(
+        "--stage",
+        action="store_true",
+        help="rotate: add the new key second (it opens, not seals), for a fleet to learn it first",
+    )
+    order.add_argument(
+        "--promote", action="store_true", help="rotate: move the staged second key to the top"
+    )
+    key_files.add_argument(
+        "--config", help="TOML file (default: $BFF_CONFIG or the embedded dev.toml)"
+    )
+    key_files.set_defaults(handler=keys)
 
     audit = commands.add_parser("audit", help="work with the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

@@ -19,6 +19,8 @@ LOGIN_PATH = API_PREFIX + "/auth/login"
 LOGOUT_PATH = API_PREFIX + "/auth/logout"
 SESSIONS_PATH = API_PREFIX + "/auth/sessions"
 JWKS_PATH = API_PREFIX + "/.well-known/jwks.json"
+CLIENT_JWKS_PATH = API_PREFIX + "/.well-known/client-jwks.json"
+"""The public keys of the gateway's ``private_key_jwt`` assertions, for the provider to fetch."""
 
 
 def flow_path(tenant_id: str, cluster_id: str, flow_id: str) -> str:

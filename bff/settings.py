@@ -119,6 +119,22 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     client_id: str = "flows-bff-dev"
     client_secret: str = ""
     client_secret_file: str | None = None
+    client_auth: Literal[
+        "client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"
+    ] = "client_secret_basic"
+    """How the gateway proves itself at the provider's token endpoint: with the secret (HTTP
+    Basic or in the form), a signed assertion (``client_key_file``), or a TLS client
+    certificate (``client_cert_file`` and ``client_key_file``)."""
+    client_key_file: str | None = None
+    """PEM private keys (EC or RSA): ``private_key_jwt`` signs with the first and publishes all
+    at ``/api/bff/v1/.well-known/client-jwks.json``; ``tls_client_auth``: the certificate's key."""
+    client_cert_file: str | None = None
+    """``tls_client_auth``: the client certificate (PEM) registered at the provider."""
+    par: Literal["auto", "always", "never"] = "never"
+    """Pushed authorization requests (RFC 9126): the sign-in's parameters go to the provider
+    over the back channel, and the browser carries only ``client_id`` and ``request_uri``.
+    ``auto``: when the provider offers it (always when it requires it); ``always``: refuse to
+    sign in without it; ``never`` (the default): the parameters travel in the browser's URL."""
     scopes: list[str] = msgspec.field(
         default_factory=lambda: ["openid", "profile", "email", "offline_access"]
     )
@@ -149,6 +165,31 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 class SessionsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
+    """``redis://`` or ``rediss://`` (TLS). Beside Sentinels it is optional and gives only the
+    scheme, the credentials and the database."""
+    redis_ca_file: str | None = None
+    """With ``rediss://``: the CA that signed Redis's certificate (default: the system's)."""
+    redis_cert_file: str | None = None
+    """With ``rediss://``: a client certificate, for a Redis that asks for one (with key_file)."""
+    redis_key_file: str | None = None
+    redis_sentinels: list[str] = msgspec.field(default_factory=list)
+    """``["host:port", …]``: find the primary through these Sentinels instead of redis_url."""
+    redis_sentinel_service: str | None = None
+    """The name the Sentinels know the primary by (``sentinel monitor <name> …``)."""
+    redis_sentinel_password: str | None = None
+    """For Sentinels that ask for one (``requirepass`` on the Sentinels); or the _file twin."""
+    redis_sentinel_password_file: str | None = None
+    encryption_keys_file: str | None = None
+    """The key ring that seals what is kept in Redis (AES-256-GCM): one key a line,
+    ``<id> <base64 of 32 bytes>``, the first seals, all open. ``bff keys`` makes it; required
+    with ``backend = "redis"``."""
+    near_cache_seconds: float = 10.0
+    """With Redis: how long this instance may answer from its own copy of a session record
+    (dropped at once, everywhere, when the session changes or ends); 0 turns the copy off."""
+    near_cache_max_entries: int = 10_000
+    touch_interval_seconds: float = 30.0
+    """With Redis: a session's idle expiry is written at most this often, so it may end up to
+    this long before ``idle_timeout_seconds`` of inactivity; 0 writes it at every request."""
     redis_max_connections: int = 50
     redis_timeout_seconds: float = 1.0
     """Longest wait for Redis: to connect, for an answer, for a free pooled connection. A Redis
@@ -257,9 +298,16 @@ _DICT_KEYS = {
 
 
 def load_settings(
-    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    for_keys: bool = False,
 ) -> Settings:
-    """Read a TOML file (default: ``BFF_CONFIG`` or ``config/dev.toml``) plus env overrides."""
+    """Read a TOML file (default: ``BFF_CONFIG`` or ``config/dev.toml``) plus env overrides.
+
+    ``for_keys``: only what ``bff keys`` needs, the paths of the files it names: names are
+    checked, but no file is read (key files need not exist yet) and no value is.
+    """
     environ = os.environ if environ is None else environ
     path = Path(path or environ.get("BFF_CONFIG") or DEFAULT_CONFIG)
     try:
@@ -273,8 +321,8 @@ def load_settings(
     _check_names(own, source=f" in {path}")
     data: dict[str, dict[str, Any]] = {name: dict(own.get(name, {})) for name in _SECTIONS}
     _apply_env(data, environ)
-    _resolve_files(data, base=path.parent)
-    return _convert(data)
+    _resolve_files(data, base=path.parent, read=not for_keys)
+    return _convert(data, check=not for_keys)
 
 
 def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
@@ -315,12 +363,13 @@ def _nearest(name: str, valid: tuple[str, ...], *, show: str = "{}") -> str:
     return "expected one of " + ", ".join(show.format(each) for each in valid)
 
 
-def _convert(data: Mapping[str, Any]) -> Settings:
+def _convert(data: Mapping[str, Any], *, check: bool = True) -> Settings:
     try:
         settings = msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_config_message(str(exc))) from exc
-    _check(settings)
+    if check:
+        _check(settings)
     return settings
 
 
@@ -381,23 +430,36 @@ def _nearest_variable(section: str, key: str) -> str:
 
 # Keys naming files: secrets are read into their twin key at load; the others are read when the
 # app starts, and are checked here so that a wrong path fails at load, naming its key.
-_SECRET_FILE_KEYS = {("oidc", "client_secret_file"): "client_secret"}
+_SECRET_FILE_KEYS = {
+    ("oidc", "client_secret_file"): "client_secret",
+    ("sessions", "redis_sentinel_password_file"): "redis_sentinel_password",
+}
 _FILE_KEYS = (
     *_SECRET_FILE_KEYS,
     ("upstream", "ca_file"),
     ("upstream", "cert_file"),
     ("upstream", "key_file"),
+    ("sessions", "redis_ca_file"),
+    ("sessions", "redis_cert_file"),
+    ("sessions", "redis_key_file"),
+    ("sessions", "encryption_keys_file"),
     ("internal_jwt", "signing_key_file"),
+    ("oidc", "client_key_file"),
+    ("oidc", "client_cert_file"),
 )
 
 
-def _resolve_files(data: dict[str, dict[str, Any]], *, base: Path) -> None:
-    """Relative paths are relative to the config file; every named file must be readable."""
+def _resolve_files(data: dict[str, dict[str, Any]], *, base: Path, read: bool = True) -> None:
+    """Relative paths are relative to the config file; every named file must be readable (unless
+    not to be ``read``: ``bff keys``)."""
     for section, key in _FILE_KEYS:
         value = data[section].get(key)
         if not value:
             continue
         path = base / str(value)
+        if not read:
+            data[section][key] = str(path)
+            continue
         try:
             content = path.read_text().strip() if (section, key) in _SECRET_FILE_KEYS else None
             if content is None:
@@ -560,16 +622,84 @@ def _mtls_pair(settings: Settings) -> None:
         raise ConfigError("[upstream].cert_file and [upstream].key_file go together (mTLS)")
 
 
+def _client_credentials(settings: Settings) -> None:
+    """The gateway is a confidential client: without its credentials no sign-in can succeed."""
+    oidc = settings.oidc
+    if oidc.client_auth.startswith("client_secret") and not oidc.client_secret:
+        raise ConfigError("[oidc].client_secret: required (set it, or client_secret_file)")
+    if oidc.client_auth in {"private_key_jwt", "tls_client_auth"} and not oidc.client_key_file:
+        raise ConfigError(
+            f"[oidc].client_key_file: required with client_auth = {oidc.client_auth!r}; "
+            "bff keys --config FILE makes one"
+        )
+    if oidc.client_auth == "tls_client_auth" and not oidc.client_cert_file:
+        raise ConfigError(
+            "[oidc].client_cert_file: required with client_auth = 'tls_client_auth'; "
+            "bff keys --config FILE makes a self-signed one"
+        )
+
+
+def _redis_where(settings: Settings) -> None:
+    """With Redis: a URL or Sentinels (with the service they watch), each well formed."""
+    sessions = settings.sessions
+    if sessions.backend != "redis":
+        return
+    if not sessions.redis_url and not sessions.redis_sentinels:
+        raise ConfigError(
+            "[sessions].redis_url: required when [sessions].backend = 'redis' "
+            "(or [sessions].redis_sentinels with redis_sentinel_service)"
+        )
+    url = urlsplit(sessions.redis_url or "redis://")
+    if url.scheme not in {"redis", "rediss"}:
+        raise ConfigError(
+            f"[sessions].redis_url: expected redis:// or rediss://, got {sessions.redis_url!r}"
+        )
+    for sentinel in sessions.redis_sentinels:
+        host, _, port = sentinel.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"[sessions].redis_sentinels: {sentinel!r} is not host:port")
+    if sessions.redis_sentinels and not sessions.redis_sentinel_service:
+        raise ConfigError(
+            "[sessions].redis_sentinel_service: required with [sessions].redis_sentinels "
+            "(the name the Sentinels monitor the primary by)"
+        )
+    tls_files = (sessions.redis_ca_file, sessions.redis_cert_file, sessions.redis_key_file)
+    if url.scheme != "rediss" and any(tls_files):
+        raise ConfigError(
+            "[sessions].redis_ca_file, redis_cert_file, redis_key_file: need a rediss:// "
+            "[sessions].redis_url (TLS)"
+        )
+    if (sessions.redis_cert_file is None) != (sessions.redis_key_file is None):
+        raise ConfigError("[sessions].redis_cert_file and [sessions].redis_key_file go together")
+
+
+def _sealed_at_rest(settings: Settings) -> None:
+    sessions = settings.sessions
+    if sessions.backend == "redis" and not sessions.encryption_keys_file:
+        raise ConfigError(
+            "[sessions].encryption_keys_file: required when [sessions].backend = 'redis' "
+            "(what Redis keeps is sealed with it): name a file there, then make it with "
+            "bff keys --config FILE"
+        )
+
+
+def _touch_within_idle(settings: Settings) -> None:
+    sessions = settings.sessions
+    if not 0 <= sessions.touch_interval_seconds < sessions.idle_timeout_seconds / 2:
+        raise ConfigError(
+            "[sessions].touch_interval_seconds: must be >= 0 and less than half of "
+            "idle_timeout_seconds"
+        )
+
+
 _CHECKS: tuple[_Check, ...] = (
     _http_url("bff.public_origin"),
     _http_url("upstream.base_url"),
     _http_url("oidc.issuer"),
     _https_off_loopback,
-    # The gateway is a confidential client: without a secret no sign-in can succeed.
-    _rule(
-        "oidc.client_secret", lambda secret: not secret, "required (set it, or client_secret_file)"
-    ),
-    _required_when("sessions.redis_url", "sessions.backend", "redis"),
+    _client_credentials,
+    _redis_where,
+    _sealed_at_rest,
     _required_when("audit.path", "audit.sink", "file"),
     # Not _at_least: this check has always let NaN through, which turns the cache off like 0.
     _rule("cache.ttl_seconds", lambda ttl: ttl < 0, "must be >= 0"),
@@ -603,6 +733,9 @@ _CHECKS: tuple[_Check, ...] = (
     _at_least("sessions.redis_health_check_seconds", 0),
     _at_least("sessions.max_pending_sign_ins", 1),
     _at_least("sessions.max_pending_sign_ins_per_client", 1),
+    _at_least("sessions.near_cache_seconds", 0),
+    _at_least("sessions.near_cache_max_entries", 1),
+    _touch_within_idle,
     _at_least("bff.rate_limit_per_minute", 0),
     _rule(
         "bff.max_body_bytes",

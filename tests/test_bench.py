@@ -1,10 +1,13 @@
 """``bench/gateway_bench.py --quick`` runs end to end, so the harness of ``make bench`` cannot rot.
 
-It starts the whole stack (sandbox, provider, nginx, the anchor arms, two BFFs) and drives every
-arm with wrk for a second. The figures of so short a run on a shared machine say nothing about
-speed, and nothing here asserts any: only that every arm answered, without errors, and that the
-report and the chart are whole. Without nginx or wrk the test skips with the reason, unless
-``REQUIRE_BENCH=1`` or ``CI=true`` is set: CI installs both, so there it must run.
+It starts the whole stack (sandbox, provider, nginx, Redis, the anchor arms, four BFFs: two with
+sessions in memory, two of the production shape, sessions in Redis and the audit trail in a file)
+and drives every arm with wrk for a second. The figures of so short a run on a shared machine say
+nothing about speed, and nothing here asserts any: only that every arm answered, without errors,
+that the Redis arms kept their sessions in Redis and audited their sign-ins, and that the report
+and the chart are whole. Without nginx, wrk or redis-server the test skips with the reason, unless
+``REQUIRE_BENCH=1``, ``REQUIRE_REDIS=1`` or ``CI=true`` is set: CI installs them, so there it
+must run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.bench, pytest.mark.e2e]
+pytestmark = [pytest.mark.bench, pytest.mark.e2e, pytest.mark.redis]
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench" / "gateway_bench.py"
@@ -33,34 +36,49 @@ ARMS = [
     "reference-aiohttp",
     "naive-httpx",
     "bff-uncached",
+    "bff-redis-uncached",
     "bff-cached",
+    "bff-redis-cached",
 ]
+BFFS = [arm for arm in ARMS if arm.startswith("bff-")]
+REDIS_TWINS = {"bff-redis-uncached": "bff-uncached", "bff-redis-cached": "bff-cached"}
+"""Each production-shape arm and its twin with sessions in memory."""
 TARGETS = [
     "uncached / reference-aiohttp",
     "uncached / naive-httpx",
     "cached / starlette-static",
     "added p50 at c=1 (ms)",
     "RSS (MB)",
+    "redis-uncached / uncached",
+    "redis-cached / cached",
 ]
 RUN_TIMEOUT = 240.0
 
 
 def _bench_required() -> bool:
-    return os.environ.get("REQUIRE_BENCH") == "1" or os.environ.get("CI") == "true"
+    return (
+        os.environ.get("REQUIRE_BENCH") == "1"
+        or os.environ.get("REQUIRE_REDIS") == "1"
+        or os.environ.get("CI") == "true"
+    )
 
 
 def _missing_tools() -> list[str]:
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-    return [tool for tool in ("nginx", "wrk") if shutil.which(tool, path=search) is None]
+    return [
+        tool for tool in ("nginx", "wrk", "redis-server") if shutil.which(tool, path=search) is None
+    ]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output folder of one ``gateway_bench.py --quick`` run that exited 0."""
     if missing := _missing_tools():
-        reason = f"{' and '.join(missing)} not on PATH (apt-get install -y nginx-light wrk)"
+        reason = (
+            f"{' and '.join(missing)} not on PATH (apt-get install -y nginx-light wrk redis-server)"
+        )
         if _bench_required():
-            pytest.fail(f"{reason}; REQUIRE_BENCH=1 or CI=true forbids skipping")
+            pytest.fail(f"{reason}; REQUIRE_BENCH=1, REQUIRE_REDIS=1 or CI=true forbids skipping")
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
@@ -94,8 +112,19 @@ def test_every_arm_answered_only_2xx(report: dict[str, Any]) -> None:
 
 
 def test_the_bffs_memory_is_reported(report: dict[str, Any]) -> None:
-    assert set(report["bff_rss_mb"]) == {"bff-uncached", "bff-cached"}
+    assert list(report["bff_rss_mb"]) == BFFS
     assert all(rss > 0 for rss in report["bff_rss_mb"].values())
+
+
+def test_the_redis_arms_have_the_production_shape(report: dict[str, Any]) -> None:
+    shape = report["production_shape"]
+    assert list(shape) == list(REDIS_TWINS)
+    # A database each, so what one holds is its own sign-in's.
+    assert len({arm["redis_url"] for arm in shape.values()}) == len(shape)
+    for name, arm in shape.items():
+        assert arm["redis_url"].startswith("redis://127.0.0.1:"), name
+        assert arm["redis_keys"] >= 1, name
+        assert arm["audit_events"] >= 1, name
 
 
 def test_every_target_ratio_is_computed(report: dict[str, Any]) -> None:
@@ -110,12 +139,14 @@ def test_every_target_ratio_is_computed(report: dict[str, Any]) -> None:
             else ratio["value"] <= ratio["target"]
         )
         assert ratio["met"] is expected, ratio
-    arms = {arm["name"]: arm for arm in report["arms"]}
-    uncached_over_naive = ratios[1]["value"]
-    assert uncached_over_naive == pytest.approx(
-        arms["bff-uncached"]["requests_per_second"] / arms["naive-httpx"]["requests_per_second"],
-        rel=1e-2,
+    rps = {arm["name"]: arm["requests_per_second"] for arm in report["arms"]}
+    value = {ratio["name"]: ratio["value"] for ratio in ratios}
+    assert value["uncached / naive-httpx"] == pytest.approx(
+        rps["bff-uncached"] / rps["naive-httpx"], rel=1e-2
     )
+    for redis_arm, twin in REDIS_TWINS.items():
+        name = f"{redis_arm.removeprefix('bff-')} / {twin.removeprefix('bff-')}"
+        assert value[name] == pytest.approx(rps[redis_arm] / rps[twin], rel=1e-2), name
 
 
 def test_the_machine_is_described(report: dict[str, Any]) -> None:

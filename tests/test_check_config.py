@@ -1,8 +1,11 @@
 """``bff check-config`` (and ``serve``) refuse what cannot work, with one line naming the key;
-``--probe`` contacts the real provider and the upstream and reports each check."""
+``--probe`` contacts the real provider and the upstream and reports each check; ``bff keys``
+makes the key files a configuration names and rotates the session key ring."""
 
 from __future__ import annotations
 
+import base64
+import stat
 import subprocess
 import sys
 import threading
@@ -68,6 +71,151 @@ def test_a_missing_client_secret_is_refused(tmp_path: Path) -> None:
     assert result.stderr == (
         "bff: configuration error: [oidc].client_secret: required (set it, or client_secret_file)\n"
     )
+
+
+# Redis sessions over the development config; nothing here connects to Redis.
+REDIS = {"BFF__SESSIONS__BACKEND": "redis", "BFF__SESSIONS__REDIS_URL": "redis://127.0.0.1:1/0"}
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_redis_sessions_without_a_key_ring_are_refused_naming_the_setting_and_bff_keys(
+    command: str,
+) -> None:
+    result = _bff(
+        command,
+        "--config",
+        str(DEV),
+        *(["--port", "0"] if command == "serve" else []),
+        **REDIS,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "bff: configuration error: [sessions].encryption_keys_file: required when "
+        "[sessions].backend = 'redis'"
+    )
+    assert "bff keys --config FILE" in result.stderr
+    assert result.stdout == ""
+
+
+def _production_like(tmp_path: Path) -> Path:
+    """A config naming both key files, relative to it, and nothing else to read."""
+    config = tmp_path / "bff.toml"
+    config.write_text(
+        """\
+[oidc]
+client_secret = "a-client-secret"
+
+[internal_jwt]
+signing_key_file = "keys/upstream-signing-key.pem"
+
+[sessions]
+backend = "redis"
+redis_url = "redis://127.0.0.1:1/0"
+encryption_keys_file = "keys/session-keys"
+"""
+    )
+    return config
+
+
+def _ring_lines(ring: Path) -> list[tuple[str, bytes]]:
+    lines = [line.split() for line in ring.read_text().splitlines()]
+    assert all(len(parts) == 2 for parts in lines), lines
+    return [(key_id, base64.b64decode(key, validate=True)) for key_id, key in lines]
+
+
+def test_bff_keys_writes_the_missing_key_files_owner_only_and_never_over_one(
+    tmp_path: Path,
+) -> None:
+    config = _production_like(tmp_path)
+    ring, signing_key = (
+        tmp_path / "keys" / "session-keys",
+        tmp_path / "keys" / "upstream-signing-key.pem",
+    )
+    refused = _bff("check-config", "--config", str(config))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        f"bff: configuration error: [sessions].encryption_keys_file: cannot read {ring}"
+    )
+
+    made = _bff("keys", "--config", str(config))
+    assert made.returncode == 0, made.stderr
+    wrote = made.stdout.splitlines()
+    assert [line.split(": ")[0] for line in wrote] == [f"wrote {ring}", f"wrote {signing_key}"]
+    assert "[sessions].encryption_keys_file" in wrote[0]
+    assert "[internal_jwt].signing_key_file" in wrote[1]
+    for path in (ring, signing_key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    ((key_id, key),) = _ring_lines(ring)
+    assert len(key) == 32 and key_id
+    assert signing_key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    checked = _bff("check-config", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "sessions in redis" in checked.stdout
+
+    # Run again, or with one file gone: only what is missing is written.
+    before = ring.read_text()
+    again = _bff("keys", "--config", str(config))
+    assert (again.returncode, again.stdout) == (
+        0,
+        "nothing to write: every key file the configuration names exists\n",
+    )
+    signing_key.unlink()
+    one = _bff("keys", "--config", str(config))
+    assert one.returncode == 0
+    assert [line.split(": ")[0] for line in one.stdout.splitlines()] == [f"wrote {signing_key}"]
+    assert ring.read_text() == before
+
+
+def test_bff_keys_rotate_puts_a_new_sealing_key_first_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    config = _production_like(tmp_path)
+    ring = tmp_path / "keys" / "session-keys"
+    nothing = _bff("keys", "rotate", "--config", str(config))
+    assert nothing.returncode == 2
+    assert "no key ring to rotate" in nothing.stderr and "bff keys --config" in nothing.stderr
+    assert not ring.exists()
+
+    assert _bff("keys", "--config", str(config)).returncode == 0
+    first = _ring_lines(ring)
+    rotated = _bff("keys", "rotate", "--config", str(config))
+    assert rotated.returncode == 0, rotated.stderr
+    second = _ring_lines(ring)
+    assert second[1:] == first, "the old keys still open, in their order"
+    new_id, new_key = second[0]
+    assert new_id not in {key_id for key_id, _ in first} and len(new_key) == 32
+    assert rotated.stdout.startswith(f"rotated {ring}: new key {new_id}")
+    assert stat.S_IMODE(ring.stat().st_mode) == 0o600
+    assert _bff("keys", "rotate", "--config", str(config)).returncode == 0
+    assert _ring_lines(ring)[2:] == first
+    assert _bff("check-config", "--config", str(config)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("k2 not-base64!", "the key is not base64"),
+        (f"k2 {base64.b64encode(bytes(16)).decode()}", "the key is 16 bytes, not 32"),
+        ("just-one-word", "expected '<id> <base64 of 32 bytes>'"),
+        (f"k1 {base64.b64encode(bytes(32)).decode()}", "key id 'k1' appears twice"),
+    ],
+)
+def test_a_broken_key_ring_is_refused_naming_the_file_and_the_line(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    ring = tmp_path / "session-keys"
+    ring.write_text(f"k1 {base64.b64encode(bytes(range(32))).decode()}\n{line}\n")
+    result = _bff(
+        "check-config", "--config", str(DEV), BFF__SESSIONS__ENCRYPTION_KEYS_FILE=str(ring), **REDIS
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"bff: configuration error: [sessions].encryption_keys_file: {ring}:2: {problem}\n"
+    )
+    rotated = _bff("keys", "rotate", BFF__SESSIONS__ENCRYPTION_KEYS_FILE=str(ring), **REDIS)
+    assert rotated.returncode == 1, "a ring that does not load is not rewritten"
+    assert f"{ring}:2: {problem}" in rotated.stderr
+    assert ring.read_text().count("\n") == 2
 
 
 class _Healthy(BaseHTTPRequestHandler):

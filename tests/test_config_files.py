@@ -4,9 +4,12 @@ documents every setting with its default, holds no secret, and names the key of 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import re
+import secrets
 import subprocess
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,11 @@ def _setting_default(section: str, key: str) -> Any:
     raise KeyError(f"[{section}].{key}")
 
 
+def _key_ring() -> str:
+    """A session key ring of one key, in the documented format."""
+    return f"k1 {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+
+
 def _pem_signing_key() -> bytes:
     return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
@@ -72,6 +80,8 @@ def _stand_in_files(path: Path, tmp_path: Path) -> dict[str, str]:
             stand_in = tmp_path / f"{section}-{key}"
             if key == "signing_key_file":
                 stand_in.write_bytes(_pem_signing_key())
+            elif key == "encryption_keys_file":
+                stand_in.write_text(_key_ring())
             else:
                 stand_in.write_text(f"stand-in for [{section}].{key}\n")
             environ[f"BFF__{section.upper()}__{key.upper()}"] = str(stand_in)
@@ -103,6 +113,7 @@ def test_the_production_example_loads_with_its_files_in_place(tmp_path: Path) ->
         "BFF__UPSTREAM__CA_FILE",
         "BFF__UPSTREAM__CERT_FILE",
         "BFF__UPSTREAM__KEY_FILE",
+        "BFF__SESSIONS__ENCRYPTION_KEYS_FILE",
     }
     settings = load_settings(PRODUCTION_EXAMPLE, environ=environ)
 
@@ -111,6 +122,8 @@ def test_the_production_example_loads_with_its_files_in_place(tmp_path: Path) ->
     assert settings.upstream.credential == "internal-jwt"
     assert settings.internal_jwt.signing_key_file == environ["BFF__INTERNAL_JWT__SIGNING_KEY_FILE"]
     assert settings.sessions.backend == "redis"
+    assert settings.sessions.encryption_keys_file == environ["BFF__SESSIONS__ENCRYPTION_KEYS_FILE"]
+    assert urlsplit(settings.sessions.redis_url or "").scheme == "rediss"
     assert urlsplit(settings.upstream.base_url).scheme == "https"
     assert urlsplit(settings.oidc.issuer).scheme == "https"
 
@@ -148,6 +161,7 @@ async def test_the_production_example_starts_with_real_key_and_tls_files(tmp_pat
         ),
         "signing-key.pem": _pem_signing_key(),
         "client-secret": b"s3cret\n",
+        "session-keys": _key_ring().encode(),
     }
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
@@ -159,6 +173,7 @@ async def test_the_production_example_starts_with_real_key_and_tls_files(tmp_pat
             "BFF__UPSTREAM__KEY_FILE": str(tmp_path / "client.key"),
             "BFF__INTERNAL_JWT__SIGNING_KEY_FILE": str(tmp_path / "signing-key.pem"),
             "BFF__OIDC__CLIENT_SECRET_FILE": str(tmp_path / "client-secret"),
+            "BFF__SESSIONS__ENCRYPTION_KEYS_FILE": str(tmp_path / "session-keys"),
         },
     )
     app = create_app(settings)
@@ -198,6 +213,7 @@ def test_a_missing_key_or_tls_file_fails_at_load_naming_the_key(tmp_path: Path) 
 def test_the_production_example_holds_no_secret_value() -> None:
     raw = _toml(PRODUCTION_EXAMPLE)
     assert "client_secret" not in raw["oidc"]
+    assert "redis_sentinel_password" not in raw["sessions"]
     assert "@" not in raw["sessions"]["redis_url"], "a Redis password belongs in the environment"
 
 
@@ -303,3 +319,65 @@ def test_each_identity_provider_example_of_the_readme_loads(example: str, tmp_pa
     assert settings.oidc.issuer == parsed["oidc"]["issuer"]
     assert settings.oidc.client_secret == "a-client-secret"
     assert settings.upstream.credential == parsed["upstream"]["credential"]
+
+
+def _blocks(section: str, language: str) -> list[str]:
+    """The fenced ``language`` blocks of a README section, list-item indentation removed."""
+    return [
+        textwrap.dedent(body)
+        for _, body in re.findall(
+            rf"^( *)```{language}\n(.*?)^\1```$", section, flags=re.MULTILINE | re.DOTALL
+        )
+    ]
+
+
+PRODUCTION_SHAPE = _readme_section("Production shape")
+
+
+def test_the_production_shape_commands_run_as_written_from_a_clone(tmp_path: Path) -> None:
+    # A clone after `make dev`: the commands run from its root, with its .venv.
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    script = "\n".join(_blocks(PRODUCTION_SHAPE, "sh"))
+    assert script.count(".venv/bin/bff") >= 4
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    keys = tmp_path / ".data" / "keys"
+    outcome = [line.split(":")[0] for line in result.stdout.splitlines()]
+    assert outcome == [
+        f"wrote {keys / 'session-keys'}",
+        f"wrote {keys / 'upstream-signing-key.pem'}",
+        "ok",
+        "staged new key "
+        + result.stdout.splitlines()[3].split()[3]
+        + f" in {keys / 'session-keys'}",
+        "ok",
+        "promoted key " + result.stdout.splitlines()[5].split()[2] + f" in {keys / 'session-keys'}",
+    ]
+    ring = (keys / "session-keys").read_text().splitlines()
+    staged = result.stdout.splitlines()[3].split()[3]
+    # Staged, then promoted: the new key first, the first one second, both open.
+    assert len(ring) == 2 and ring[0].split()[0] == staged
+    assert (keys / "session-keys").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("example", _blocks(PRODUCTION_SHAPE, "toml"), ids=["tls", "sentinel"])
+def test_each_redis_example_of_the_production_shape_loads(example: str, tmp_path: Path) -> None:
+    path = tmp_path / "sessions.toml"
+    path.write_text(example)
+    environ = {**_stand_in_files(path, tmp_path), "BFF__OIDC__CLIENT_SECRET": "a-client-secret"}
+    settings = load_settings(path, environ=environ)
+    for key, value in tomllib.loads(example)["sessions"].items():
+        # A file's path is the stand-in's, whose content the twin of a secret file holds.
+        shown = environ.get(f"BFF__SESSIONS__{key.upper()}", value)
+        assert getattr(settings.sessions, key) == shown, key
+    if "redis_sentinels" in example:
+        assert settings.sessions.redis_sentinel_password == (
+            "stand-in for [sessions].redis_sentinel_password_file"
+        )

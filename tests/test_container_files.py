@@ -2,8 +2,9 @@
 
 There is no Docker engine in the test environment, so these tests check what can be checked
 without one: the compose file and the Dockerfile name commands, modules, files and settings that
-exist, the build context holds what the image needs and nothing else, and the image's health
-check works against a real ``bff serve``.
+exist, the one-shot ``keys`` service's command really makes the key ring the bff then reads (named
+volumes are directories of the test), the build context holds what the image needs and nothing
+else, and the image's health check works against a real ``bff serve``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import tomllib
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,7 +28,9 @@ import yaml
 
 import sandbox.config
 from bff import Settings, load_settings
+from bff.checks import check_files
 from bff.cli import parser as bff_parser
+from tests.support.keys import RING_FILE
 from tests.support.ports import free_ports
 from tests.support.processes import BFF_SCRIPT, clean_environ, serving
 
@@ -126,33 +130,127 @@ def _service_environ(service: dict[str, Any]) -> dict[str, str]:
     return {name: str(value) for name, value in environment.items()}
 
 
-def _repo_path_of(container_path: str, service: dict[str, Any], compose: dict[str, Any]) -> Path:
-    """The repository file a container sees at ``container_path`` (bind mounts and secrets)."""
+def _host_path(
+    container_path: str,
+    service: dict[str, Any],
+    compose: dict[str, Any],
+    volumes: Path | None = None,
+) -> Path:
+    """The file a container sees at ``container_path``: a repository file (bind mounts and
+    secrets), or, given ``volumes``, one in ``volumes/<name>`` (named volumes)."""
     if container_path.startswith("/run/secrets/"):
         secret = compose["secrets"][container_path.removeprefix("/run/secrets/")]
         return REPO / secret["file"]
     for volume in service.get("volumes", []):
         source, target = volume.split(":")[:2]
-        if source.startswith(".") and container_path.startswith(target + "/"):
-            return REPO / source / container_path.removeprefix(target + "/")
-    raise AssertionError(f"{container_path}: not a repository file mounted in the container")
+        if not container_path.startswith(target + "/"):
+            continue
+        inside = container_path.removeprefix(target + "/")
+        if source.startswith("."):
+            return REPO / source / inside
+        if volumes is not None and source in compose["volumes"]:
+            return volumes / source / inside
+    raise AssertionError(f"{container_path}: not a file mounted in the container")
 
 
-def test_the_compose_file_has_the_four_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "sandbox", "idp", "bff"}
+def _named_volume_at(target: str, service: dict[str, Any]) -> tuple[str, bool]:
+    """(volume name, read-only) of the named volume ``service`` mounts at ``target``."""
+    for volume in service.get("volumes", []):
+        source, mounted, *options = volume.split(":")
+        if mounted == target and not source.startswith("."):
+            return source, options == ["ro"]
+    raise AssertionError(f"no named volume at {target}")
+
+
+def _bff_environ(
+    service: dict[str, Any],
+    compose: dict[str, Any],
+    dockerfile: list[tuple[str, str]],
+    volumes: Path,
+) -> dict[str, str]:
+    """The service's ``BFF__…`` variables, and overrides for the absolute ``*_file`` paths of
+    its config file, with every path turned into the file the test finds there."""
+    argv = _command_line(service, dockerfile)
+    raw = tomllib.loads(_host_path(_option(argv, "--config"), service, compose).read_text())
+    sections = {field.name for field in msgspec.structs.fields(Settings)}
+    environ = {
+        f"BFF__{section.upper()}__{key.upper()}": value
+        for section, values in raw.items()
+        if section in sections
+        for key, value in values.items()
+        if key.endswith("_file") and value.startswith("/")
+    }
+    environ.update(_service_environ(service))
+    return {
+        name: str(_host_path(value, service, compose, volumes)) if name.endswith("_FILE") else value
+        for name, value in environ.items()
+    }
+
+
+class Volumes(NamedTuple):
+    root: Path
+    """A directory per named volume of the compose file."""
+    first_run: subprocess.CompletedProcess[str]
+    """What the ``keys`` service's command did when its volume was new."""
+
+
+def _run_keys_service(
+    compose: dict[str, Any], dockerfile: list[tuple[str, str]], volumes: Path
+) -> subprocess.CompletedProcess[str]:
+    """The ``keys`` service's command, run here as the container would run it."""
+    service = compose["services"]["keys"]
+    argv = _command_line(service, dockerfile)
+    assert argv[0] == "bff", argv
+    config = _host_path(_option(argv, "--config"), service, compose)
+    argv = [str(BFF_SCRIPT), *argv[1:]]
+    argv[argv.index("--config") + 1] = str(config)
+    return subprocess.run(
+        argv,
+        cwd=REPO,
+        env=clean_environ(**_bff_environ(service, compose, dockerfile, volumes)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def volumes(
+    compose: dict[str, Any],
+    dockerfile: list[tuple[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Volumes:
+    root = tmp_path_factory.mktemp("volumes")
+    for name in compose["volumes"]:
+        (root / name).mkdir()
+    return Volumes(root, _run_keys_service(compose, dockerfile, root))
+
+
+def test_the_compose_file_has_the_five_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"redis", "sandbox", "idp", "keys", "bff"}
     assert compose["services"]["redis"]["image"].startswith("redis:7-alpine")
-    assert set(_our_services(compose)) == {"sandbox", "idp", "bff"}
+    assert set(_our_services(compose)) == {"sandbox", "idp", "keys", "bff"}
 
 
-def test_every_dependency_is_a_service_with_a_health_check(compose: dict[str, Any]) -> None:
+def test_the_bff_starts_once_every_dependency_is_ready(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    dependencies = services["bff"]["depends_on"]
-    assert set(dependencies) == {"redis", "sandbox", "idp"}
+    assert services["bff"]["depends_on"] == {
+        "keys": {"condition": "service_completed_successfully"},
+        "redis": {"condition": "service_healthy"},
+        "sandbox": {"condition": "service_healthy"},
+        "idp": {"condition": "service_healthy"},
+    }
     for service in services.values():
         for name, condition in service.get("depends_on", {}).items():
             assert name in services, f"depends_on names no service: {name}"
-            assert condition == {"condition": "service_healthy"}
-            assert services[name].get("healthcheck", {}).get("test"), f"{name}: no health check"
+            if condition == {"condition": "service_healthy"}:
+                assert services[name].get("healthcheck", {}).get("test"), f"{name}: no check"
+                continue
+            assert condition == {"condition": "service_completed_successfully"}, name
+            # A one-shot: it exits and stays exited; nothing to publish, nothing to probe.
+            assert services[name].get("restart") == "no", name
+            assert "ports" not in services[name], name
+            assert services[name].get("healthcheck") == {"disable": True}, name
 
 
 def test_published_ports_are_on_loopback_only(compose: dict[str, Any]) -> None:
@@ -182,13 +280,17 @@ def test_every_command_runs_an_existing_program(
             assert BFF_SCRIPT.exists()
 
 
-def test_the_bff_and_sandbox_commands_parse(
+def test_the_bff_keys_and_sandbox_commands_parse(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
     from sandbox.__main__ import _parser as sandbox_parser
 
     bff_args = bff_parser().parse_args(_command_line(compose["services"]["bff"], dockerfile)[1:])
     assert (bff_args.command, bff_args.host, bff_args.port) == ("serve", "0.0.0.0", 8000)
+    keys = _command_line(compose["services"]["keys"], dockerfile)
+    keys_args = bff_parser().parse_args(keys[1:])
+    assert (keys_args.command, keys_args.action) == ("keys", None)
+    assert keys_args.config == bff_args.config, "the keys are made from the bff's own config"
     sandbox_args = sandbox_parser().parse_args(
         _command_line(compose["services"]["sandbox"], dockerfile)[3:]
     )
@@ -222,30 +324,75 @@ def test_referenced_config_and_secret_files_exist(
         ]
         assert paths, f"{name}: runs without a config file"
         for container_path in paths:
-            assert _repo_path_of(container_path, service, compose).is_file(), (
+            assert _host_path(container_path, service, compose).is_file(), (
                 f"{name}: {container_path} is not in the repository"
             )
             checked += 1
         for secret in service.get("secrets", []):
             assert (REPO / compose["secrets"][secret]["file"]).is_file()
-    assert checked >= 5
+    assert checked >= 6
 
 
 def test_every_environment_variable_names_a_setting_and_loads(
-    compose: dict[str, Any], dockerfile: list[tuple[str, str]]
+    compose: dict[str, Any], dockerfile: list[tuple[str, str]], volumes: Volumes
 ) -> None:
     for name, service in _our_services(compose).items():
-        environ = _service_environ(service)
-        for variable in environ:
+        for variable in _service_environ(service):
             _env_setting(variable)
         argv = _command_line(service, dockerfile)
-        config = _repo_path_of(_option(argv, "--config"), service, compose)
-        local = {
-            key: str(_repo_path_of(value, service, compose)) if key.endswith("_FILE") else value
-            for key, value in environ.items()
-        }
-        settings = load_settings(config, environ=local)
+        config = _host_path(_option(argv, "--config"), service, compose)
+        if argv[0] == "bff":
+            # With the files it sees in place, the keys service's ring among them.
+            settings = load_settings(
+                config, environ=_bff_environ(service, compose, dockerfile, volumes.root)
+            )
+            check_files(settings)
+        else:
+            # The sandbox and the provider read their own sections; no key file of the bff's.
+            local = {
+                key: str(_host_path(value, service, compose)) if key.endswith("_FILE") else value
+                for key, value in _service_environ(service).items()
+            }
+            # The key ring is made by the keys service at first start: a test ring stands in.
+            local["BFF__SESSIONS__ENCRYPTION_KEYS_FILE"] = str(RING_FILE)
+            settings = load_settings(config, environ=local)
         assert settings.oidc.client_secret == "compose-demo-client-secret", name
+
+
+def test_the_keys_service_makes_the_key_ring_the_bff_reads_and_never_replaces_it(
+    compose: dict[str, Any], dockerfile: list[tuple[str, str]], volumes: Volumes
+) -> None:
+    services = compose["services"]
+    assert volumes.first_run.returncode == 0, volumes.first_run.stderr
+    settings = load_settings(COMPOSE_TOML, environ={}, for_keys=True)
+    ring = settings.sessions.encryption_keys_file
+    assert settings.sessions.backend == "redis" and ring is not None
+    # Both containers see the ring on one named volume; the bff cannot write it.
+    target = str(Path(ring).parent)
+    assert _named_volume_at(target, services["keys"]) == ("session-keys", False)
+    assert _named_volume_at(target, services["bff"]) == ("session-keys", True)
+    made = _host_path(ring, services["bff"], compose, volumes.root)
+    assert made == _host_path(ring, services["keys"], compose, volumes.root)
+    assert volumes.first_run.stdout.startswith(f"wrote {made}: the session key ring")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    # The bff, as it starts (bff serve runs these checks), reads the ring the keys service made.
+    bff = load_settings(
+        COMPOSE_TOML, environ=_bff_environ(services["bff"], compose, dockerfile, volumes.root)
+    )
+    assert bff.sessions.encryption_keys_file == str(made)
+    check_files(bff)
+
+    # Every `docker compose up` runs the service again: the ring stays as it is.
+    before = made.read_text()
+    again = _run_keys_service(compose, dockerfile, volumes.root)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to write" in again.stdout
+    assert made.read_text() == before
+
+    # A new volume takes the owner of the image's directory: the image's user, who alone reads it.
+    runs = " ".join(args for word, args in dockerfile if word == "RUN")
+    assert f"chown flows:flows {target}" in runs
+    assert f"chmod 0700 {target}" in runs
 
 
 def test_the_compose_environment_agrees_with_compose_toml(compose: dict[str, Any]) -> None:
@@ -265,7 +412,7 @@ def test_one_issuer_url_for_the_browser_and_the_containers(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
     services = compose["services"]
-    settings = load_settings(COMPOSE_TOML, environ={})
+    settings = load_settings(COMPOSE_TOML, environ={}, for_keys=True)
     issuer = urlsplit(settings.oidc.issuer)
     idp_argv = _command_line(services["idp"], dockerfile)
     assert _option(idp_argv, "--issuer") == settings.oidc.issuer
@@ -419,7 +566,7 @@ def _healthcheck_snippet(dockerfile: list[tuple[str, str]], port: int) -> list[s
 
 @pytest.mark.e2e
 def test_the_image_health_check_passes_on_a_live_bff_whose_dependencies_are_down(
-    dockerfile: list[tuple[str, str]],
+    compose: dict[str, Any], dockerfile: list[tuple[str, str]], volumes: Volumes
 ) -> None:
     port, upstream, provider, redis = free_ports(4)
     snippet = _healthcheck_snippet(dockerfile, port)
@@ -430,6 +577,10 @@ def test_the_image_health_check_passes_on_a_live_bff_whose_dependencies_are_down
         BFF__UPSTREAM__BASE_URL=f"http://127.0.0.1:{upstream}",
         BFF__OIDC__ISSUER=f"http://127.0.0.1:{provider}",
         BFF__SESSIONS__REDIS_URL=f"redis://127.0.0.1:{redis}/0",
+        # The key ring where the keys service of docker-compose.yml puts it.
+        BFF__SESSIONS__ENCRYPTION_KEYS_FILE=_bff_environ(
+            compose["services"]["bff"], compose, dockerfile, volumes.root
+        )["BFF__SESSIONS__ENCRYPTION_KEYS_FILE"],
     )
     argv = [str(BFF_SCRIPT), *_image_cmd(dockerfile)]
     argv[argv.index("--config") + 1] = str(COMPOSE_TOML)

@@ -4,6 +4,7 @@ the shutdown timing."""
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import yaml
 from starlette.routing import Route
 
 from bff import create_app
+from bff.checks import check_files
 from bff.cli import parser as bff_parser
 from bff.settings import load_settings
-from tests.support.processes import clean_environ
+from tests.support.processes import BFF_SCRIPT, clean_environ
 
 BASE = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "base"
 # The oldest Kubernetes the base is meant for (the preStop sleep action is 1.30+), and the newest
@@ -89,38 +91,70 @@ def test_the_probes_name_the_gateways_health_endpoints() -> None:
     assert {"/healthz", "/readyz"} <= paths
 
 
-def test_the_config_loads_with_the_secret_in_place_and_the_shutdown_fits_the_grace(
+# The files the config names that come from a Secret, and which Secret. The session key ring has
+# its own, so that a rotation (kustomization.yaml) replaces nothing else.
+SECRET_FILES = {
+    ("oidc", "client_secret_file"): "flows-bff",
+    ("internal_jwt", "signing_key_file"): "flows-bff",
+    ("sessions", "encryption_keys_file"): "flows-bff-session-keys",
+}
+
+
+def _secret_behind(path: Path) -> tuple[str, str]:
+    """(Secret, key) of the file the container sees at ``path``; fails when none is mounted."""
+    pod, container = _container()
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert str(path.parent) in mounts, f"{path}: nothing is mounted at {path.parent}"
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[str(path.parent)])
+    (item,) = [item for item in volume["secret"]["items"] if item["path"] == path.name]
+    return volume["secret"]["secretName"], item["key"]
+
+
+def test_the_config_loads_with_the_secrets_in_place_and_the_shutdown_fits_the_grace(
     tmp_path: Path,
 ) -> None:
     pod, container = _container()
     text = _rendered()["ConfigMap"]["data"]["production.toml"]
     path = tmp_path / "production.toml"
     path.write_text(text)
-    mounted = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
-    secret_items = {
-        item["path"]
-        for volume in pod["volumes"]
-        if volume["name"] == "secrets"
-        for item in volume["secret"]["items"]
-    }
     raw = tomllib.loads(text)
-    for section, key in (("oidc", "client_secret_file"), ("internal_jwt", "signing_key_file")):
+    environ = {"BFF__SESSIONS__REDIS_URL": "redis://redis:6379/0"}
+    for (section, key), secret in SECRET_FILES.items():
         named = Path(raw[section][key])
-        assert str(named.parent) == mounted["secrets"] and named.name in secret_items, key
+        assert _secret_behind(named) == (secret, named.name), f"[{section}].{key}"
+        environ[f"BFF__{section.upper()}__{key.upper()}"] = str(tmp_path / "secrets" / named.name)
     env = {variable["name"] for variable in container["env"]}
     assert env == {"BFF__SESSIONS__REDIS_URL"}
-    (tmp_path / "secret").write_text("s\n")
-    settings = load_settings(
-        path,
-        environ={
-            "BFF__SESSIONS__REDIS_URL": "redis://redis:6379/0",
-            "BFF__OIDC__CLIENT_SECRET_FILE": str(tmp_path / "secret"),
-            "BFF__INTERNAL_JWT__SIGNING_KEY_FILE": str(tmp_path / "secret"),
-        },
+
+    # The key files as kustomization.yaml makes them (bff keys), the client secret by hand.
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "oidc-client-secret").write_text("s\n")
+    made = subprocess.run(
+        [str(BFF_SCRIPT), "keys", "--config", str(path)],
+        env=clean_environ(**environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert made.returncode == 0, made.stderr
+    settings = load_settings(path, environ=environ)
+    check_files(settings)  # the ring and the signing key parse
     assert settings.sessions.backend == "redis"
+    assert settings.sessions.encryption_keys_file == environ["BFF__SESSIONS__ENCRYPTION_KEYS_FILE"]
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pause + settings.server.shutdown_grace_seconds
+
+
+def test_the_gateways_user_can_read_the_files_of_its_secrets() -> None:
+    pod, _ = _container()
+    security = pod["securityContext"]
+    secret_volumes = [volume["secret"] for volume in pod["volumes"] if "secret" in volume]
+    assert {volume["secretName"] for volume in secret_volumes} == set(SECRET_FILES.values())
+    for volume in secret_volumes:
+        mode = volume["defaultMode"]
+        assert not mode & 0o007, f"{volume['secretName']}: readable by any user of the node"
+        # Secret files belong to root and to the pod's fsGroup: the group must be the gateway's.
+        assert mode & 0o040 and security["fsGroup"] == security["runAsGroup"], volume
 
 
 def test_a_disruption_or_a_rollout_never_leaves_no_pod() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from . import endpoints, pages
 from .authenticators import BearerAuthenticator, SessionAuthenticator
+from .client_auth import provider_tls
 from .endpoints import SignIn, open_sign_in
 from .oidc import OIDCClient
 from .pages import failure_page, wants_page
@@ -48,6 +49,7 @@ __all__ = [
     "failure_page",
     "open_sign_in",
     "permissions",
+    "provider_tls",
     "routes",
     "static_authenticator",
     "wants_page",

@@ -182,14 +182,14 @@ class SessionAuthenticator:
             if time.monotonic() >= deadline:
                 raise signin_unavailable()
             await asyncio.sleep(REFRESH_POLL_SECONDS)
-            current = await self._sessions.get(raw_id)
+            current = await self._sessions.get(raw_id, fresh=True)
             if current is None:
                 raise self.ended()
             if not self._needs_refresh(current):
                 return current
         try:
             # Another instance may have refreshed between our read and taking the lock.
-            current = await self._sessions.get(raw_id)
+            current = await self._sessions.get(raw_id, fresh=True)
             if current is None:
                 raise self.ended()
             if not self._needs_refresh(current):

@@ -38,6 +38,11 @@ class ProviderMetadata(msgspec.Struct, frozen=True):
     code_challenge_methods_supported: list[str] | None = None
     authorization_response_iss_parameter_supported: bool = False
     id_token_signing_alg_values_supported: list[str] | None = None
+    token_endpoint_auth_methods_supported: list[str] | None = None
+    token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+    mtls_endpoint_aliases: dict[str, str] | None = None
+    pushed_authorization_request_endpoint: str | None = None
+    require_pushed_authorization_requests: bool = False
 
 
 class Discovery:
@@ -63,6 +68,11 @@ class Discovery:
     async def metadata(self) -> ProviderMetadata:
         """The provider's discovery document; :class:`ProviderUnavailable` while it cannot load."""
         return await self._metadata.get()
+
+    async def early_metadata(self) -> ProviderMetadata | None:
+        """The metadata if the provider answers now (at start); None, and nothing remembered of
+        the failure, if it does not."""
+        return await self._metadata.attempt()
 
     async def _load_metadata(self) -> ProviderMetadata:
         url = f"{self.issuer}/.well-known/openid-configuration"

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -43,6 +44,14 @@ class SignIn:
     sessions: UserSessions
     logout: Logout
     backchannel: BackchannelLogout
+
+    async def client_jwks(self, request: Request) -> Response:
+        """The keys a provider fetches to check this client's ``private_key_jwt`` assertions."""
+        return Response(
+            msgspec.json.encode(self.oidc.client_jwks()),
+            media_type="application/json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
 
 
 def open_sign_in(
@@ -116,4 +125,5 @@ routes = [
     Route("/auth/sessions", _on(lambda s: s.sessions.end_all), methods=["DELETE"]),
     Route("/auth/sessions/{sessionId}", _on(lambda s: s.sessions.end_one), methods=["DELETE"]),
     Route("/auth/backchannel-logout", _on(lambda s: s.backchannel.logout), methods=["POST"]),
+    Route("/.well-known/client-jwks.json", _on(lambda s: s.client_jwks), methods=["GET"]),
 ]

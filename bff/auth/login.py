@@ -27,7 +27,7 @@ from .discovery import ProviderUnavailable
 from .oidc import OIDCClient
 from .principal import tenants_from_claims
 from .return_to import safe_return_to
-from .token_endpoint import LoginError, TokenSet, UserinfoRefused
+from .token_endpoint import LoginError, ParRefused, TokenSet, UserinfoRefused
 from .user_agents import kept
 
 logger = logging.getLogger("bff.auth")
@@ -89,6 +89,11 @@ class Login:
         except ProviderUnavailable as exc:
             logger.error("cannot start sign-in: %s", exc)
             raise signin_unavailable() from None
+        except ParRefused as exc:
+            logger.warning("sign-in refused at its start: %s", exc)
+            raise _login_failed(
+                f"The identity provider refused the sign-in request ({exc})."
+            ) from None
         handle = secrets.token_urlsafe(32)
         client = client_ip(request.scope, self._trusted_proxies) or "unknown"
         if not await self._logins.put(handle, login, client):

@@ -11,6 +11,8 @@ session store, never on an object shared between users' calls.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +23,20 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from ..settings import OidcSection
+from ..settings import ConfigError, OidcSection
 from ..state.logins import LoginRequest
-from .client_auth import ClientSecretBasic
-from .discovery import Discovery, ProviderUnavailable
+from .client_auth import ClientAuthentication, ClientSecretBasic, client_authentication
+from .discovery import Discovery, ProviderMetadata, ProviderUnavailable
 from .jwt_validation import InvalidToken, JWKSUnavailable
-from .token_endpoint import LoginError, TokenEndpoint, TokenSet
+from .token_endpoint import (
+    ClientMethodRefused,
+    LoginError,
+    ParRefused,
+    TokenEndpoint,
+    TokenSet,
+)
+
+logger = logging.getLogger("bff.oidc")
 
 
 class OIDCClient:
@@ -44,16 +54,19 @@ class OIDCClient:
         clock: Callable[[], float] = time.time,
         authorization_params: dict[str, str] | None = None,
         token_params: dict[str, str] | None = None,
+        client_auth: ClientAuthentication | None = None,
+        par: str = "never",
     ) -> None:
         self.client_id = client_id
         self.scopes = scopes
+        self.par = par
         self.authorization_params = authorization_params or {}
         """Sent with every sign-in (``[oidc].prompt``, ``extra_authorization_params``)."""
         self._clock = clock
         self.discovery = Discovery(issuer, http=http, clock=clock)
         self.tokens = TokenEndpoint(
             self.discovery,
-            ClientSecretBasic(client_id, client_secret),
+            client_auth or ClientSecretBasic(client_id, client_secret),
             http=http,
             token_params=token_params,
             clock=clock,
@@ -84,7 +97,33 @@ class OIDCClient:
                 **settings.extra_authorization_params,
             },
             token_params={"resource": resource} if resource else None,
+            client_auth=client_authentication(settings, clock=clock),
+            par=settings.par,
         )
+
+    async def refuse_unless_taken(self) -> None:
+        """At start: :class:`~bff.settings.ConfigError` when the provider says it does not take
+        ``[oidc].client_auth``; a provider that does not answer yet is asked again at the first
+        sign-in, and by ``/readyz``. The default method is not asked about at start (a provider
+        that lists none takes it, RFC 8414), so the provider is contacted first when needed."""
+        if self.tokens.method == "client_secret_basic":
+            return
+        try:
+            async with asyncio.timeout(2.0):
+                known = await self.discovery.early_metadata()
+        except TimeoutError:
+            known = None
+        if known is None:
+            logger.warning("the provider does not answer yet; its metadata is read when needed")
+            return
+        try:
+            await self.tokens.check_method()
+        except ClientMethodRefused as exc:
+            raise ConfigError(str(exc)) from None
+
+    def client_jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """The public keys of this client's assertions (none unless ``private_key_jwt``)."""
+        return self.tokens.client_jwks()
 
     async def start_login(
         self, redirect_uri: str, return_to: str, options: dict[str, str] | None = None
@@ -104,19 +143,35 @@ class OIDCClient:
             created_at=self._clock(),
             silent=params.get("prompt") == "none",
         )
-        url = prepare_grant_uri(
-            metadata.authorization_endpoint,
-            client_id=self.client_id,
-            response_type="code",
-            redirect_uri=redirect_uri,
-            scope=" ".join(self.scopes),
-            state=login.state,
-            nonce=login.nonce,
-            code_challenge=create_s256_code_challenge(login.code_verifier),
-            code_challenge_method="S256",
+        request = {
+            "client_id": self.client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "scope": " ".join(self.scopes),
+            "state": login.state,
+            "nonce": login.nonce,
+            "code_challenge": create_s256_code_challenge(login.code_verifier),
+            "code_challenge_method": "S256",
             **params,
+        }
+        endpoint = metadata.authorization_endpoint
+        if self._pushes(metadata):
+            # RFC 9126: the parameters go over the back channel; the browser carries a reference.
+            request_uri = await self.tokens.push(request)
+            query = urlencode({"client_id": self.client_id, "request_uri": request_uri})
+            return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}", login
+        return prepare_grant_uri(endpoint, **request), login
+
+    def _pushes(self, metadata: ProviderMetadata) -> bool:
+        """Whether this sign-in's request is pushed (``[oidc].par``); :class:`ParRefused` when
+        the provider requires it and the settings forbid it."""
+        if self.par == "never" and metadata.require_pushed_authorization_requests:
+            raise ParRefused(
+                "the provider requires pushed authorization requests, and [oidc].par is 'never'"
+            )
+        return self.par == "always" or (
+            self.par == "auto" and metadata.pushed_authorization_request_endpoint is not None
         )
-        return url, login
 
     async def check_response_issuer(self, iss: str | None) -> None:
         """RFC 9207: the ``iss`` of an authorization response names our provider; a provider

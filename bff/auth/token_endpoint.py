@@ -6,19 +6,23 @@ errors of the token endpoint become :class:`TokenError` (with the error code), a
 exceptions each caller acts on::
 
     Exception
+    ├── ProviderUnavailable (bff.auth.discovery)
+    │   └── ClientMethodRefused   the provider does not take [oidc].client_auth
     ├── LoginError            the sign-in cannot complete (bad code, bad ID token, provider error)
-    │   └── UserinfoRefused   the userinfo endpoint refused a fresh access token (a 4xx)
+    │   ├── UserinfoRefused   the userinfo endpoint refused a fresh access token (a 4xx)
+    │   └── ParRefused        the provider refused the pushed authorization request
     ├── TokenError            the token endpoint answered an OAuth error code (the message)
     └── RefreshRejected       the provider refused the refresh token: the session is over
 
-and :class:`bff.auth.discovery.ProviderUnavailable` when the provider cannot be reached or
-answers outside the protocol.
+where ``ProviderUnavailable`` means the provider cannot be reached or answers outside the
+protocol.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,10 +32,15 @@ import msgspec
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
-from .client_auth import ClientAuthentication
-from .discovery import Discovery, ProviderUnavailable
+from .client_auth import ClientAuthentication, PrivateKeyJwt, client_jwks
+from .discovery import Discovery, ProviderMetadata, ProviderUnavailable
 
 logger = logging.getLogger("bff.oidc")
+
+_WHAT_PROVES_IT = {
+    "private_key_jwt": "the keys it fetches from /api/bff/v1/.well-known/client-jwks.json",
+    "tls_client_auth": "client_cert_file (the certificate registered for the client)",
+}
 
 
 class TokenSet(msgspec.Struct, frozen=True):
@@ -49,6 +58,14 @@ class LoginError(Exception):
 
 class UserinfoRefused(LoginError):
     """The provider refused our fresh access token at its userinfo endpoint (a 4xx)."""
+
+
+class ClientMethodRefused(ProviderUnavailable):
+    """The provider does not take the client authentication method of ``[oidc].client_auth``."""
+
+
+class ParRefused(LoginError):
+    """The provider refused the pushed authorization request; the message is its reason."""
 
 
 class TokenError(Exception):
@@ -81,19 +98,55 @@ class TokenEndpoint:
         self.client_refused = False
         """The token endpoint last answered ``invalid_client``: the credentials are wrong."""
 
+    @property
+    def method(self) -> str:
+        """How the client proves itself (``[oidc].client_auth``)."""
+        return self._client.method
+
+    def client_jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """The public keys of this client's assertions (none unless ``private_key_jwt``)."""
+        keys = self._client.keys if isinstance(self._client, PrivateKeyJwt) else []
+        return client_jwks(keys)
+
+    async def check_method(self) -> ProviderMetadata:
+        """The provider's metadata, once it is known to take this client's method (RFC 8414:
+        ``client_secret_basic`` when it lists none); :class:`ClientMethodRefused` if not."""
+        metadata = await self._discovery.metadata()
+        offered = metadata.token_endpoint_auth_methods_supported or ["client_secret_basic"]
+        if self._client.method not in offered:
+            raise ClientMethodRefused(
+                f"[oidc].client_auth: {self._client.method!r} is not among the methods the "
+                f"provider takes ({', '.join(offered)}: its token_endpoint_auth_methods_supported)"
+            )
+        return metadata
+
+    async def _authenticated(
+        self, name: str, endpoint: str, metadata: ProviderMetadata
+    ) -> tuple[str, httpx.Auth, dict[str, str]]:
+        """Where a call that authenticates the client goes (with ``tls_client_auth``, the
+        endpoint's RFC 8705 alias when there is one), and what proves the client there."""
+        if self._client.method == "tls_client_auth":
+            endpoint = (metadata.mtls_endpoint_aliases or {}).get(name, endpoint)
+        algorithms = metadata.token_endpoint_auth_signing_alg_values_supported
+        auth, fields = self._client.credentials(endpoint, algorithms=algorithms)
+        return endpoint, auth, fields
+
     async def _request(self, grant_type: str, **params: str) -> dict[str, Any]:
         """POST to the token endpoint; OAuth errors become :class:`TokenError`."""
-        metadata = await self._discovery.metadata()
-        body = prepare_token_request(grant_type, **params)
+        metadata = await self.check_method()
+        endpoint, auth, fields = await self._authenticated(
+            "token_endpoint", metadata.token_endpoint, metadata
+        )
+        body = prepare_token_request(grant_type, **params, **fields)
         try:
             response = await self._http.post(
-                metadata.token_endpoint,
+                endpoint,
                 content=body,
                 headers={
                     "Content-Type": "application/x-www-form-urlencoded",
                     "Accept": "application/json",
                 },
-                auth=self._client.auth(),
+                auth=auth,
             )
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from exc
@@ -112,12 +165,47 @@ class TokenEndpoint:
             if error == "invalid_client" and not self.client_refused:
                 self.client_refused = True
                 logger.error(
-                    "the provider refuses this client's credentials: check [oidc].client_id "
-                    "and client_secret"
+                    "the provider refuses this client's credentials (%s): check [oidc].client_id "
+                    "and %s",
+                    self._client.method,
+                    _WHAT_PROVES_IT.get(self._client.method, "client_secret"),
                 )
             raise TokenError(error)
         self.client_refused = False
         return token
+
+    async def push(self, params: dict[str, str]) -> str:
+        """A pushed authorization request (RFC 9126): the ``request_uri`` the browser carries
+        instead of ``params``. :class:`LoginError` with the provider's reason if it refuses."""
+        metadata = await self.check_method()
+        if not metadata.pushed_authorization_request_endpoint:
+            raise ParRefused("the provider offers no pushed authorization requests")
+        endpoint, auth, fields = await self._authenticated(
+            "pushed_authorization_request_endpoint",
+            metadata.pushed_authorization_request_endpoint,
+            metadata,
+        )
+        try:
+            response = await self._http.post(
+                endpoint,
+                data={**params, **fields},
+                auth=auth,
+                headers={"Accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"PAR endpoint unreachable: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise ProviderUnavailable(f"PAR endpoint answered {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ProviderUnavailable(f"PAR endpoint answered {response.status_code} without JSON")
+        request_uri = answer.get("request_uri")
+        if response.status_code in (200, 201) and isinstance(request_uri, str) and request_uri:
+            return request_uri
+        raise ParRefused(_oauth_reason(answer))
 
     async def check_client(self, redirect_uri: str) -> bool:
         """Whether the token endpoint accepts this client's credentials.
@@ -168,13 +256,16 @@ class TokenEndpoint:
     async def revoke(self, refresh_token: str) -> None:
         """Best effort: a provider without revocation, or one that is down, only gets logged."""
         try:
-            metadata = await self._discovery.metadata()
+            metadata = await self.check_method()
             if not metadata.revocation_endpoint:
                 return
+            endpoint, auth, fields = await self._authenticated(
+                "revocation_endpoint", metadata.revocation_endpoint, metadata
+            )
             response = await self._http.post(
-                metadata.revocation_endpoint,
-                data={"token": refresh_token, "token_type_hint": "refresh_token"},
-                auth=self._client.auth(),
+                endpoint,
+                data={"token": refresh_token, "token_type_hint": "refresh_token", **fields},
+                auth=auth,
             )
             if response.status_code != 200:
                 logger.warning("refresh token revocation answered %s", response.status_code)
@@ -233,3 +324,16 @@ def _jwt_expiry(access_token: object) -> float | None:
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,64}")
+_PRINTABLE = re.compile(r"[ -~]{1,200}")
+
+
+def _oauth_reason(answer: dict[str, Any]) -> str:
+    """An OAuth error answer in a few safe words: its code and, when plain, its description."""
+    code, description = answer.get("error"), answer.get("error_description")
+    reason = code if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else "refused"
+    if isinstance(description, str) and _PRINTABLE.fullmatch(description):
+        reason += f": {description}"
+    return reason

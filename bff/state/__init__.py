@@ -10,11 +10,16 @@ sessions           :mod:`bff.state.sessions`       signed-in browsers and their 
 pending sign-ins   :mod:`bff.state.logins`         state, nonce and PKCE verifier in flight
 refresh locks      :mod:`bff.state.refresh_locks`  who may refresh a session's tokens now
 replay cache       :mod:`bff.state.replay`         ids of one-time tokens already used
-invalidation       :mod:`bff.state.invalidation`   "this cluster was written" to every cache
+invalidation       :mod:`bff.state.invalidation`   "this cluster was written", "this session
+                                                  changed" to every instance
 rate limiter       :mod:`bff.state.rate_limit`     calls per caller and minute
 =================  ==============================  =========================================
 
-:func:`open_stores` makes the one choice between the backends, from ``[sessions].backend``.
+:func:`open_stores` makes the one choice between the backends, from ``[sessions].backend``. In
+Redis, nothing readable is at rest: sessions and pending sign-ins are sealed
+(:mod:`bff.state.sealing`); a hot session is answered from this instance's copy
+(:mod:`bff.state.near_cache`); and a request waits for an absent Redis at most once
+(:mod:`bff.state.health`).
 """
 
 from __future__ import annotations
@@ -25,14 +30,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from redis.asyncio import BlockingConnectionPool, Redis
-
 from ..settings import Settings
+from .connection import connect
+from .health import RedisHealth
 from .invalidation import Forget, Invalidation, MemoryInvalidation, RedisInvalidation
 from .logins import LoginStore, MemoryLoginStore, RedisLoginStore
+from .near_cache import NearCache
 from .rate_limit import FallbackRateLimiter, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .refresh_locks import MemoryRefreshLock, RedisRefreshLock, RefreshLock
 from .replay import MemoryReplayCache, RedisReplayCache, ReplayCache
+from .sealing import load_key_ring
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
 __all__ = ["Stores", "open_stores"]
@@ -68,28 +75,35 @@ async def open_stores(
     absolute = sessions_config.absolute_timeout_seconds
     limit = settings.bff.rate_limit_per_minute
     async with AsyncExitStack() as stack:
-        if sessions_config.backend == "redis" and sessions_config.redis_url:
-            # A blocking pool makes a burst wait for a connection instead of failing at the limit.
-            wait = sessions_config.redis_timeout_seconds
-            pool = BlockingConnectionPool.from_url(
-                sessions_config.redis_url,
-                max_connections=sessions_config.redis_max_connections,
-                timeout=wait,
-                socket_timeout=wait,
-                socket_connect_timeout=wait,
-                health_check_interval=sessions_config.redis_health_check_seconds,
-            )
-            redis = Redis.from_pool(pool)
+        if sessions_config.backend == "redis":
+            redis = connect(sessions_config)
             stack.push_async_callback(redis.aclose)
-            invalidation = RedisInvalidation(redis, forget)
-            listener = asyncio.create_task(invalidation.listen(), name="cache-invalidation")
+            assert sessions_config.encryption_keys_file is not None  # the settings require it
+            ring = load_key_ring(sessions_config.encryption_keys_file)
+            health = RedisHealth(redis)
+            stack.callback(health.close)
+            invalidation = RedisInvalidation(redis, forget, health=health)
+            near = NearCache(
+                ttl=sessions_config.near_cache_seconds,
+                max_entries=sessions_config.near_cache_max_entries,
+            )
+            invalidation.keep_current(near)
+            listener = asyncio.create_task(invalidation.listen(), name="invalidation")
             stack.callback(listener.cancel)
             stores = Stores(
                 sessions=RedisSessionStore(
-                    redis, idle_timeout=idle, absolute_timeout=absolute, clock=clock
+                    redis,
+                    ring=ring,
+                    idle_timeout=idle,
+                    absolute_timeout=absolute,
+                    clock=clock,
+                    near=near,
+                    touch_interval=sessions_config.touch_interval_seconds,
+                    announce=invalidation.sessions_changed,
                 ),
                 logins=RedisLoginStore(
                     redis,
+                    ring=ring,
                     total=sessions_config.max_pending_sign_ins,
                     per_client=sessions_config.max_pending_sign_ins_per_client,
                     clock=clock,
@@ -100,6 +114,7 @@ async def open_stores(
                 rate_limiter=FallbackRateLimiter(
                     RedisRateLimiter(redis, limit, clock=clock),
                     MemoryRateLimiter(limit, clock=clock),
+                    health=health,
                     on_fallback=on_rate_limit_fallback,
                 )
                 if limit

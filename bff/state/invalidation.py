@@ -1,29 +1,46 @@
-"""Telling every BFF instance that a write changed a tenant's cluster, so no micro-cache serves
-what the write replaced.
+"""Telling every BFF instance what changed elsewhere: a write to a tenant's cluster (so no
+micro-cache serves what it replaced), and a session that changed or ended (so no instance answers
+from its copy of the record).
 
 Alone, an instance only drops its own entries (:class:`MemoryInvalidation`). Instances that share
-Redis also publish each write on a channel that all of them listen to
-(:class:`RedisInvalidation`); a lost connection is retried, and meanwhile the short TTL of the
-micro-cache bounds how stale another instance can be.
+Redis also publish on channels that all of them listen to (:class:`RedisInvalidation`). A lost
+connection is retried; meanwhile the short TTL of the micro-cache bounds how stale another
+instance can be, and no instance uses its copies of session records (:class:`SessionCopies`),
+which start empty again once the channel is back, since a message may have been missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .health import REDIS_DOWN, RedisHealth
+
 logger = logging.getLogger("bff.invalidation")
 
 CHANNEL = "bff:cache-invalidation"
+SESSIONS_CHANNEL = "bff:session-invalidation"
 _SEPARATOR = "\x1f"
 
 Forget = Callable[[str, str], None]
 """Drops the local entries of (tenant, cluster)."""
+
+
+class SessionCopies(Protocol):
+    """An instance's copies of session records, kept only while the channel is up."""
+
+    def drop(self, handles: Iterable[str]) -> None:
+        """These sessions changed or ended elsewhere."""
+        ...
+
+    def reset(self, *, usable: bool) -> None:
+        """Forget every copy; keep new ones only if ``usable`` (the channel is up)."""
+        ...
 
 
 class Invalidation(Protocol):
@@ -41,48 +58,103 @@ class MemoryInvalidation:
 
 
 class RedisInvalidation:
-    """Publishes writes and applies every instance's writes to the local cache.
+    """Publishes writes and session changes, and applies every instance's to the local caches.
 
     :meth:`listen` runs for the app's lifetime (a lifespan task) and reconnects after errors.
+    While Redis is known to be away (``health``), a write is not announced: the request does not
+    wait for Redis a second time.
     """
 
     def __init__(
-        self, redis: Redis, forget: Forget, *, channel: str = CHANNEL, retry_delay: float = 1.0
+        self,
+        redis: Redis,
+        forget: Forget,
+        *,
+        health: RedisHealth,
+        channel: str = CHANNEL,
+        retry_delay: float = 1.0,
     ) -> None:
         self._redis = redis
         self._forget = forget
+        self._health = health
         self._channel = channel
         self._retry_delay = retry_delay
         self.subscribed = asyncio.Event()
+        self._copies: list[SessionCopies] = []
+
+    def keep_current(self, copies: SessionCopies) -> None:
+        """Drop ``copies`` of sessions others change, and use them only while subscribed."""
+        self._copies.append(copies)
+        copies.reset(usable=self.subscribed.is_set())
 
     async def written(self, tenant_id: str, cluster_id: str) -> None:
         self._forget(tenant_id, cluster_id)
+        if not self._health.up:
+            return
         try:
             await self._redis.publish(self._channel, f"{tenant_id}{_SEPARATOR}{cluster_id}")
-        except RedisError as exc:
+        except REDIS_DOWN as exc:
+            self._health.failed(exc)
             logger.warning("cannot tell other instances about a write: %s", type(exc).__name__)
+
+    async def sessions_changed(self, handles: list[str]) -> None:
+        """Sessions this instance changed or ended: every instance drops its copies. The store
+        has just written to Redis, so this is tried whatever the health says; a failure is
+        logged (the others' copies then live out their ``near_cache_seconds``)."""
+        for copies in self._copies:
+            copies.drop(handles)
+        try:
+            await self._redis.publish(SESSIONS_CHANNEL, _SEPARATOR.join(handles))
+        except REDIS_DOWN as exc:
+            logger.error(
+                "cannot tell other instances that %d session(s) changed: %s",
+                len(handles),
+                type(exc).__name__,
+            )
 
     async def listen(self) -> None:
         while True:
             try:
                 await self._listen_once()
             except RedisError as exc:
-                self.subscribed.clear()
-                logger.warning("cache invalidation channel lost (%s); retrying", type(exc).__name__)
+                self._lost()
+                logger.warning("invalidation channel lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(self._retry_delay)
+            except BaseException:
+                self._lost()
+                raise
+
+    def _lost(self) -> None:
+        self.subscribed.clear()
+        for copies in self._copies:
+            copies.reset(usable=False)
 
     async def _listen_once(self) -> None:
         async with self._redis.pubsub() as pubsub:
-            await pubsub.subscribe(self._channel)
+            await pubsub.subscribe(self._channel, SESSIONS_CHANNEL)
+            pending = {self._channel, SESSIONS_CHANNEL}
             async for message in pubsub.listen():
-                if message.get("type") == "subscribe":
-                    # Only now does Redis deliver what others publish to this instance.
-                    self.subscribed.set()
+                kind, channel = message.get("type"), _text(message.get("channel"))
+                if kind == "subscribe":
+                    pending.discard(channel)
+                    if not pending:
+                        # Only now does Redis deliver what others publish to this instance;
+                        # what was published before may have been missed: start afresh.
+                        for copies in self._copies:
+                            copies.reset(usable=True)
+                        self.subscribed.set()
                     continue
-                if message.get("type") != "message":
+                if kind != "message":
                     continue
-                data = message.get("data")
-                text = data.decode() if isinstance(data, bytes) else str(data)
+                text = _text(message.get("data"))
+                if channel == SESSIONS_CHANNEL:
+                    for copies in self._copies:
+                        copies.drop(text.split(_SEPARATOR))
+                    continue
                 tenant_id, _, cluster_id = text.partition(_SEPARATOR)
                 if tenant_id and cluster_id:
                     self._forget(tenant_id, cluster_id)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -20,6 +20,8 @@ import msgspec
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
+from .sealing import KeyRing, Unsealable
+
 LOGIN_TTL = 600.0
 
 
@@ -82,7 +84,8 @@ class MemoryLoginStore:
 
 
 class RedisLoginStore:
-    """Shared by every instance, so the callback may land on another one than the login.
+    """Shared by every instance, so the callback may land on another one than the login; each
+    pending sign-in (its state, nonce, PKCE verifier) sealed by ``ring`` at rest.
 
     The bounds count sign-ins started per ``ttl`` window, per client and in all, across instances.
     """
@@ -94,10 +97,12 @@ class RedisLoginStore:
         ttl: float = LOGIN_TTL,
         total: int = 10_000,
         per_client: int = 20,
+        ring: KeyRing,
         prefix: str = "bff:login:",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        self._ring = ring
         self._ttl = ttl
         self._ttl_ms = int(ttl * 1000)
         self._total, self._per_client = total, per_client
@@ -116,13 +121,17 @@ class RedisLoginStore:
             from_client, _, in_all, _ = await pipe.execute()
         if int(from_client) > self._per_client or int(in_all) > self._total:
             return False
-        await self._redis.set(
-            self._prefix + _key(handle), msgspec.msgpack.encode(login), px=self._ttl_ms
-        )
+        key = self._prefix + _key(handle)
+        sealed = self._ring.seal(msgspec.msgpack.encode(login), key.encode())
+        await self._redis.set(key, sealed, px=self._ttl_ms)
         return True
 
     async def take(self, handle: str) -> LoginRequest | None:
-        raw = await self._redis.getdel(self._prefix + _key(handle))
+        key = self._prefix + _key(handle)
+        raw = await self._redis.getdel(key)
         if not isinstance(raw, bytes):
             return None
-        return msgspec.msgpack.decode(raw, type=LoginRequest)
+        try:
+            return msgspec.msgpack.decode(self._ring.open(raw, key.encode()), type=LoginRequest)
+        except (Unsealable, msgspec.DecodeError):
+            return None  # as if it had expired: the user starts the sign-in again

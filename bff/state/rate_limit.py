@@ -11,6 +11,7 @@ a little more generous for as long as the outage lasts, and says so in its logs 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -19,7 +20,8 @@ from typing import Protocol
 
 from cachetools import TTLCache
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from .health import REDIS_DOWN, RedisHealth
 
 logger = logging.getLogger("bff.rate_limit")
 
@@ -71,7 +73,8 @@ class RedisRateLimiter:
 
     async def hit(self, caller: str) -> float | None:
         start, remaining = _window(self._clock())
-        key = f"{self._prefix}{caller}:{start}"
+        # The caller's subject, hashed: nothing that names a person is kept in Redis.
+        key = f"{self._prefix}{hashlib.sha256(caller.encode()).hexdigest()[:32]}:{start}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, 2 * WINDOW_SECONDS)
@@ -82,8 +85,10 @@ class RedisRateLimiter:
 class FallbackRateLimiter:
     """``shared`` (Redis) while it answers; ``local`` (this instance's count) while it does not.
 
-    Each call counted locally is reported to ``on_fallback`` (a metric); the switch each way is
-    logged once, so an outage is one warning, not one per request.
+    Once Redis is found away, calls are counted locally at once, without asking it, until the
+    ``health`` probe hears from it again (:class:`bff.state.health.RedisHealth`). Each call
+    counted locally is reported to ``on_fallback`` (a metric); the switch each way is logged once,
+    so an outage is one warning, not one per request.
     """
 
     def __init__(
@@ -91,26 +96,28 @@ class FallbackRateLimiter:
         shared: RateLimiter,
         local: RateLimiter,
         *,
+        health: RedisHealth,
         on_fallback: Callable[[], None] = lambda: None,
     ) -> None:
         self._shared = shared
         self._local = local
+        self._health = health
         self._on_fallback = on_fallback
         self._falling_back = False
 
     async def hit(self, caller: str) -> float | None:
-        try:
-            result = await self._shared.hit(caller)
-        except (RedisError, OSError) as exc:
-            if not self._falling_back:
-                self._falling_back = True
-                logger.warning(
-                    "rate limit: Redis unavailable (%s); counting per instance until it answers",
-                    type(exc).__name__,
-                )
-            self._on_fallback()
-            return await self._local.hit(caller)
-        if self._falling_back:
-            self._falling_back = False
-            logger.warning("rate limit: Redis answers again; counting across instances")
-        return result
+        if self._health.up:
+            try:
+                result = await self._shared.hit(caller)
+            except REDIS_DOWN as exc:
+                self._health.failed(exc)
+            else:
+                if self._falling_back:
+                    self._falling_back = False
+                    logger.warning("rate limit: Redis answers again; counting across instances")
+                return result
+        if not self._falling_back:
+            self._falling_back = True
+            logger.warning("rate limit: Redis unavailable; counting per instance until it answers")
+        self._on_fallback()
+        return await self._local.hit(caller)

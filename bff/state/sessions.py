@@ -7,31 +7,40 @@ tokens next to it. Two stores implement one protocol and pass one test suite:
 - `MemorySessionStore`: a bounded, least-recently-used dict for a single process (development,
   tests, one-instance deployments).
 - `RedisSessionStore`: `redis.asyncio`, shared by every BFF instance, with sid/sub indexes so a
-  back-channel logout received by one instance ends the sessions everywhere.
+  back-channel logout received by one instance ends the sessions everywhere; records sealed at
+  rest, and a hot session answered from this instance's copy (near cache).
 
-Both enforce the idle and absolute timeouts against an injectable clock on every `get`; Redis TTLs
-only collect garbage. Errors: the stores raise no exceptions of their own. A Redis outage surfaces
-as `redis.exceptions.RedisError` from the call that needed Redis; `ping()` reports it as `False`.
+Both enforce the idle and absolute timeouts against an injectable clock on every `get` (Redis:
+the idle one to within `touch_interval`); Redis TTLs only collect garbage. Errors: the stores
+raise no exceptions of their own. A Redis outage surfaces as `redis.exceptions.RedisError` from
+the call that needed Redis; `ping()` reports it as `False`.
 
-Longer than the other stores (over 600 lines) on purpose: the record, its id rules, the timeout
+Longer than the other stores (about 700 lines) on purpose: the record, its id rules, the timeout
 policy and both backends stay side by side, because the two backends must agree on every one of
 them and are read against each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from .near_cache import Copy, NearCache
+from .sealing import KeyRing, Unsealable
+
+Announce = Callable[[list[str]], Awaitable[None]]
+"""Tells every instance that the sessions of these handles changed or ended."""
 
 __all__ = [
     "MemorySessionStore",
@@ -117,10 +126,11 @@ class SessionStore(Protocol):
         """Store a new session stamped with the current time; return its new raw id."""
         ...
 
-    async def get(self, raw_id: str) -> Session | None:
+    async def get(self, raw_id: str, *, fresh: bool = False) -> Session | None:
         """Return the live session for a raw id and slide its idle expiry.
 
         Returns None for an unknown, malformed or timed-out id; a timed-out record is deleted.
+        ``fresh``: read the shared record, not a copy this instance may keep (before a refresh).
         """
         ...
 
@@ -283,7 +293,7 @@ class MemorySessionStore(_Timeouts):
         self._put(key, msgspec.structs.replace(session, created_at=now, last_seen_at=now))
         return raw_id
 
-    async def get(self, raw_id: str) -> Session | None:
+    async def get(self, raw_id: str, *, fresh: bool = False) -> Session | None:
         """Return the live session for a raw id and slide its idle expiry."""
         key = self.handle(raw_id)
         if key is None:
@@ -390,7 +400,8 @@ end
 return 1
 """
 
-# Delete every member of an index set and the set itself; return how many records existed.
+# Delete every member of an index set and the set itself; return how many records existed,
+# then the members (so every instance can drop its copies of them).
 _DELETE_INDEX_SCRIPT = """
 local members = redis.call('SMEMBERS', KEYS[1])
 local deleted = 0
@@ -398,7 +409,8 @@ for _, member in ipairs(members) do
   deleted = deleted + redis.call('DEL', ARGV[1] .. member)
 end
 redis.call('DEL', KEYS[1])
-return deleted
+table.insert(members, 1, deleted)
+return members
 """
 
 
@@ -411,13 +423,21 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSessionStore(_Timeouts):
-    """Sessions in Redis, shared by every BFF instance.
+    """Sessions in Redis, shared by every BFF instance, sealed at rest.
 
     Layout under `prefix` (default `bff:session:`):
 
-    - `<prefix><hash>`: a hash with `s` (the msgpack-encoded `Session`) and `seen` (last
-      activity); expires after min(idle timeout, absolute time left).
-    - `<prefix>sid:<sid>` and `<prefix>sub:<sub>`: sets of record hashes, for back-channel logout.
+    - `<prefix><hash>`: a hash with `s` (the msgpack-encoded `Session`, sealed by `ring` with the
+      key's name as associated data, :mod:`bff.state.sealing`) and `seen` (last activity);
+      expires after min(idle timeout, absolute time left).
+    - `<prefix>sid:<digest>` and `<prefix>sub:<digest>`: sets of record hashes, for back-channel
+      logout and "sign out everywhere"; the sid and sub are hashed, so no key names a person.
+
+    A hot session costs no round trip: with `near` (:class:`bff.state.near_cache.NearCache`) the
+    record is answered from this instance's copy, and its activity is written at most once per
+    `touch_interval` (the idle expiry is exact to within that). Every change or end of a session
+    is `announce`d, so every instance drops its copy. ``fresh=True`` reads Redis whatever the copy
+    (a token refresh, under its lock).
 
     ``redis`` is the caller's client, which the caller closes (:func:`bff.state.open_stores`
     builds it on a ``BlockingConnectionPool``, so a burst waits for a connection rather than
@@ -428,17 +448,26 @@ class RedisSessionStore(_Timeouts):
         self,
         redis: Redis,
         *,
+        ring: KeyRing,
         idle_timeout: float,
         absolute_timeout: float,
         clock: Callable[[], float] = time.time,
         prefix: str = "bff:session:",
+        near: NearCache | None = None,
+        touch_interval: float = 0.0,
+        announce: Announce | None = None,
     ) -> None:
         super().__init__(idle_timeout, absolute_timeout, clock)
         if redis.connection_pool.connection_kwargs.get("decode_responses"):
             # Records are msgpack bytes; a decoding client would corrupt them.
             raise ValueError("RedisSessionStore needs a client with decode_responses=False")
         self._redis = redis
+        self._ring = ring
         self.prefix = prefix
+        self._near = near
+        self._touch_interval = touch_interval
+        self._announce = announce
+        self._reading: dict[tuple[str, int], asyncio.Future[Session | None]] = {}
         self._touch = self._redis.register_script(_TOUCH_SCRIPT)
         self._save = self._redis.register_script(_SAVE_SCRIPT)
         self._delete_index = self._redis.register_script(_DELETE_INDEX_SCRIPT)
@@ -446,10 +475,13 @@ class RedisSessionStore(_Timeouts):
     def _record_key(self, digest: str) -> str:
         return f"{self.prefix}{digest}"
 
+    def _sub_key(self, sub: str) -> str:
+        return f"{self.prefix}sub:{_digest(sub)}"
+
     def _index_keys(self, session: Session) -> list[str]:
-        keys = [f"{self.prefix}sub:{session.sub}"]
+        keys = [self._sub_key(session.sub)]
         if session.sid is not None:
-            keys.append(f"{self.prefix}sid:{session.sid}")
+            keys.append(f"{self.prefix}sid:{_digest(session.sid)}")
         return keys
 
     def handle(self, raw_id: str) -> str | None:
@@ -457,6 +489,9 @@ class RedisSessionStore(_Timeouts):
         if not _SESSION_ID_SHAPE.match(raw_id):
             return None
         return hash_session_id(raw_id)
+
+    def _sealed(self, key: str, session: Session) -> bytes:
+        return self._ring.seal(_encoder.encode(session), key.encode())
 
     async def create(self, session: Session) -> str:
         """Store a new session stamped with the current time; return its new raw id."""
@@ -467,7 +502,7 @@ class RedisSessionStore(_Timeouts):
         key = self._record_key(digest)
         ttl_ms = _ms(self._ttl_from(session, now))
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"s": _encoder.encode(session), "seen": repr(now)})
+            pipe.hset(key, mapping={"s": self._sealed(key, session), "seen": repr(now)})
             pipe.pexpire(key, ttl_ms)
             for index_key in self._index_keys(session):
                 pipe.sadd(index_key, digest)
@@ -482,8 +517,15 @@ class RedisSessionStore(_Timeouts):
         if data is None or seen is None:
             return None
         try:
-            session = _decoder.decode(data)
+            session = _decoder.decode(self._ring.open(data, key.encode()))
             session.last_seen_at = float(seen)
+        except Unsealable as exc:
+            if exc.unknown_key:
+                # Sealed with a key this instance's ring lacks (a newer ring elsewhere): the
+                # session has ended here; the record stays for the instances that hold the key.
+                return None
+            await self._redis.delete(key)  # moved, altered or not sealed: nobody can open it
+            return None
         except (msgspec.DecodeError, ValueError):
             # A record this version cannot read (corrupt or from an incompatible release) is
             # treated as logged out rather than as a server error on every request.
@@ -491,24 +533,70 @@ class RedisSessionStore(_Timeouts):
             return None
         return session
 
-    async def get(self, raw_id: str) -> Session | None:
+    async def get(self, raw_id: str, *, fresh: bool = False) -> Session | None:
         """Return the live session for a raw id and slide its idle expiry."""
         digest = self.handle(raw_id)
         if digest is None:
             return None
+        now = self._clock()
+        near = self._near
+        if near is not None and not fresh and (copy := near.get(digest, now)) is not None:
+            if not self._is_expired(copy.session, now):
+                return await self._from_copy(digest, copy, now)
+            near.drop((digest,))
+        if near is None or fresh:
+            return await self._read(digest, now, near)
+        # Concurrent misses of one session (its copy just expired) share one read of Redis; a
+        # read begun before a drop is not shared after it (the drop count is in the key).
+        key = (digest, near.mark())
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(digest, now, near))
+            self._reading[key] = reading
+            reading.add_done_callback(lambda _: self._reading.pop(key, None))
+        session = await asyncio.shield(reading)
+        return None if session is None else msgspec.structs.replace(session)
+
+    async def _read(self, digest: str, now: float, near: NearCache | None) -> Session | None:
+        """The record from Redis, its activity written when due, and a copy kept."""
+        mark = near.mark() if near is not None else 0
         key = self._record_key(digest)
         session = await self._load(key)
         if session is None:
             return None
-        now = self._clock()
         if self._is_expired(session, now):
             await self._redis.delete(key)
             return None
-        touched = await self._touch(keys=[key], args=[repr(now), _ms(self._ttl_from(session, now))])
-        if not touched:
-            return None
+        written_at = session.last_seen_at  # the activity Redis has
+        if now - written_at >= self._touch_interval:
+            if not await self._touched(key, session, now):
+                return None
+            written_at = now
         session.last_seen_at = now
+        if near is not None:
+            near.put(digest, Copy(msgspec.structs.replace(session), now, written_at), mark)
         return session
+
+    async def _from_copy(self, digest: str, copy: Copy, now: float) -> Session | None:
+        """The session as this instance's copy has it; its activity written when it is due."""
+        if now - copy.touched_at >= self._touch_interval:
+            if not await self._touched(self._record_key(digest), copy.session, now):
+                if self._near is not None:
+                    self._near.drop((digest,))
+                return None
+            copy.touched_at = now
+        copy.session.last_seen_at = now
+        return msgspec.structs.replace(copy.session)
+
+    async def _touched(self, key: str, session: Session, now: float) -> bool:
+        touched = await self._touch(keys=[key], args=[repr(now), _ms(self._ttl_from(session, now))])
+        return bool(touched)
+
+    async def _changed(self, digests: list[str]) -> None:
+        if self._near is not None:
+            self._near.drop(digests)
+        if digests and self._announce is not None:
+            await self._announce(digests)
 
     async def save(self, raw_id: str, session: Session) -> bool:
         """Replace the record; False (and nothing stored) when the session is gone."""
@@ -527,13 +615,14 @@ class RedisSessionStore(_Timeouts):
         saved = await self._save(
             keys=[key, *self._index_keys(session)],
             args=[
-                _encoder.encode(session),
+                self._sealed(key, session),
                 repr(now),
                 _ms(self._ttl_from(session, now)),
                 digest,
                 _ms(self.absolute_timeout),
             ],
         )
+        await self._changed([digest])
         return bool(saved)
 
     async def delete(self, raw_id: str) -> None:
@@ -541,31 +630,33 @@ class RedisSessionStore(_Timeouts):
         digest = self.handle(raw_id)
         if digest is not None:
             await self._redis.delete(self._record_key(digest))
+            await self._changed([digest])
 
     async def _delete_indexed(self, index_key: str) -> int:
-        deleted = await self._delete_index(keys=[index_key], args=[self.prefix])
+        deleted, *digests = await self._delete_index(keys=[index_key], args=[self.prefix])
+        await self._changed([_text(digest) for digest in digests])
         return int(deleted)
 
     async def delete_by_sid(self, sid: str) -> int:
         """Delete every session of one IdP session; return how many were deleted."""
-        return await self._delete_indexed(f"{self.prefix}sid:{sid}")
+        return await self._delete_indexed(f"{self.prefix}sid:{_digest(sid)}")
 
     async def delete_by_sub(self, sub: str) -> int:
         """Delete every session of one user; return how many were deleted."""
-        return await self._delete_indexed(f"{self.prefix}sub:{sub}")
+        return await self._delete_indexed(self._sub_key(sub))
 
     async def sessions_of(self, sub: str) -> list[tuple[str, Session]]:
         """Every live session of one user with its handle, the most recently used first.
 
         Index entries whose record has expired are dropped on the way.
         """
-        index_key = f"{self.prefix}sub:{sub}"
+        index_key = self._sub_key(sub)
         members = await self._redis.smembers(index_key)
         now = self._clock()
         found: list[tuple[str, Session]] = []
         gone: list[bytes | str] = []
         for member in members:
-            digest = member.decode() if isinstance(member, bytes) else member
+            digest = _text(member)
             session = await self._load(self._record_key(digest))
             if session is None or session.sub != sub or self._is_expired(session, now):
                 gone.append(member)
@@ -588,6 +679,7 @@ class RedisSessionStore(_Timeouts):
             for index_key in self._index_keys(session):
                 pipe.srem(index_key, handle)
             deleted, *_ = await pipe.execute()
+        await self._changed([handle])
         if not deleted or self._is_expired(session, self._clock()):
             return None
         return session
@@ -605,3 +697,12 @@ class RedisSessionStore(_Timeouts):
             return bool(await self._redis.ping())
         except (RedisError, OSError):
             return False
+
+
+def _digest(value: str) -> str:
+    """A sub or sid as an index key names it: hashed, so that no key names a person."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -14,6 +14,7 @@ from bff.audit import Actor as AuditActor
 from bff.audit import AuditEvent, AuditLog, FileSink, verify
 from bff.auth import Principal
 from bff.cli import main
+from tests.support.clock import FakeClock
 from tests.support.gateway import (
     ALICE,
     BOB,
@@ -26,7 +27,7 @@ from tests.support.gateway import (
     make_settings,
     upstream_flow,
 )
-from tests.support.provider import CLIENT_SECRET, ISSUER, USERS
+from tests.support.provider import CLIENT_SECRET, ISSUER, USERS, FakeProvider
 from tests.support.signin import auth_settings, running_app
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "bff" / "audit.schema.json").read_text())
@@ -250,8 +251,9 @@ async def test_a_user_is_one_actor_when_the_providers_issuer_ends_in_a_slash(
     settings = auth_settings(
         oidc={"issuer": ISSUER + "/"}, audit={"sink": "file", "path": str(audit_file)}
     )
-    async with running_app(upstream, settings=settings) as harness:
-        harness.provider.issuer = ISSUER + "/"
+    provider = FakeProvider(FakeClock())
+    provider.issuer = ISSUER + "/"
+    async with running_app(upstream, settings=settings, provider=provider) as harness:
         browser = harness.browser()
         await harness.login(browser)
         assert (await browser.api("POST", FLOWS, json=WRITE)).status_code == 201

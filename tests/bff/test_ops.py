@@ -10,6 +10,7 @@ import respx
 from bff.auth import static_authenticator
 from tests.support.clock import FakeClock
 from tests.support.gateway import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, make_settings, running_bff
+from tests.support.keys import redis_sessions
 from tests.support.ports import free_port
 from tests.support.provider import FakeProvider
 from tests.support.signin import auth_settings
@@ -116,9 +117,7 @@ async def test_an_unreachable_session_store_is_a_503_not_a_500(
     from bff import create_app
 
     port = free_port()  # nothing listens there
-    settings = make_settings(
-        sessions={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0"}
-    )
+    settings = make_settings(sessions=redis_sessions(f"redis://127.0.0.1:{port}/0"))
     app = create_app(
         settings,
         upstream_transport=httpx.MockTransport(upstream.async_handler),

@@ -13,6 +13,7 @@ from bff import Principal
 from bff.auth import static_authenticator
 from tests.support.clock import START, FakeClock
 from tests.support.gateway import ALICE, BOB, FLOWS, UP_FLOWS, in_process, make_settings
+from tests.support.keys import redis_sessions
 from tests.support.redis import RedisServer
 
 EMPTY = {"delivery_flows": [], "next_cursor": None}
@@ -63,7 +64,7 @@ async def test_instances_sharing_redis_share_the_count(
     upstream.get(UP_FLOWS).respond(json=EMPTY)
     settings = make_settings(
         bff={"rate_limit_per_minute": 3},
-        sessions={"backend": "redis", "redis_url": redis_server.url},
+        sessions=redis_sessions(redis_server.url),
     )
     clock = FakeClock(START + 10 + 7 * 60)  # a minute of its own, in case the server is shared
     transport = httpx.MockTransport(upstream.async_handler)

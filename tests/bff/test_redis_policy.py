@@ -17,6 +17,7 @@ from bff.auth import static_authenticator
 from bff.state.invalidation import RedisInvalidation
 from tests.support.clock import FakeClock
 from tests.support.gateway import ALICE, BFF, FLOWS, NO_IDP, UP_FLOWS, in_process, make_settings
+from tests.support.keys import redis_sessions
 from tests.support.redis import RedisServer
 from tests.support.silent import silent_listener
 
@@ -33,7 +34,7 @@ def black_hole() -> Iterator[str]:
 def _settings(redis_url: str, **bff: object) -> object:
     return make_settings(
         bff={"rate_limit_per_minute": 600, **bff},
-        sessions={"backend": "redis", "redis_url": redis_url, "redis_timeout_seconds": TIMEOUT},
+        sessions=redis_sessions(redis_url, redis_timeout_seconds=TIMEOUT),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +18,7 @@ from bff.state.sessions import (
     new_session_id,
 )
 from tests.support.clock import START, FakeClock
+from tests.support.keys import RING
 from tests.support.redis import RedisServer
 
 IDLE = 600.0
@@ -100,7 +102,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[StoreHarness]
     client = blocking_client(server.url)
     await client.flushdb()
     store = RedisSessionStore(
-        client, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, prefix=PREFIX
+        client, ring=RING, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, prefix=PREFIX
     )
     try:
         yield StoreHarness(store, clock, client)
@@ -144,7 +146,7 @@ def test_timeouts_must_be_positive() -> None:
 def test_redis_store_refuses_a_decoding_client() -> None:
     client = Redis(decode_responses=True)
     with pytest.raises(ValueError, match="decode_responses"):
-        RedisSessionStore(client, idle_timeout=1, absolute_timeout=2)
+        RedisSessionStore(client, ring=RING, idle_timeout=1, absolute_timeout=2)
 
 
 async def test_create_then_get_returns_the_session_stamped_by_the_store(
@@ -442,7 +444,7 @@ async def test_redis_ttl_is_the_shorter_of_idle_and_absolute_left(
     client = blocking_client(redis_server.url)
     await client.flushdb()
     store = RedisSessionStore(
-        client, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, prefix=PREFIX
+        client, ring=RING, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, prefix=PREFIX
     )
     try:
         raw_id = await store.create(make_session())
@@ -455,7 +457,9 @@ async def test_redis_ttl_is_the_shorter_of_idle_and_absolute_left(
         assert await store.get(raw_id) is not None
         ttl = await client.pttl(key)
         assert 58_000 < ttl <= 60_000
-        index_ttl = await client.pttl(f"{PREFIX}sid:sid-1")
+        # The index is named by the sid's hash: no key names a person.
+        sid_digest = hashlib.sha256(b"sid-1").hexdigest()[:32]
+        index_ttl = await client.pttl(f"{PREFIX}sid:{sid_digest}")
         assert 0 < index_ttl <= ABSOLUTE * 1000
     finally:
         await client.flushdb()
@@ -468,7 +472,12 @@ async def test_redis_store_is_shared_between_instances(redis_server: RedisServer
     clients = blocking_client(redis_server.url), blocking_client(redis_server.url)
     one, two = (
         RedisSessionStore(
-            client, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, clock=clock, prefix=PREFIX
+            client,
+            ring=RING,
+            idle_timeout=IDLE,
+            absolute_timeout=ABSOLUTE,
+            clock=clock,
+            prefix=PREFIX,
         )
         for client in clients
     )
@@ -486,7 +495,9 @@ async def test_redis_store_is_shared_between_instances(redis_server: RedisServer
 @pytest.mark.redis
 async def test_redis_store_drops_unreadable_records(redis_server: RedisServer) -> None:
     client = blocking_client(redis_server.url)
-    store = RedisSessionStore(client, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, prefix=PREFIX)
+    store = RedisSessionStore(
+        client, ring=RING, idle_timeout=IDLE, absolute_timeout=ABSOLUTE, prefix=PREFIX
+    )
     try:
         raw_id = new_session_id()
         key = f"{PREFIX}{hash_session_id(raw_id)}"
@@ -501,7 +512,7 @@ async def test_redis_store_drops_unreadable_records(redis_server: RedisServer) -
 async def test_redis_ping_is_false_when_unreachable() -> None:
     # Port 1 on loopback: nothing listens there, the connection is refused at once.
     client = blocking_client("redis://127.0.0.1:1/0")
-    store = RedisSessionStore(client, idle_timeout=IDLE, absolute_timeout=ABSOLUTE)
+    store = RedisSessionStore(client, ring=RING, idle_timeout=IDLE, absolute_timeout=ABSOLUTE)
     try:
         assert await store.ping() is False
     finally:

@@ -25,6 +25,7 @@ from tests.support.gateway import (
     make_settings,
     upstream_flow,
 )
+from tests.support.keys import redis_sessions
 from tests.support.provider import FakeProvider
 from tests.support.redis import RedisServer
 from tests.support.signin import Harness, auth_settings
@@ -46,7 +47,7 @@ async def two_instances(
 ) -> AsyncIterator[tuple[Running, Running]]:
     settings = make_settings(
         cache={"ttl_seconds": 300},
-        sessions={"backend": "redis", "redis_url": redis_server.url},
+        sessions=redis_sessions(redis_server.url),
     )
     transport = httpx.MockTransport(upstream.async_handler)
     async with AsyncExitStack() as stack:
@@ -104,7 +105,7 @@ async def signing_in_instances(
     redis_url: str, upstream: respx.MockRouter, provider: FakeProvider
 ) -> AsyncIterator[list[Harness]]:
     """Two instances with the real authenticators, one fake provider, sessions in one Redis."""
-    settings = auth_settings(sessions={"backend": "redis", "redis_url": redis_url})
+    settings = auth_settings(sessions=redis_sessions(redis_url))
     async with AsyncExitStack() as stack:
         harnesses = []
         for _ in range(2):

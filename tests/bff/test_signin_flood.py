@@ -14,6 +14,7 @@ from redis import Redis
 
 from tests.support.cookies import Browser
 from tests.support.gateway import LOGIN
+from tests.support.keys import redis_sessions
 from tests.support.redis import RedisServer
 from tests.support.signin import Harness, auth_settings, running_app
 
@@ -28,7 +29,7 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     # The counts of earlier tests in the same window must not count against this one.
     with Redis.from_url(server.url) as redis:
         redis.flushdb()
-    return {"backend": "redis", "redis_url": server.url}
+    return redis_sessions(server.url)
 
 
 async def _start(browser: Browser, address: str) -> int:

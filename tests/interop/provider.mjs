@@ -5,7 +5,8 @@
 //     --backchannel-logout-uri http://127.0.0.1:8000/api/bff/v1/auth/backchannel-logout \
 //     [--alg PS256] [--access-token-ttl 5] [--rotate-refresh-tokens] [--refuse-userinfo]
 //
-// One confidential client (client_secret_basic; authorization code with PKCE, refresh tokens;
+// One confidential client (client_secret_basic, or --client-auth; authorization code with PKCE,
+// refresh tokens;
 // RP-initiated and back-channel logout) and the provider's own development sign-in and consent
 // pages. Everything not set here is the library's default behaviour.
 //
@@ -37,6 +38,12 @@ const { values: options } = parseArgs({
     'rotate-refresh-tokens': { type: 'boolean', default: false },
     // The userinfo endpoint refuses every access token (401 invalid_token).
     'refuse-userinfo': { type: 'boolean', default: false },
+    // How the client authenticates at the token endpoint; private_key_jwt needs --jwks-uri (the
+    // gateway's published client keys, fetched by the provider).
+    'client-auth': { type: 'string', default: 'client_secret_basic' },
+    'jwks-uri': { type: 'string' },
+    // Pushed authorization requests (on by default in the library) become the only way in.
+    'require-par': { type: 'boolean', default: false },
   },
 });
 
@@ -85,7 +92,8 @@ const configuration = {
       backchannel_logout_session_required: true,
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'client_secret_basic',
+      token_endpoint_auth_method: options['client-auth'],
+      ...(options['jwks-uri'] ? { jwks_uri: options['jwks-uri'] } : {}),
       id_token_signed_response_alg: alg,
     },
   ],
@@ -118,6 +126,9 @@ const configuration = {
   },
   ttl: { AccessToken: accessTokenTTL },
   features: {
+    ...(options['require-par']
+      ? { pushedAuthorizationRequests: { requirePushedAuthorizationRequests: true } }
+      : {}),
     devInteractions: { enabled: true },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },

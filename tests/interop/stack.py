@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 import pytest
 
-from bff.paths import API_PREFIX, CALLBACK_PATH, JWKS_PATH
+from bff.paths import API_PREFIX, CALLBACK_PATH, CLIENT_JWKS_PATH, JWKS_PATH
 from tests.support.ports import free_ports
 from tests.support.processes import BFF_SCRIPT, ServerProcess, clean_environ, serving
 
@@ -107,6 +108,13 @@ class ProviderOptions:
     rotate_refresh_tokens: bool = False
     refuse_userinfo: bool = False
     """Its userinfo endpoint answers every token with 401 invalid_token."""
+    client_auth: str = "client_secret_basic"
+    """How the gateway must authenticate; ``private_key_jwt``: with keys the provider fetches
+    from the gateway's client JWKS."""
+    require_par: bool = False
+    """The provider takes only pushed authorization requests."""
+    par: str = "never"
+    """The gateway's ``[oidc].par``."""
 
 
 @dataclass
@@ -171,13 +179,22 @@ class Stack:
 
 
 def _gateway_config(
-    credential: Credential, gateway_url: str, issuer: str, sandbox_url: str, work_dir: Path
+    credential: Credential,
+    options: ProviderOptions,
+    gateway_url: str,
+    issuer: str,
+    sandbox_url: str,
+    work_dir: Path,
 ) -> Path:
     authorization = (
         f'extra_authorization_params = {{ resource = "{API_RESOURCE}" }}'
         if credential == "relay"
         else ""
     )
+    if options.client_auth == "private_key_jwt":
+        authorization += '\nclient_auth = "private_key_jwt"\nclient_key_file = "client-key.pem"'
+    authorization += f'\npar = "{options.par}"'
+
     path = work_dir / "gateway.toml"
     path.write_text(
         f"""
@@ -249,6 +266,11 @@ def _provider_argv(node: str, port: int, gateway_url: str, options: ProviderOpti
         argv.append("--rotate-refresh-tokens")
     if options.refuse_userinfo:
         argv.append("--refuse-userinfo")
+    if options.require_par:
+        argv.append("--require-par")
+    if options.client_auth != "client_secret_basic":
+        argv += ["--client-auth", options.client_auth]
+        argv += ["--jwks-uri", gateway_url + CLIENT_JWKS_PATH]
     return argv
 
 
@@ -262,7 +284,15 @@ def running_stack(
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     work_dir.mkdir(parents=True, exist_ok=True)
-    gateway_toml = _gateway_config(credential, gateway_url, issuer, sandbox_url, work_dir)
+    gateway_toml = _gateway_config(credential, options, gateway_url, issuer, sandbox_url, work_dir)
+    if options.client_auth == "private_key_jwt":
+        # What an operator does: bff keys writes the key the configuration names.
+        subprocess.run(
+            [str(BFF_SCRIPT), "keys", "--config", str(gateway_toml)],
+            check=True,
+            capture_output=True,
+            env=clean_environ(),
+        )
     sandbox_toml = _sandbox_config(credential, options, gateway_url, issuer, work_dir)
     sandbox_argv = [
         sys.executable, "-m", "sandbox", "serve",

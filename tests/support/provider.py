@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import respx
-from joserfc.jwk import RSAKey
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import JWKRegistry, RSAKey
 
 from bff.auth.jwt_validation import BACKCHANNEL_LOGOUT_EVENT
 from tests.support.clock import FakeClock
@@ -30,6 +33,7 @@ from tests.support.tokens import b64, sign
 ISSUER = "http://idp.test"
 CLIENT_ID = "flows-bff-test"
 CLIENT_SECRET = "test-client-secret"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 BEARER_AUDIENCE = "https://flows.example/api"
 """What the fake provider's access tokens name as audience, and what the test gateway requires."""
 
@@ -116,6 +120,14 @@ class FakeProvider:
         self.jwks = self.router.get("/jwks").mock(side_effect=self._jwks)
         self.token = self.router.post("/token").mock(side_effect=self._token)
         self.revocation = self.router.post("/revoke").mock(side_effect=self._revoke)
+        # RFC 9126, offered when the metadata names it (``metadata_extra``).
+        self.par = self.router.post("/par").mock(side_effect=self._par)
+        self.pushed: dict[str, dict[str, str]] = {}
+        self.par_error: dict[str, str] | None = None
+        """What the PAR endpoint answers instead of a request_uri (an OAuth error body)."""
+        # RFC 8705 aliases, used when the metadata names them (``metadata_extra``).
+        self.router.post("/mtls/token").mock(side_effect=self._token)
+        self.router.post("/mtls/revoke").mock(side_effect=self._revoke)
         self.userinfo = self.router.get("/userinfo").respond(401)
         self.expires_in = 3600
         self.id_token_hook: Callable[[dict[str, Any]], str] | None = None
@@ -129,6 +141,11 @@ class FakeProvider:
         self.refresh_tokens: dict[str, DemoUser] = {}
         self._grants: dict[str, _Grant] = {}
         self.metadata_extra: dict[str, Any] = {}
+        self.client_auth = "client_secret_basic"
+        """How the client must prove itself at the token and revocation endpoints."""
+        self.client_jwks: dict[str, Any] = {"keys": []}
+        """The client's public keys, as the provider fetched them (``private_key_jwt``)."""
+        self.assertions: list[dict[str, Any]] = []
         self.issues_refresh_tokens = True
 
     @property
@@ -143,6 +160,9 @@ class FakeProvider:
         (with ``extra`` parameters, such as an RFC 9207 ``iss``)."""
         request = AuthorizeRequest.from_location(location)
         params = request.params
+        if "request_uri" in params:  # pushed (RFC 9126): the browser carried only a reference
+            assert set(params) == {"client_id", "request_uri"}, params
+            params = self.pushed.pop(params["request_uri"])
         assert location.startswith(f"{ISSUER}/authorize?"), location
         assert params["client_id"] == CLIENT_ID
         assert params["response_type"] == "code"
@@ -228,8 +248,47 @@ class FakeProvider:
         return httpx.Response(200, json={"keys": [self.key.as_dict(private=False)]})
 
     def _client_ok(self, request: httpx.Request) -> bool:
-        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        return request.headers.get("authorization") == expected
+        """The client proved itself as ``client_auth`` says: the secret in Basic or in the form,
+        a valid assertion signed by a key of ``client_jwks`` (each ``jti`` once, ``aud`` the URL
+        it was sent to), or only its id (``tls_client_auth``: the front checked the certificate).
+        Every assertion accepted is kept in ``assertions``."""
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        if self.client_auth == "client_secret_basic":
+            basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+            return request.headers.get("authorization") == f"Basic {basic}"
+        if "authorization" in request.headers or form.get("client_id") != CLIENT_ID:
+            return False
+        if self.client_auth == "client_secret_post":
+            return form.get("client_secret") == CLIENT_SECRET
+        if self.client_auth == "private_key_jwt":
+            return self._assertion_ok(form, str(request.url))
+        return self.client_auth == "tls_client_auth" and set(form) >= {"client_id"}
+
+    def _assertion_ok(self, form: dict[str, str], url: str) -> bool:
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            return False
+        try:
+            token = jws.extract_compact(form.get("client_assertion", "").encode())
+            header = dict(token.headers())
+            (key,) = [k for k in self.client_jwks["keys"] if k.get("kid") == header.get("kid")]
+            public = JWKRegistry.import_key(key)
+            jws.deserialize_compact(form["client_assertion"], public, algorithms=[header["alg"]])
+        except (ValueError, JoseError, KeyError):
+            return False
+        claims = json.loads(token.payload)
+        now = self.clock()
+        fresh = claims.get("jti") not in {seen["jti"] for seen in self.assertions}
+        if not (
+            claims.get("iss") == claims.get("sub") == CLIENT_ID
+            and claims.get("aud") == url
+            and claims.get("exp", 0) > now >= claims.get("iat", now + 1) - 5
+            and fresh
+        ):
+            return False
+        self.assertions.append(
+            {**claims, "alg": header["alg"], "kid": header["kid"], "raw": form["client_assertion"]}
+        )
+        return True
 
     async def _token(self, request: httpx.Request) -> httpx.Response:
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
@@ -265,6 +324,18 @@ class FakeProvider:
         if self.refresh_mode == "invalid_grant" or user is None:
             return httpx.Response(400, json={"error": "invalid_grant"})
         return httpx.Response(200, json=self._new_tokens(user))
+
+    def _par(self, request: httpx.Request) -> httpx.Response:
+        if not self._client_ok(request):
+            return httpx.Response(401, json={"error": "invalid_client"})
+        if self.par_error is not None:
+            return httpx.Response(400, json=self.par_error)
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        uri = f"urn:ietf:params:oauth:request_uri:{secrets.token_urlsafe(16)}"
+        self.pushed[uri] = {
+            k: v for k, v in form.items() if not k.startswith("client_") or k == "client_id"
+        }
+        return httpx.Response(201, json={"request_uri": uri, "expires_in": 60})
 
     def _revoke(self, request: httpx.Request) -> httpx.Response:
         if not self._client_ok(request):

@@ -109,13 +109,16 @@ async def running_app(
     clock: FakeClock | None = None,
     base_url: str = BFF,
     real_idp: bool = False,
+    provider: FakeProvider | None = None,
 ) -> AsyncIterator[Harness]:
     """The BFF with its real authenticators over a fake provider and the mocked upstream.
 
     With ``real_idp`` the BFF reaches the provider named by ``settings`` over the network.
     """
+    if provider is not None:
+        clock = provider.clock
     clock = clock or FakeClock()
-    provider = FakeProvider(clock)
+    provider = provider or FakeProvider(clock)
     app = create_app(
         settings or auth_settings(),
         upstream_transport=httpx.MockTransport(upstream.async_handler),
