@@ -9,7 +9,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from tests.support.gateway import ALICE, BFF, FLOWS, LOGIN, LOGOUT, NO_IDP, UP_F
 from tests.support.keys import RING, redis_sessions
 from tests.support.provider import USERS, FakeProvider
 from tests.support.redis import RedisServer
-from tests.support.signin import Harness, auth_settings
+from tests.support.signin import Harness, auth_settings, running_instances
 from tests.support.silent import silent_listener
 
 pytestmark = pytest.mark.redis
@@ -46,31 +45,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
-
-
-@asynccontextmanager
-async def instances(
-    settings: Any, upstream: respx.MockRouter, provider: FakeProvider, count: int = 2
-) -> AsyncIterator[list[Harness]]:
-    """``count`` gateways with the real authenticators over one fake provider, subscribed."""
-    async with AsyncExitStack() as stack:
-        harnesses = []
-        for _ in range(count):
-            app = create_app(
-                settings,
-                upstream_transport=httpx.MockTransport(upstream.async_handler),
-                idp_transport=provider.transport,
-                clock=provider.clock,
-            )
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF)
-            )
-            invalidation = app.state.services.invalidation
-            assert isinstance(invalidation, RedisInvalidation)
-            await asyncio.wait_for(invalidation.subscribed.wait(), timeout=5)
-            harnesses.append(Harness(app, client, provider, provider.clock, upstream, BFF))
-        yield harnesses
 
 
 async def _dump(redis: Redis) -> dict[bytes, list[bytes]]:
@@ -99,7 +73,7 @@ async def test_a_dump_of_redis_holds_no_token_name_email_or_pkce_verifier(
     upstream.get(UP_FLOWS).respond(json=LISTING)
     provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url))
-    async with instances(settings, upstream, provider, count=1) as (harness,):
+    async with running_instances(settings, upstream, provider, count=1) as (harness,):
         for user in ("alice", "bob"):
             raw_id = await harness.login(harness.browser(), user)
             assert (await harness.browser_with(raw_id).api("GET", FLOWS)).status_code == 200
@@ -131,7 +105,7 @@ async def test_a_record_copied_under_another_key_does_not_open(
     upstream.get(UP_FLOWS).respond(json=LISTING)
     provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=0))
-    async with instances(settings, upstream, provider, count=1) as (harness,):
+    async with running_instances(settings, upstream, provider, count=1) as (harness,):
         alice = await harness.login(harness.browser(), "alice")
         mallory = await harness.login(harness.browser(), "bob")
         # Someone who can write to Redis puts alice's sealed record under bob's session.
@@ -159,9 +133,9 @@ async def test_a_record_sealed_with_a_key_not_in_the_ring_is_an_ended_session_lo
         sessions={**redis_sessions(redis_server.url), "encryption_keys_file": str(newer)}
     )
     caplog.set_level(logging.WARNING, logger="bff.sealing")
-    async with instances(ahead, upstream, provider, count=1) as (signer,):
+    async with running_instances(ahead, upstream, provider, count=1) as (signer,):
         raw_id = await signer.login(signer.browser(), "alice")
-    async with instances(older, upstream, provider, count=1) as (reader,):
+    async with running_instances(older, upstream, provider, count=1) as (reader,):
         answers = [await reader.browser_with(raw_id).api("GET", FLOWS) for _ in range(3)]
     assert [a.status_code for a in answers] == [401, 401, 401]
     assert await redis.exists(f"bff:session:{hash_session_id(raw_id)}") == 1, "left for others"
@@ -179,10 +153,10 @@ async def test_rotating_the_ring_signs_nobody_out(
     settings = auth_settings(
         sessions={**redis_sessions(redis_server.url), "encryption_keys_file": str(ring)}
     )
-    async with instances(settings, upstream, provider, count=1) as (before,):
+    async with running_instances(settings, upstream, provider, count=1) as (before,):
         signed_in = await before.login(before.browser(), "alice")
     old_id, new_id = load_key_ring(ring).ids[0], rotate_ring(ring)
-    async with instances(settings, upstream, provider, count=1) as (after,):
+    async with running_instances(settings, upstream, provider, count=1) as (after,):
         kept = await after.browser_with(signed_in).api("GET", FLOWS)
         fresh = await after.login(after.browser(), "bob")
         sealed = await redis.hget(f"bff:session:{hash_session_id(fresh)}", "s")  # type: ignore[misc]
@@ -200,7 +174,7 @@ async def test_a_session_ended_on_one_instance_is_refused_by_the_other_at_once(
     upstream.get(UP_FLOWS).respond(json=LISTING)
     provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=300))
-    async with instances(settings, upstream, provider) as (first, second):
+    async with running_instances(settings, upstream, provider) as (first, second):
         raw_id = await first.login(first.browser(), "alice")
         browser = second.browser_with(raw_id)
         assert (await browser.api("GET", FLOWS)).status_code == 200  # now in second's copies
@@ -219,7 +193,7 @@ async def test_sign_out_everywhere_and_back_channel_logout_reach_every_copy(
     upstream.get(UP_FLOWS).respond(json=LISTING)
     provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=300))
-    async with instances(settings, upstream, provider) as (first, second):
+    async with running_instances(settings, upstream, provider) as (first, second):
         phone = await first.insert_session("alice", sid="sid-phone")
         laptop = await first.insert_session("alice", sid="sid-laptop")
         for raw_id in (phone, laptop):
@@ -291,7 +265,7 @@ async def test_after_the_channel_comes_back_no_copy_from_before_is_used(
     upstream.get(UP_FLOWS).respond(json=LISTING)
     provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=300))
-    async with instances(settings, upstream, provider, count=1) as (harness,):
+    async with running_instances(settings, upstream, provider, count=1) as (harness,):
         raw_id = await harness.login(harness.browser(), "alice")
         browser = harness.browser_with(raw_id)
         assert (await browser.api("GET", FLOWS)).status_code == 200

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 import respx
 
-from bff import create_app
 from bff.auth import static_authenticator
+from bff.settings import Settings
 from bff.state.invalidation import RedisInvalidation
 from tests.support.clock import FakeClock
 from tests.support.gateway import (
     ALICE,
     BACKCHANNEL,
-    BFF,
     FLOWS,
     UP_FLOWS,
     Running,
@@ -28,7 +27,7 @@ from tests.support.gateway import (
 from tests.support.keys import redis_sessions
 from tests.support.provider import FakeProvider
 from tests.support.redis import RedisServer
-from tests.support.signin import Harness, auth_settings
+from tests.support.signin import auth_settings, running_instances
 
 pytestmark = pytest.mark.redis
 
@@ -100,27 +99,9 @@ async def test_other_clusters_stay_cached(
     assert listing.call_count == 1
 
 
-@asynccontextmanager
-async def signing_in_instances(
-    redis_url: str, upstream: respx.MockRouter, provider: FakeProvider
-) -> AsyncIterator[list[Harness]]:
-    """Two instances with the real authenticators, one fake provider, sessions in one Redis."""
-    settings = auth_settings(sessions=redis_sessions(redis_url))
-    async with AsyncExitStack() as stack:
-        harnesses = []
-        for _ in range(2):
-            app = create_app(
-                settings,
-                upstream_transport=httpx.MockTransport(upstream.async_handler),
-                idp_transport=provider.transport,
-                clock=provider.clock,
-            )
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF)
-            )
-            harnesses.append(Harness(app, client, provider, provider.clock, upstream, BFF))
-        yield harnesses
+def _shared(redis_server: RedisServer) -> Settings:
+    """Test settings with the fake provider, sessions in ``redis_server``."""
+    return auth_settings(sessions=redis_sessions(redis_server.url))
 
 
 async def test_two_instances_refresh_one_shared_session_once(
@@ -130,7 +111,9 @@ async def test_two_instances_refresh_one_shared_session_once(
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
     provider = FakeProvider(FakeClock())
     provider.expires_in = 300
-    async with signing_in_instances(redis_server.url, upstream, provider) as harnesses:
+    async with running_instances(
+        auth_settings(sessions=redis_sessions(redis_server.url)), upstream, provider
+    ) as harnesses:
         raw_id = await harnesses[0].login(harnesses[0].browser(), "alice")
         provider.clock.advance(400)  # the access token has expired
         provider.refresh_gate = asyncio.Event()
@@ -157,7 +140,9 @@ async def test_while_the_provider_is_down_a_still_valid_token_serves_every_insta
     upstream.get(UP_FLOWS).respond(json={"delivery_flows": [], "next_cursor": None})
     provider = FakeProvider(FakeClock())
     provider.expires_in = 300
-    async with signing_in_instances(redis_server.url, upstream, provider) as harnesses:
+    async with running_instances(
+        auth_settings(sessions=redis_sessions(redis_server.url)), upstream, provider
+    ) as harnesses:
         raw_id = await harnesses[0].login(harnesses[0].browser(), "alice")
         provider.clock.advance(300 - 30)  # inside the refresh margin, still valid
         provider.refresh_mode = "down"
@@ -178,7 +163,9 @@ async def test_a_logout_token_replayed_to_another_instance_is_refused(
     redis_server: RedisServer, upstream: respx.MockRouter
 ) -> None:
     provider = FakeProvider(FakeClock())
-    async with signing_in_instances(redis_server.url, upstream, provider) as (first, second):
+    async with running_instances(
+        auth_settings(sessions=redis_sessions(redis_server.url)), upstream, provider
+    ) as (first, second):
         raw_id = await first.insert_session("alice", sid="sid-1")
         token = provider.logout_token(sid="sid-1")
         accepted = await first.client.post(BACKCHANNEL, data={"logout_token": token})

@@ -1,16 +1,18 @@
 """Sign-in in-process: the BFF with its real authenticators over the fake provider.
 
 :func:`running_app` drives the BFF in-process with its real authenticators, the fake provider
-(:mod:`tests.support.provider`) and a mocked upstream; :class:`Harness` bundles what a test needs
-from it: browsers (:mod:`tests.support.cookies`), a sign-in through the provider, a session put
-straight into the store. :func:`auth_settings` are the test settings with the fake provider as
-issuer and short, round session timeouts.
+(:mod:`tests.support.provider`) and a mocked upstream; :func:`running_instances`, several of them
+over one provider. :class:`Harness` bundles what a test needs from one: browsers
+(:mod:`tests.support.cookies`), a sign-in through the provider, a session put straight into the
+store. :func:`auth_settings` are the test settings with the fake provider as issuer and short,
+round session timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from starlette.applications import Starlette
 
 from bff import create_app
 from bff.settings import Settings
+from bff.state.invalidation import RedisInvalidation
 from bff.state.sessions import Session
 from tests.support.clock import FakeClock
 from tests.support.cookies import Browser
@@ -130,3 +133,29 @@ async def running_app(
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=base_url) as client,
     ):
         yield Harness(app, client, provider, clock, upstream, base_url)
+
+
+@asynccontextmanager
+async def running_instances(
+    settings: Settings, upstream: respx.MockRouter, provider: FakeProvider, count: int = 2
+) -> AsyncIterator[list[Harness]]:
+    """``count`` gateways with the real authenticators over one fake provider and the mocked
+    upstream; sharing Redis, each is subscribed to the invalidation channel when handed out."""
+    async with AsyncExitStack() as stack:
+        harnesses = []
+        for _ in range(count):
+            app = create_app(
+                settings,
+                upstream_transport=httpx.MockTransport(upstream.async_handler),
+                idp_transport=provider.transport,
+                clock=provider.clock,
+            )
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BFF)
+            )
+            invalidation = app.state.services.invalidation
+            if isinstance(invalidation, RedisInvalidation):
+                await asyncio.wait_for(invalidation.subscribed.wait(), timeout=5)
+            harnesses.append(Harness(app, client, provider, provider.clock, upstream, BFF))
+        yield harnesses
