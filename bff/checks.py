@@ -10,7 +10,6 @@ of each check whether it passed.
 from __future__ import annotations
 
 import base64
-import os
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,7 @@ from .auth.client_auth import ClientKeyError, load_client_keys
 from .credentials import SigningKeyError, load_signing_key
 from .paths import CALLBACK_PATH, CLIENT_JWKS_PATH
 from .settings import ConfigError, Settings
-from .state.sealing import KeyRingError, load_key_ring, write_new_ring
+from .state.sealing import KeyRingError, load_key_ring, write_new_ring, write_private
 
 
 def check_files(settings: Settings) -> None:
@@ -94,7 +93,7 @@ def write_missing_keys(settings: Settings) -> list[str]:
         written.append(f"wrote {ring}: the session key ring ([sessions].encryption_keys_file)")
     jwt_key = settings.internal_jwt.signing_key_file
     if jwt_key and not Path(jwt_key).exists():
-        _write_private(Path(jwt_key), ECKey.generate_key("P-256").as_pem(private=True))
+        write_private(Path(jwt_key), ECKey.generate_key("P-256").as_pem(private=True))
         written.append(
             f"wrote {jwt_key}: the ES256 key that signs upstream tokens "
             "([internal_jwt].signing_key_file)"
@@ -109,7 +108,7 @@ def _write_client_credentials(settings: Settings) -> list[str]:
     written = []
     key_file, cert_file = oidc.client_key_file, oidc.client_cert_file
     if oidc.client_auth == "private_key_jwt" and key_file and not Path(key_file).exists():
-        _write_private(Path(key_file), ECKey.generate_key("P-256").as_pem(private=True))
+        write_private(Path(key_file), ECKey.generate_key("P-256").as_pem(private=True))
         jwks_uri = settings.bff.public_origin.rstrip("/") + CLIENT_JWKS_PATH
         written.append(
             f"wrote {key_file}: the key of the client's assertions ([oidc].client_key_file); "
@@ -118,7 +117,7 @@ def _write_client_credentials(settings: Settings) -> list[str]:
         )
     if oidc.client_auth == "tls_client_auth" and key_file and cert_file:
         if not Path(key_file).exists():
-            _write_private(Path(key_file), ECKey.generate_key("P-256").as_pem(private=True))
+            write_private(Path(key_file), ECKey.generate_key("P-256").as_pem(private=True))
             written.append(
                 f"wrote {key_file}: the client certificate's key ([oidc].client_key_file)"
             )
@@ -131,14 +130,6 @@ def _write_client_credentials(settings: Settings) -> list[str]:
                 f"its SHA-256 thumbprint x5t#S256 {thumbprint})"
             )
     return written
-
-
-def _write_private(path: Path, pem: bytes) -> None:
-    """A new file readable by its owner only; never over an existing one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
 
 
 def write_self_signed(cert_path: Path, key_path: Path, client_id: str) -> tuple[str, str]:

@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -138,29 +139,8 @@ class TokenEndpoint:
             "token_endpoint", metadata.token_endpoint, metadata
         )
         body = prepare_token_request(grant_type, **params, **fields)
-        try:
-            response = await self._http.post(
-                endpoint,
-                content=body,
-                headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "Accept": "application/json",
-                },
-                auth=auth,
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"token endpoint unreachable: {type(exc).__name__}") from exc
-        try:
-            token = response.json()
-        except ValueError:
-            token = None
-        if not isinstance(token, dict):
-            raise ProviderUnavailable(
-                f"token endpoint answered {response.status_code} without JSON"
-            )
-        if response.status_code >= 500:
-            raise ProviderUnavailable(f"token endpoint answered {response.status_code}")
-        if "error" in token or response.status_code != 200:
+        status, token = await self._post("token endpoint", endpoint, body, auth)
+        if "error" in token or status != 200:
             error = str(token.get("error", "invalid_request"))
             if error == "invalid_client" and not self.client_refused:
                 self.client_refused = True
@@ -174,6 +154,34 @@ class TokenEndpoint:
         self.client_refused = False
         return token
 
+    async def _post(
+        self, what: str, endpoint: str, form: str, auth: httpx.Auth
+    ) -> tuple[int, dict[str, Any]]:
+        """POST a form to one of the provider's endpoints; the status and the JSON object it
+        answered. :class:`ProviderUnavailable` when it cannot be reached, answers without a
+        JSON object, or answers 5xx."""
+        try:
+            response = await self._http.post(
+                endpoint,
+                content=form,
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Accept": "application/json",
+                },
+                auth=auth,
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"{what} unreachable: {type(exc).__name__}") from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ProviderUnavailable(f"{what} answered {response.status_code} without JSON")
+        if response.status_code >= 500:
+            raise ProviderUnavailable(f"{what} answered {response.status_code}")
+        return response.status_code, answer
+
     async def push(self, params: dict[str, str]) -> str:
         """A pushed authorization request (RFC 9126): the ``request_uri`` the browser carries
         instead of ``params``. :class:`LoginError` with the provider's reason if it refuses."""
@@ -185,25 +193,10 @@ class TokenEndpoint:
             metadata.pushed_authorization_request_endpoint,
             metadata,
         )
-        try:
-            response = await self._http.post(
-                endpoint,
-                data={**params, **fields},
-                auth=auth,
-                headers={"Accept": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"PAR endpoint unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 500:
-            raise ProviderUnavailable(f"PAR endpoint answered {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ProviderUnavailable(f"PAR endpoint answered {response.status_code} without JSON")
+        body = urlencode({**params, **fields})
+        status, answer = await self._post("PAR endpoint", endpoint, body, auth)
         request_uri = answer.get("request_uri")
-        if response.status_code in (200, 201) and isinstance(request_uri, str) and request_uri:
+        if status in (200, 201) and isinstance(request_uri, str) and request_uri:
             return request_uri
         raise ParRefused(_oauth_reason(answer))
 

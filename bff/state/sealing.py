@@ -55,12 +55,17 @@ def new_key_line() -> str:
     return f"{key_id} {base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()}"
 
 
-def write_new_ring(path: Path) -> None:
-    """A new ring of one key at ``path``, readable by its owner only; never over a file."""
+def write_private(path: Path, content: bytes) -> None:
+    """A new file readable by its owner only; never over an existing one (``FileExistsError``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(new_key_line() + "\n")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
+
+
+def write_new_ring(path: Path) -> None:
+    """A new ring of one key at ``path``, readable by its owner only; never over a file."""
+    write_private(path, (new_key_line() + "\n").encode())
 
 
 def rotate_ring(path: Path, *, stage: bool = False) -> str:

@@ -39,6 +39,13 @@ LISTING = {"delivery_flows": [], "next_cursor": None}
 
 
 @pytest.fixture
+def provider(upstream: respx.MockRouter) -> FakeProvider:
+    """The provider the gateways sign users in at; the upstream lists an empty cluster."""
+    upstream.get(UP_FLOWS).respond(json=LISTING)
+    return FakeProvider(FakeClock())
+
+
+@pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_server.url)
     await client.flushdb()
@@ -68,10 +75,8 @@ async def _dump(redis: Redis) -> dict[bytes, list[bytes]]:
 
 
 async def test_a_dump_of_redis_holds_no_token_name_email_or_pkce_verifier(
-    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter
+    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter, provider: FakeProvider
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url))
     async with running_instances(settings, upstream, provider, count=1) as (harness,):
         for user in ("alice", "bob"):
@@ -100,10 +105,8 @@ async def test_a_dump_of_redis_holds_no_token_name_email_or_pkce_verifier(
 
 
 async def test_a_record_copied_under_another_key_does_not_open(
-    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter
+    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter, provider: FakeProvider
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=0))
     async with running_instances(settings, upstream, provider, count=1) as (harness,):
         alice = await harness.login(harness.browser(), "alice")
@@ -121,11 +124,10 @@ async def test_a_record_sealed_with_a_key_not_in_the_ring_is_an_ended_session_lo
     redis: Redis,
     redis_server: RedisServer,
     upstream: respx.MockRouter,
+    provider: FakeProvider,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     newer = tmp_path / "newer.keys"
     newer.write_text(new_key_line() + "\n")
     older = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=0))
@@ -144,10 +146,12 @@ async def test_a_record_sealed_with_a_key_not_in_the_ring_is_an_ended_session_lo
 
 
 async def test_rotating_the_ring_signs_nobody_out(
-    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter, tmp_path: Path
+    redis: Redis,
+    redis_server: RedisServer,
+    upstream: respx.MockRouter,
+    provider: FakeProvider,
+    tmp_path: Path,
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     ring = tmp_path / "session.keys"
     ring.write_text(new_key_line() + "\n")
     settings = auth_settings(
@@ -169,10 +173,8 @@ async def test_rotating_the_ring_signs_nobody_out(
 
 
 async def test_a_session_ended_on_one_instance_is_refused_by_the_other_at_once(
-    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter
+    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter, provider: FakeProvider
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=300))
     async with running_instances(settings, upstream, provider) as (first, second):
         raw_id = await first.login(first.browser(), "alice")
@@ -188,10 +190,8 @@ async def test_a_session_ended_on_one_instance_is_refused_by_the_other_at_once(
 
 
 async def test_sign_out_everywhere_and_back_channel_logout_reach_every_copy(
-    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter
+    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter, provider: FakeProvider
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=300))
     async with running_instances(settings, upstream, provider) as (first, second):
         phone = await first.insert_session("alice", sid="sid-phone")
@@ -260,10 +260,8 @@ async def test_with_the_channel_down_no_copy_is_used(redis: Redis, dead_redis: R
 
 
 async def test_after_the_channel_comes_back_no_copy_from_before_is_used(
-    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter
+    redis: Redis, redis_server: RedisServer, upstream: respx.MockRouter, provider: FakeProvider
 ) -> None:
-    upstream.get(UP_FLOWS).respond(json=LISTING)
-    provider = FakeProvider(FakeClock())
     settings = auth_settings(sessions=redis_sessions(redis_server.url, near_cache_seconds=300))
     async with running_instances(settings, upstream, provider, count=1) as (harness,):
         raw_id = await harness.login(harness.browser(), "alice")
