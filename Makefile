@@ -12,7 +12,7 @@ NPM := $(shell command -v npm)
 TS_CLIENT := clients/typescript
 TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
-.PHONY: dev test lint format bench venv lock interop types clean
+.PHONY: dev test lint format bench bench-save venv lock interop types clean
 
 venv: $(STAMP)
 
@@ -47,8 +47,9 @@ $(TS_STAMP): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json
 types: $(TS_STAMP)
 	$(TS_CLIENT)/node_modules/.bin/openapi-typescript bff/openapi.json --output $(TS_CLIENT)/src/api.d.ts
 
+# ARGS goes on to `bff dev`: make dev ARGS="--port 9000 --sandbox-port 9001".
 dev: $(STAMP)
-	$(BIN)/bff dev
+	$(BIN)/bff dev $(ARGS)
 
 # With npm, tsc type-checks the TypeScript client and the console; without Node that check is
 # skipped with a note, except in CI (CI=true), where it must run.
@@ -74,7 +75,8 @@ test: lint $(if $(NPM),$(INTEROP_STAMP))
 	$(BIN)/pytest
 
 # Every benchmark runs even if another fails (the client one needs nginx, the gateway one nginx,
-# wrk and redis-server); any failing fails the target. The gateway one writes bench/results/latest.{json,png}.
+# wrk and redis-server); any failing fails the target. The gateway one writes
+# bench/out/latest.{json,png}, which git ignores.
 bench: $(STAMP)
 	status=0; \
 	$(BIN)/python bench/upstream_client_bench.py || status=1; \
@@ -82,6 +84,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/gateway_bench.py || status=1; \
 	exit $$status
 
+# The gateway benchmark, run to renew the committed figures (bench/results/latest.{json,png}),
+# which bench/README.md quotes.
+bench-save: $(STAMP)
+	$(BIN)/python bench/gateway_bench.py --out bench/results
+
 clean:
 	rm -rf $(VENV) .data .mypy_cache .pytest_cache .ruff_cache $(INTEROP)/node_modules \
-	  $(TS_CLIENT)/node_modules tests/browser/artifacts
+	  $(TS_CLIENT)/node_modules tests/browser/artifacts bench/out

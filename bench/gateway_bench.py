@@ -18,7 +18,9 @@ SIGTERM and errors). The run:
    and Redis run on one CPU and the process under test on another;
 4. writes ``<out>/latest.json`` (machine facts, every arm's figures, the BFFs' RSS, what the
    production shape kept in Redis and its audit files, the target ratios) and
-   ``<out>/latest.png`` (a bar chart of requests/s with the ratios below it).
+   ``<out>/latest.png`` (a bar chart of requests/s with the ratios below it). ``<out>`` is
+   ``bench/out`` unless told, which git ignores; the committed figures in ``bench/results`` change
+   only with ``--out bench/results`` (``make bench-save``).
 
 The arms (``bench/README.md`` says how to read them):
 
@@ -40,7 +42,7 @@ run stops with exit status 1 and writes nothing: a benchmark of errors is worthl
 nginx, wrk or redis-server exits with status 2.
 Missed performance targets are reported, and fail the run only with ``--check``.
 
-    python bench/gateway_bench.py [--seconds 8] [--quick] [--out bench/results] [--check]
+    python bench/gateway_bench.py [--seconds 8] [--quick] [--out bench/out] [--check]
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ from tests.support.processes import clean_environ  # noqa: E402
 
 CONFIG = REPO / "config" / "dev.toml"
 ARMS_DIR = REPO / "bench" / "arms"
-DEFAULT_OUT = REPO / "bench" / "results"
+DEFAULT_OUT = REPO / "bench" / "out"
+"""Where a run writes unless told: git ignores it, so a run changes nothing committed."""
+SAVED_OUT = REPO / "bench" / "results"
+"""The committed figures (``make bench-save``), which bench/README.md quotes."""
 HOST = "127.0.0.1"
 TENANT = "ten_acme"
 CLUSTER = "plane_dev_us_east_1"
@@ -984,7 +989,11 @@ def main() -> int:
         "--quick", action="store_true", help="1 s per arm and a short warm-up: proves it runs"
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="folder for latest.json and latest.png"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for latest.json and latest.png (default {DEFAULT_OUT.relative_to(REPO)}, "
+        f"git-ignored; {SAVED_OUT.relative_to(REPO)} holds the committed figures)",
     )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when a performance target is missed"

@@ -80,8 +80,8 @@ def create_app(
     backend and to the identity provider (tests pass a mock or an in-process ASGI app);
     ``credentials`` replaces the upstream credential chosen by ``settings.upstream.credential``;
     ``clock`` (epoch seconds) drives session timeouts and token expiry, so tests can move time.
-    ``drain_on_signals`` (``bff serve``): on SIGTERM or SIGINT, ``/readyz`` answers 503 at once,
-    before the server stops accepting connections.
+    ``drain_on_signals`` (``bff serve``): on SIGTERM or SIGINT, ``/readyz`` answers 503 at once
+    and the session event streams end, before the server stops accepting connections.
     """
     metrics = Metrics()
     spans = _spans(settings)
@@ -91,13 +91,16 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.draining = False
         async with AsyncExitStack() as stack:
-            if drain_on_signals:
-                stack.callback(_drain_on_signals(app))
             if spans is not None:
                 stack.callback(spans.shutdown)
             app.state.signin, app.state.services = await open_services(
                 stack, settings, metrics=metrics, spans=spans, seams=seams
             )
+            # A stream never finishes by itself: the server would wait out its whole grace.
+            end_streams = app.state.signin.events.close
+            stack.callback(end_streams)
+            if drain_on_signals:
+                stack.callback(_drain_on_signals(app, end_streams))
             yield
 
     app = _Gateway(
@@ -286,17 +289,20 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def _drain_on_signals(app: Starlette) -> Callable[[], None]:
-    """Wrap the server's SIGTERM and SIGINT handlers: mark the app draining, then let the server
-    shut down as it does. Returns what puts the server's handlers back."""
+def _drain_on_signals(app: Starlette, end_streams: Callable[[], None]) -> Callable[[], None]:
+    """Wrap the server's SIGTERM and SIGINT handlers: mark the app draining, end the event
+    streams (in the event loop, woken for it), then let the server shut down as it does. Returns
+    what puts the server's handlers back."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if not app.state.draining:
             app.state.draining = True
             logger.info("%s: draining; readiness now says 503", signal.Signals(signum).name)
+            loop.call_soon_threadsafe(end_streams)
         server_handler = previous[signal.Signals(signum)]
         if callable(server_handler):
             server_handler(signum, frame)

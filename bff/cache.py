@@ -30,7 +30,8 @@ class SingleFlightCache(Generic[K, V]):
 
     ``ttl=0`` disables the cache entirely: every call loads on its own. ``report`` is told how
     each ``get`` was answered: ``hit`` (cached), ``miss`` (loaded, or joined a load under way) or
-    ``bypass`` (no cache).
+    ``bypass`` (no cache); a ``quiet`` call, a lookup made on the side of the answer, is not
+    reported.
     """
 
     def __init__(
@@ -53,8 +54,8 @@ class SingleFlightCache(Generic[K, V]):
         self._generation = 0
         self._report = report
 
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        report = self._report
+    async def get(self, key: K, load: Callable[[], Awaitable[V]], *, quiet: bool = False) -> V:
+        report = None if quiet else self._report
         if self._cache is None:
             if report is not None:
                 report("bypass")
@@ -78,11 +79,11 @@ class SingleFlightCache(Generic[K, V]):
         """False with ``ttl=0``: nothing is kept."""
         return self._cache is not None
 
-    def peek(self, key: K) -> V | None:
+    def peek(self, key: K, *, quiet: bool = False) -> V | None:
         """The fresh cached value, reported as a ``hit``; or None, reporting nothing (then
         :meth:`get`). Lets a hot path answer a hit without awaiting anything."""
         value = self._fresh(key)
-        if value is not None and self._report is not None:
+        if value is not None and self._report is not None and not quiet:
             self._report("hit")
         return value
 

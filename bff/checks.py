@@ -183,6 +183,12 @@ async def probe(settings: Settings, *, timeout: float = 5.0) -> list[Check]:
                 checks.append(Check("provider keys", jwks.loaded, metadata.jwks_uri))
             except Exception as exc:
                 checks.append(Check("provider keys", False, str(exc)))
+            if oidc.dpop or oidc.fapi2:
+                missing = oidc.missing(metadata)
+                offered = "the provider offers what [oidc].dpop and [oidc].profile ask"
+                checks.append(
+                    Check("provider features", not missing, "; ".join(missing) or offered)
+                )
             redirect_uri = settings.bff.public_origin.rstrip("/") + CALLBACK_PATH
             try:
                 accepted = await oidc.tokens.check_client(redirect_uri)

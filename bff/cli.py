@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -23,7 +25,14 @@ from starlette.applications import Starlette
 from . import logs
 from .app import create_app
 from .checks import check_files, probe, write_missing_keys
-from .settings import DEFAULT_PORT, LOOPBACK, ConfigError, Settings, load_settings
+from .settings import (
+    DEFAULT_PORT,
+    LOOPBACK,
+    ConfigError,
+    Settings,
+    config_file,
+    load_settings,
+)
 from .state.sealing import KeyRingError, promote_staged, rotate_ring
 
 COMMANDS_GROUP = "bff.commands"
@@ -49,9 +58,7 @@ def _configure_logging(settings: Settings) -> None:
 
 def _load(path: str | None) -> Settings:
     try:
-        settings = load_settings(path)
-        check_files(settings)
-        return settings
+        return load_settings(path, more_checks=check_files)
     except ConfigError as exc:
         sys.stderr.write(f"bff: configuration error: {exc}\n")
         raise SystemExit(2) from None
@@ -61,6 +68,9 @@ def serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if args.workers > 1 and (problem := _single_process_only(settings)):
         sys.stderr.write(f"bff: configuration error: {problem} (--workers {args.workers})\n")
+        return 2
+    if problem := port_problem(args.host, args.port, flag="--port"):
+        sys.stderr.write(f"bff serve: {problem}\n")
         return 2
     if args.config:
         os.environ["BFF_CONFIG"] = os.path.abspath(args.config)
@@ -95,6 +105,27 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def port_problem(host: str, port: int, *, flag: str, name: str = "") -> str | None:
+    """Why nothing can listen on ``host:port``, in a sentence that names the ``flag`` choosing
+    another port when this one is taken (``name`` says whose port it is); None when it is free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR, as uvicorn binds: a socket in TIME_WAIT from a previous run leaves the
+        # port free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            port_of = f"port {port} for the {name}" if name else f"port {port}"
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"{port_of} on {host} is already in use; stop what holds it or choose "
+                    f"another port ({flag})"
+                )
+            return f"{port_of} on {host} cannot be listened on: {exc.strerror}"
+    return None
+
+
 def _single_process_only(settings: Settings) -> str | None:
     """What in ``settings`` lives inside one process, so that workers could not share it."""
     if settings.sessions.backend == "memory":
@@ -112,7 +143,7 @@ def check_config(args: argparse.Namespace) -> int:
     say(
         f"ok: upstream {settings.upstream.base_url} ({settings.upstream.credential}), "
         f"provider {settings.oidc.issuer}, sessions in {settings.sessions.backend}, "
-        f"public origin {settings.bff.public_origin}"
+        f"public origin {settings.bff.public_origin}, from {config_file(args.config)}"
     )
     if not args.probe:
         return 0

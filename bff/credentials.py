@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from upstream_client import Credential, DPoPToken
+
 from .auth import Principal
 from .paths import JWKS_PATH
 from .problems import session_expired
@@ -90,11 +92,15 @@ class UpstreamCredentials:
     def relays_caller_token(self) -> bool:
         return self._mode == "relay" or self._minter is None
 
-    def token_for(self, principal: Principal, tenant_id: str) -> str:
+    def token_for(self, principal: Principal, tenant_id: str) -> Credential:
+        """What goes upstream for ``principal`` in ``tenant_id``: in ``relay`` mode its access
+        token (with proofs of its key when it is DPoP-bound), else a minted token."""
         minter = None if self._mode == "relay" else self._minter
         if minter is None:
             if not principal.access_token:
                 raise session_expired("Your session has no access token; sign in again.")
+            if principal.dpop_key is not None:
+                return DPoPToken(principal.access_token, principal.dpop_key)
             return principal.access_token
         return minter.mint(principal.subject, tenant_id, sorted(principal.scopes(tenant_id)))
 

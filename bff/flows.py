@@ -70,8 +70,11 @@ async def list_flows(request: Request) -> Response:
         page = await _page(call, key)
     if names is None:
         names = await call.names()
-    body = services.responses.render_page(key, page, names, call.permissions())
-    return Response(body, media_type="application/json")
+    body, etag = services.responses.render_page(key, page, names, call.permissions())
+    # Kept by no cache (the edge's no-store): a dashboard that polls sends the tag back itself.
+    if inputs.not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 async def _page(call: Call, key: PageKey) -> uc.FlowPage:
@@ -109,8 +112,7 @@ async def get_flow(request: Request) -> Response:
         raise not_found()
     # The browser keeps a private copy and must revalidate it with If-None-Match every time.
     headers = {**_etag_headers(flow), "Cache-Control": "private, no-cache"}
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and inputs.etag_matches(if_none_match, flow.etag):
+    if inputs.not_modified(request, flow.etag):
         return Response(status_code=304, headers=headers)
     return await _flow_response(call, flow, headers=headers)
 

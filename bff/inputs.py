@@ -30,6 +30,10 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 _ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e]*"')
 # RFC 9110 13.1.1: "*" or a list of entity tags, separated by commas and optional space or tab.
 _ENTITY_TAGS = re.compile(rf"\*|{_ENTITY_TAG.pattern}([ \t]*,[ \t]*{_ENTITY_TAG.pattern})*")
+# The same as a recipient takes it (RFC 9110 5.6.1): empty list elements are allowed.
+_TAG_LIST = re.compile(
+    rf"\*|(,[ \t]*)*{_ENTITY_TAG.pattern}([ \t]*,([ \t]*{_ENTITY_TAG.pattern})?)*"
+)
 NAME_MAX = 128
 MAX_ATTEMPTS_RANGE = (1, 10)
 BACKOFF_SECONDS_RANGE = (1, 3600)
@@ -271,11 +275,18 @@ def if_match(request: Request) -> str | None:
     return value if value == "*" else ", ".join(tag.group() for tag in _ENTITY_TAG.finditer(value))
 
 
-def etag_matches(if_none_match: str, etag: str | None) -> bool:
-    if etag is None:
+def not_modified(request: Request, etag: str | None) -> bool:
+    """Whether the caller's ``If-None-Match`` names ``etag``, so that a GET is answered 304
+    (RFC 9110 13.1.2): ``*``, or one of its tags by the weak comparison (``W/"x"`` matches
+    ``"x"``); its field lines are one list. A malformed field is ignored, as if it were not
+    there: the full answer is never wrong."""
+    fields = request.headers.getlist("if-none-match")
+    if etag is None or not fields:
         return False
-    if if_none_match.strip() == "*":
+    value = ", ".join(field.strip(" \t") for field in fields)
+    if not _TAG_LIST.fullmatch(value):
+        return False
+    if value == "*":
         return True
-    # If-None-Match uses the weak comparison: W/"x" matches "x".
     opaque = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+    return any(tag.group().removeprefix("W/") == opaque for tag in _ENTITY_TAG.finditer(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,14 +49,14 @@ class MicroCache:
     """Upstream answers to GETs, kept for ``[cache].ttl_seconds`` per tenant and cluster.
 
     Concurrent misses share one upstream call; a write to a cluster drops all of its entries.
-    ``rendered`` keeps the encoded view of a cached page for each permission set it was shown
-    with: it is used only while that very page and those very names are the cached ones, so a
-    write, a reload or new names make it unreachable at once.
+    ``rendered`` keeps the encoded view of a cached page, and its entity tag, for each permission
+    set it was shown with: it is used only while that very page and those very names are the
+    cached ones, so a write, a reload or new names make it unreachable at once.
     """
 
     pages: SingleFlightCache[PageKey, uc.FlowPage]
     flows: SingleFlightCache[FlowKey, uc.Flow]
-    rendered: LRUCache[tuple[PageKey, Permissions], tuple[uc.FlowPage, Names, bytes]]
+    rendered: LRUCache[tuple[PageKey, Permissions], tuple[uc.FlowPage, Names, bytes, str]]
 
     @classmethod
     def for_settings(cls, settings: Settings) -> MicroCache:
@@ -68,21 +69,32 @@ class MicroCache:
 
     def render_page(
         self, key: PageKey, page: uc.FlowPage, names: Names, permissions: Permissions
-    ) -> bytes:
-        """The page's view as JSON, encoded once per page, names and permission set."""
+    ) -> tuple[bytes, str]:
+        """The page's view as JSON and its entity tag, made once per page, names and permission
+        set (:func:`page_tag`)."""
         keep = self.pages.enabled
         rendered = self.rendered.get((key, permissions)) if keep else None
         if rendered is not None and rendered[0] is page and rendered[1] is names:
-            return rendered[2]
+            return rendered[2], rendered[3]
         view = flow_list_view(page, limit=key[2], names=names, permissions=permissions)
         body = msgspec.json.encode(view)
+        etag = page_tag(body, permissions)
         if keep:
-            self.rendered[key, permissions] = (page, names, body)
-        return body
+            self.rendered[key, permissions] = (page, names, body, etag)
+        return body, etag
 
     def forget(self, tenant_id: str, cluster_id: str) -> None:
         self.pages.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
         self.flows.invalidate(lambda key: key[:2] == (tenant_id, cluster_id))
+
+
+def page_tag(body: bytes, permissions: Permissions) -> str:
+    """The strong entity tag of a list answer: a digest of its bytes and of what the caller may
+    do, so that callers who may do different things never share a tag, even where the bytes
+    agree (an empty page)."""
+    digest = hashlib.blake2b(msgspec.json.encode(permissions), digest_size=16)
+    digest.update(body)
+    return f'"{digest.hexdigest()}"'
 
 
 @dataclass(frozen=True)
@@ -122,10 +134,10 @@ class Call:
     tenant_id: str
     cluster_id: str
     request_id: str
-    _token: str | None = None
+    _token: uc.Credential | None = None
 
     @property
-    def token(self) -> str:
+    def token(self) -> uc.Credential:
         """The credential for the upstream (the caller's own, or one minted for this tenant)."""
         if self._token is None:
             self._token = self.services.credentials.token_for(self.principal, self.tenant_id)

@@ -4,7 +4,7 @@ A file under ``config/`` is chosen with ``--config`` or ``BFF_CONFIG``. Every ke
 by an environment variable ``BFF__SECTION__KEY`` (for example ``BFF__UPSTREAM__BASE_URL``), and
 every secret can be read from a file named by the key's ``*_file`` twin (``client_secret_file``),
 so that secrets never have to be written into a config file. Bad values fail at start with a
-message that names the key.
+message that names the file and the key.
 
 Nothing is guessed: an unknown section, key or ``BFF__`` variable is an error naming it and the
 nearest valid name. The same files also hold the tables of other programs, listed in
@@ -130,11 +130,22 @@ class OidcSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     at ``/api/bff/v1/.well-known/client-jwks.json``; ``tls_client_auth``: the certificate's key."""
     client_cert_file: str | None = None
     """``tls_client_auth``: the client certificate (PEM) registered at the provider."""
+    ca_file: str | None = None
+    """CA certificates (PEM) to verify the provider's TLS certificates with, instead of the
+    system's: for a provider (or its mTLS front) under a private CA."""
     par: Literal["auto", "always", "never"] = "never"
     """Pushed authorization requests (RFC 9126): the sign-in's parameters go to the provider
     over the back channel, and the browser carries only ``client_id`` and ``request_uri``.
     ``auto``: when the provider offers it (always when it requires it); ``always``: refuse to
     sign in without it; ``never`` (the default): the parameters travel in the browser's URL."""
+    dpop: bool = False
+    """Sender-constrained tokens (RFC 9449): each session's tokens are bound to a key of its own,
+    and every call that presents them (refresh, userinfo, the backend in ``relay`` mode) carries
+    a proof made with it. The provider must offer DPoP with ES256."""
+    profile: Literal["none", "fapi2"] = "none"
+    """``fapi2``: the FAPI 2.0 Security Profile. Pushed requests always, PKCE S256,
+    ``private_key_jwt`` or ``tls_client_auth``, DPoP, and the RFC 9207 ``iss`` check; the
+    gateway refuses to start with anything weaker, naming the setting."""
     scopes: list[str] = msgspec.field(
         default_factory=lambda: ["openid", "profile", "email", "offline_access"]
     )
@@ -221,6 +232,21 @@ class AuditSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """With a file sink, each event is on disk before the write it describes goes upstream."""
 
 
+class SessionEventsSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``GET /api/bff/v1/auth/session/events``: a dashboard tab follows its session live."""
+
+    heartbeat_seconds: float = 15.0
+    """A comment line this often on a quiet stream, so that proxies keep it open and a browser
+    that went away is noticed."""
+    expiring_seconds: float = 120.0
+    """``expiring`` is sent this long before the session ends; 0 never sends it."""
+    max_streams_per_session: int = 5
+    """Streams one session (one browser, its tabs together) may hold open. Over HTTP/1.1 a
+    browser opens at most six connections to a host: five leave one for the dashboard's calls."""
+    max_streams: int = 1000
+    """Streams this instance holds open at once; each is a connection (a file descriptor)."""
+
+
 class ServerSection(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     shutdown_grace_seconds: int = 10
     """On SIGTERM: readiness turns 503 at once, no new connections are accepted, and requests in
@@ -250,6 +276,7 @@ class Settings(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     internal_jwt: InternalJwtSection = InternalJwtSection()
     oidc: OidcSection = OidcSection()
     sessions: SessionsSection = SessionsSection()
+    session_events: SessionEventsSection = SessionEventsSection()
     cache: CacheSection = CacheSection()
     audit: AuditSection = AuditSection()
     server: ServerSection = ServerSection()
@@ -297,19 +324,33 @@ _DICT_KEYS = {
 }
 
 
+def config_file(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The file :func:`load_settings` reads: ``path``, else ``BFF_CONFIG``, else the default."""
+    environ = os.environ if environ is None else environ
+    return Path(path or environ.get("BFF_CONFIG") or DEFAULT_CONFIG)
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     for_keys: bool = False,
+    more_checks: Callable[[Settings], None] | None = None,
 ) -> Settings:
     """Read a TOML file (default: ``BFF_CONFIG`` or ``config/dev.toml``) plus env overrides.
+
+    Every :class:`ConfigError` names the key and then the file (and the variable that set the
+    key, if one did): ``[cache].ttl: unknown key; … (in config/prod.toml)``. So do the errors of
+    ``more_checks``, run on the loaded settings (``bff serve`` and ``check-config`` parse the
+    key files named there).
 
     ``for_keys``: only what ``bff keys`` needs, the paths of the files it names: names are
     checked, but no file is read (key files need not exist yet) and no value is.
     """
     environ = os.environ if environ is None else environ
-    path = Path(path or environ.get("BFF_CONFIG") or DEFAULT_CONFIG)
+    path = config_file(path, environ)
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
@@ -317,36 +358,50 @@ def load_settings(
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    own = {name: table for name, table in raw.items() if name not in FOREIGN_SECTIONS}
-    _check_names(own, source=f" in {path}")
-    data: dict[str, dict[str, Any]] = {name: dict(own.get(name, {})) for name in _SECTIONS}
-    _apply_env(data, environ)
-    _resolve_files(data, base=path.parent, read=not for_keys)
-    return _convert(data, check=not for_keys)
+    variables: dict[str, str] = {}
+    try:
+        own = {name: table for name, table in raw.items() if name not in FOREIGN_SECTIONS}
+        _check_names(own)
+        data: dict[str, dict[str, Any]] = {name: dict(own.get(name, {})) for name in _SECTIONS}
+        variables = _apply_env(data, environ)
+        _resolve_files(data, base=path.parent, read=not for_keys)
+        settings = _convert(data, check=not for_keys)
+        if more_checks is not None and not for_keys:
+            more_checks(settings)
+    except ConfigError as exc:
+        raise ConfigError(_in_file(path, str(exc), variables)) from None
+    return settings
+
+
+def _in_file(path: Path, message: str, variables: Mapping[str, str]) -> str:
+    """``message`` as :func:`load_settings` reports it: followed by the file, and by the variable
+    that set the key it starts with (``[oidc].client_secret: …``) when one did."""
+    variable = variables.get(message.partition(":")[0])
+    return f"{message} ({f'set by {variable}, with' if variable else 'in'} {path})"
 
 
 def settings_from_mapping(data: Mapping[str, Any]) -> Settings:
     """Validate a plain mapping (sections of keys) into :class:`Settings`."""
-    _check_names(data, source="")
+    _check_names(data)
     return _convert(data)
 
 
-def _check_names(data: Mapping[str, Any], *, source: str) -> None:
+def _check_names(data: Mapping[str, Any]) -> None:
     """Every section must be the BFF's and a table, every key one of its section's."""
     for section, table in data.items():
         if section not in _SECTIONS:
             hint = _nearest(section, _SECTIONS, show="[{}]")
-            raise ConfigError(f"unknown section [{section}]{source}; {hint}")
-        _check_table(section, table, source)
+            raise ConfigError(f"unknown section [{section}]; {hint}")
+        _check_table(section, table)
 
 
-def _check_table(name: str, table: object, source: str) -> None:
+def _check_table(name: str, table: object) -> None:
     if not isinstance(table, Mapping):
         kind = type(table).__name__
-        raise ConfigError(f"[{name}]{source}: expected a table, got {kind} {table!r}")
+        raise ConfigError(f"[{name}]: expected a table, got {kind} {table!r}")
     for key, value in table.items():
         if f"{name}.{key}" in TABLES:
-            _check_table(f"{name}.{key}", value, source)
+            _check_table(f"{name}.{key}", value)
         elif key not in _KEYS[name]:
             valid = _KEYS[name] + tuple(t.rpartition(".")[2] for t in TABLES if _parent(t) == name)
             raise ConfigError(f"[{name}].{key}: unknown key; {_nearest(key, valid)}")
@@ -373,7 +428,10 @@ def _convert(data: Mapping[str, Any], *, check: bool = True) -> Settings:
     return settings
 
 
-def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> dict[str, str]:
+    """Set the keys that ``BFF__`` variables name; returns the variable of each key set, by its
+    label (``[upstream.breaker].open_seconds``)."""
+    applied: dict[str, str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -395,6 +453,8 @@ def _apply_env(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> N
             target[key] = _pairs(name, value)
         else:
             target[key] = value
+        applied[_label(f"{table}.{key}")] = name
+    return applied
 
 
 def _pairs(name: str, value: str) -> dict[str, str]:
@@ -446,6 +506,7 @@ _FILE_KEYS = (
     ("internal_jwt", "signing_key_file"),
     ("oidc", "client_key_file"),
     ("oidc", "client_cert_file"),
+    ("oidc", "ca_file"),
 )
 
 
@@ -496,6 +557,8 @@ _PROTOCOL_PARAMS = frozenset(
         "nonce",
         "code_challenge",
         "code_challenge_method",
+        "dpop_jkt",
+        "request_uri",
     }
 )
 # What both logging and uvicorn accept, as uvicorn spells them.
@@ -639,6 +702,28 @@ def _client_credentials(settings: Settings) -> None:
         )
 
 
+def _fapi2_profile(settings: Settings) -> None:
+    """The FAPI 2.0 Security Profile (5.3): everything it requires of a client, or a refusal."""
+    oidc = settings.oidc
+    if oidc.profile != "fapi2":
+        return
+    weaker = [
+        f"[oidc].client_auth = {oidc.client_auth!r}: use 'private_key_jwt' or 'tls_client_auth' "
+        "(a shared secret is not allowed)"
+        if oidc.client_auth.startswith("client_secret")
+        else None,
+        "[oidc].par = 'never': pushed authorization requests are required (use 'always')"
+        if oidc.par == "never"
+        else None,
+        "[oidc].dpop = false: sender-constrained tokens are required (set dpop = true)"
+        if not oidc.dpop
+        else None,
+    ]
+    reasons = [reason for reason in weaker if reason]
+    if reasons:
+        raise ConfigError('[oidc].profile = "fapi2" needs what it names: ' + "; ".join(reasons))
+
+
 def _redis_where(settings: Settings) -> None:
     """With Redis: a URL or Sentinels (with the service they watch), each well formed."""
     sessions = settings.sessions
@@ -692,12 +777,42 @@ def _touch_within_idle(settings: Settings) -> None:
         )
 
 
+def _heartbeat_under_a_minute(settings: Settings) -> None:
+    if not 0 < settings.session_events.heartbeat_seconds < 60:
+        raise ConfigError(
+            "[session_events].heartbeat_seconds: must be > 0 and under 60: proxies and load "
+            "balancers commonly close a connection that is quiet for 60 s (nginx's "
+            "proxy_read_timeout, a cloud load balancer's idle timeout), and every browser would "
+            "then reconnect over and over"
+        )
+
+
+def _expiring_within_idle(settings: Settings) -> None:
+    events, idle = settings.session_events, settings.sessions.idle_timeout_seconds
+    if not 0 <= events.expiring_seconds < idle:
+        raise ConfigError(
+            "[session_events].expiring_seconds: must be >= 0 and less than "
+            f"[sessions].idle_timeout_seconds ({idle:g}): a session would be announced as "
+            "expiring as soon as it is followed"
+        )
+
+
+def _streams_fit_the_instance(settings: Settings) -> None:
+    events = settings.session_events
+    if events.max_streams_per_session > events.max_streams:
+        raise ConfigError(
+            "[session_events].max_streams_per_session: must be <= [session_events].max_streams "
+            f"({events.max_streams}): one browser could hold every stream of the instance"
+        )
+
+
 _CHECKS: tuple[_Check, ...] = (
     _http_url("bff.public_origin"),
     _http_url("upstream.base_url"),
     _http_url("oidc.issuer"),
     _https_off_loopback,
     _client_credentials,
+    _fapi2_profile,
     _redis_where,
     _sealed_at_rest,
     _required_when("audit.path", "audit.sink", "file"),
@@ -736,6 +851,11 @@ _CHECKS: tuple[_Check, ...] = (
     _at_least("sessions.near_cache_seconds", 0),
     _at_least("sessions.near_cache_max_entries", 1),
     _touch_within_idle,
+    _heartbeat_under_a_minute,
+    _expiring_within_idle,
+    _at_least("session_events.max_streams_per_session", 1),
+    _at_least("session_events.max_streams", 1),
+    _streams_fit_the_instance,
     _at_least("bff.rate_limit_per_minute", 0),
     _rule(
         "bff.max_body_bytes",

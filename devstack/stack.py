@@ -10,10 +10,8 @@ shown; Ctrl-C (SIGINT) or SIGTERM stops all three (terminate, then kill after a 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +26,7 @@ from typing import IO
 
 import httpx
 
+from bff.cli import port_problem
 from bff.paths import CALLBACK_PATH, JWKS_PATH, LOGIN_PATH
 from bff.settings import DEFAULT_PORT, DEV_PROVIDER_PORT, DEV_UPSTREAM_PORT, LOOPBACK
 
@@ -91,17 +90,23 @@ def run_dev_stack(
     """Run the development stack until interrupted; returns the process exit status.
 
     ``bff_command`` replaces ``[sys.executable, "-m", "bff", "serve", "--config", …]`` (tests
-    use a stand-in). Returns 0 after Ctrl-C or SIGTERM, non-zero if a port is busy or a child
-    fails to start or exits.
+    use a stand-in). Returns 0 after Ctrl-C or SIGTERM, 2 if the config file is missing or a port
+    is busy (nothing started), 1 if a child fails to start or exits.
     """
     out = _Output(stdout or sys.stdout)
     try:
         children = _plan(config_path, port, sandbox_port, idp_port, data_dir, bff_command)
-        _check_ports({"BFF": port, "sandbox": sandbox_port, "identity provider": idp_port})
+        _check_ports(
+            {
+                "BFF": (port, "--port"),
+                "sandbox": (sandbox_port, "--sandbox-port"),
+                "identity provider": (idp_port, "--idp-port"),
+            }
+        )
         Path(data_dir).mkdir(parents=True, exist_ok=True)
     except DevStackError as exc:
         out.line(f"bff dev: {exc}")
-        return 1
+        return 2
 
     stop = threading.Event()
     restore = _install_signal_handlers(stop)
@@ -196,25 +201,16 @@ def _plan(
     return [sandbox, idp, bff]
 
 
-def _check_ports(ports: Mapping[str, int]) -> None:
+def _check_ports(ports: Mapping[str, tuple[int, str]]) -> None:
+    """Each child's port (by name: the port and the flag that changes it) is free, and its own."""
     seen: dict[int, str] = {}
-    for name, number in ports.items():
+    for name, (number, _) in ports.items():
         if number in seen:
             raise DevStackError(f"the {name} and the {seen[number]} cannot share port {number}")
         seen[number] = name
-    for name, number in ports.items():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # SO_REUSEADDR: a socket in TIME_WAIT from a previous run does not make a port busy.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((HOST, number))
-            except OSError as exc:
-                reason = "is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-                raise DevStackError(
-                    f"port {number} for the {name} on {HOST} {reason}; "
-                    "stop what holds it or choose another port (--port, --sandbox-port, "
-                    "--idp-port)"
-                ) from exc
+    for name, (number, flag) in ports.items():
+        if problem := port_problem(HOST, number, flag=flag, name=name):
+            raise DevStackError(problem)
 
 
 def _install_signal_handlers(stop: threading.Event) -> Callable[[], None]:

@@ -1,7 +1,8 @@
 """The sandbox backend flows API as a Starlette application.
 
 Request path: :class:`~sandbox.request_context.RequestContextMiddleware` (request id,
-last-resort 500) → Starlette's exception middleware (problems and routing errors →
+last-resort 500) → :class:`~sandbox.dpop.NonceMiddleware` (the next ``DPoP-Nonce``, when one is
+due) → Starlette's exception middleware (problems and routing errors →
 problem+json) → one endpoint per path, which authenticates, checks tenant and scope,
 validates, and calls the store from a worker thread.
 """
@@ -28,6 +29,7 @@ from starlette.routing import Route
 
 from sandbox.auth import READ_SCOPES, WRITE_SCOPES, Authenticator, require_tenant_scope
 from sandbox.config import SandboxSettings
+from sandbox.dpop import NONCE_STATE, NonceMiddleware, request_uri
 from sandbox.idempotency import Idempotency, Keyed
 from sandbox.inputs import (
     JSON_MEDIA_TYPE,
@@ -104,7 +106,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[Middleware(RequestContextMiddleware), Middleware(NonceMiddleware)],
         exception_handlers={Problem: problem_handler, HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
@@ -344,7 +346,11 @@ class _Api:
     # -- shared steps ----------------------------------------------------------------------
 
     async def _authorize(self, request: Request, *, write: bool) -> str:
-        principal = await self.authenticator.authenticate(request.headers)
+        principal = await self.authenticator.authenticate(
+            request.headers, method=request.method, uri=request_uri(request)
+        )
+        if principal.dpop_nonce is not None:
+            setattr(request.state, NONCE_STATE, principal.dpop_nonce)
         tenant_id: str = request.path_params["tenant_id"]
         require_tenant_scope(
             principal,

@@ -4,6 +4,10 @@ A credential resolves to a :class:`Principal`, a map from tenant id to the scope
 JWT keys come from each issuer's JWKS, fetched with httpx and cached; an unknown ``kid`` triggers
 at most one refetch per ``jwks_min_refetch_seconds``. The algorithm list is fixed per issuer, so
 ``alg: none`` and HMAC algorithms (which would accept a public key as a secret) never verify.
+
+A JWT bound to a key (``cnf.jkt``) is taken only as ``Authorization: DPoP <token>`` with a proof
+that :class:`~sandbox.dpop.ProofChecker` accepts; sent as ``Bearer`` it is refused (RFC 9449 7.2).
+Unbound JWTs and API keys are ``Bearer`` credentials.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
+from starlette.datastructures import Headers
 
 from sandbox.config import SandboxSettings, TrustedIssuer
-from sandbox.problems import Problem, authentication_required
+from sandbox.dpop import ProofChecker
+from sandbox.problems import Problem, authentication_required, dpop_refused
 
 READ_SCOPES = frozenset({"read:delivery-flows", "read:*", "admin:delivery-flows"})
 WRITE_SCOPES = frozenset({"write:delivery-flows", "admin:delivery-flows"})
@@ -31,11 +37,16 @@ JWKS_FETCH_TIMEOUT_SECONDS = 5.0
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """An authenticated caller: ``kind`` is ``"api_key"`` or ``"jwt"``."""
+    """An authenticated caller: ``kind`` is ``"api_key"`` or ``"jwt"``.
+
+    ``dpop_nonce`` is the nonce to hand back in ``DPoP-Nonce`` when the caller's proof carried
+    the previous one.
+    """
 
     kind: str
     subject: str
     tenants: Mapping[str, frozenset[str]]
+    dpop_nonce: str | None = None
 
 
 class Authenticator:
@@ -72,53 +83,98 @@ class Authenticator:
             for issuer in settings.trusted_issuers
         }
         self._clock = clock
+        self._proofs = ProofChecker(settings, clock=clock)
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The principal behind the request headers; raises a 401 :class:`Problem`."""
+    async def authenticate(self, headers: Headers, *, method: str, uri: str) -> Principal:
+        """The principal behind a request; raises a 401 :class:`Problem`.
+
+        ``method`` and ``uri`` (scheme, host and path as the client addressed them, see
+        :func:`sandbox.dpop.request_uri`) are what a DPoP proof must name.
+        """
         authorization = headers.get("authorization")
         api_key_header = headers.get("x-api-key")
-        bearer: str | None = None
+        scheme = token = None
         if authorization is not None:
             scheme, _, value = authorization.strip().partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
-                raise authentication_required(
-                    "The Authorization header must use the Bearer scheme.", invalid_token=True
+            scheme = scheme.lower()
+            if scheme not in {"bearer", "dpop"} or not value.strip():
+                raise self._unauthenticated(
+                    "The Authorization header must use the Bearer or DPoP scheme.",
+                    invalid_token=True,
                 )
-            bearer = value.strip()
-        if bearer is not None and api_key_header is not None and bearer != api_key_header:
-            raise authentication_required(
+            token = value.strip()
+        if token is not None and api_key_header is not None and token != api_key_header:
+            raise self._unauthenticated(
                 "Send one credential: Authorization and X-API-Key disagree.", invalid_token=True
             )
-        credential = bearer if bearer is not None else api_key_header
+        if scheme == "dpop":
+            assert token is not None
+            return await self._dpop_principal(token, headers, method=method, uri=uri)
+        credential = token if token is not None else api_key_header
         if credential is None:
-            raise authentication_required(
-                "Send an API key or a bearer token from a trusted issuer."
-            )
-        if credential.startswith(API_KEY_PREFIX) or bearer is None:
+            raise self._unauthenticated("Send an API key or a bearer token from a trusted issuer.")
+        if credential.startswith(API_KEY_PREFIX) or token is None:
             principal = self._api_keys.get(credential)
             if principal is None:
-                raise authentication_required("The API key is not valid.", invalid_token=True)
+                raise self._unauthenticated("The API key is not valid.", invalid_token=True)
             return principal
-        return await self._verify_jwt(credential)
+        claims = await self._verified_claims(credential)
+        principal = _principal(claims) if claims is not None else None
+        if claims is None or principal is None:
+            raise self._unauthenticated("The bearer token is not valid.", invalid_token=True)
+        if _bound_key(claims) is not None:
+            raise self._dpop_invalid_token(
+                "The token is bound to a DPoP key: send it with the DPoP scheme and a proof."
+            )
+        return principal
 
-    async def _verify_jwt(self, token: str) -> Principal:
-        invalid = authentication_required("The bearer token is not valid.", invalid_token=True)
+    async def _dpop_principal(
+        self, token: str, headers: Headers, *, method: str, uri: str
+    ) -> Principal:
+        if token.startswith(API_KEY_PREFIX):
+            raise self._dpop_invalid_token(
+                "API keys are not bound to a key: send them with the Bearer scheme."
+            )
+        claims = await self._verified_claims(token)
+        principal = _principal(claims) if claims is not None else None
+        if claims is None or principal is None:
+            raise self._dpop_invalid_token("The access token is not valid.")
+        jkt = _bound_key(claims)
+        if jkt is None:
+            raise self._dpop_invalid_token(
+                "The access token is not bound to a DPoP key: send it with the Bearer scheme."
+            )
+        nonce = self._proofs.check(
+            headers.getlist("dpop"), method=method, uri=uri, access_token=token, jkt=jkt
+        )
+        return msgspec.structs.replace(principal, dpop_nonce=nonce)
+
+    def _unauthenticated(self, detail: str, *, invalid_token: bool = False) -> Problem:
+        return authentication_required(
+            detail, invalid_token=invalid_token, dpop_algs=self._proofs.algorithms
+        )
+
+    def _dpop_invalid_token(self, detail: str) -> Problem:
+        return dpop_refused(detail, error="invalid_token", dpop_algs=self._proofs.algorithms)
+
+    async def _verified_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of ``token`` if a trusted issuer signed it and it is current."""
         try:
             compact = extract_compact(token.encode("ascii"))
             header = compact.headers()
             unverified = json.loads(compact.payload)
         # RecursionError: a payload nested deeper than the JSON decoder allows.
-        except (JoseError, ValueError, UnicodeError, binascii.Error, RecursionError) as exc:
-            raise invalid from exc
+        except (JoseError, ValueError, UnicodeError, binascii.Error, RecursionError):
+            return None
         if not isinstance(unverified, dict) or not isinstance(unverified.get("iss"), str):
-            raise invalid
+            return None
         issuer = self._issuers.get(unverified["iss"])
         if issuer is None or header.get("alg") not in issuer.algorithms:
-            raise invalid
+            return None
         kid = header.get("kid")
         keys = await self._jwks[issuer.issuer].keys(kid if isinstance(kid, str) else None)
         if keys is None:
-            raise invalid
+            return None
         try:
             verified = jwt.decode(token, keys, algorithms=list(issuer.algorithms))
             registry = jwt.JWTClaimsRegistry(
@@ -129,15 +185,9 @@ class Authenticator:
                 exp={"essential": True},
             )
             registry.validate(verified.claims)
-        except (JoseError, ValueError, TypeError) as exc:
-            raise invalid from exc
-        tenants = _tenant_scopes(verified.claims)
-        if tenants is None:
-            raise invalid
-        subject = verified.claims.get("sub")
-        return Principal(
-            kind="jwt", subject=subject if isinstance(subject, str) else "", tenants=tenants
-        )
+        except (JoseError, ValueError, TypeError):
+            return None
+        return verified.claims
 
 
 def require_tenant_scope(
@@ -157,6 +207,25 @@ def require_tenant_scope(
             f"The {who} does not have the {required} scope.",
             extra={"required_scope": required},
         )
+
+
+def _principal(claims: Mapping[str, Any]) -> Principal | None:
+    tenants = _tenant_scopes(claims)
+    if tenants is None:
+        return None
+    subject = claims.get("sub")
+    return Principal(
+        kind="jwt", subject=subject if isinstance(subject, str) else "", tenants=tenants
+    )
+
+
+def _bound_key(claims: Mapping[str, Any]) -> str | None:
+    """The ``cnf.jkt`` thumbprint a token is bound to (RFC 9449 6.1); ``""`` if malformed."""
+    confirmation = claims.get("cnf")
+    if not isinstance(confirmation, dict) or "jkt" not in confirmation:
+        return None
+    jkt = confirmation["jkt"]
+    return jkt if isinstance(jkt, str) else ""
 
 
 def _tenant_scopes(claims: Mapping[str, Any]) -> dict[str, frozenset[str]] | None:

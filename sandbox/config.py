@@ -25,6 +25,11 @@ DEFAULT_JWT_ALGORITHMS = ("ES256", "RS256")
 SUPPORTED_JWT_ALGORITHMS = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
 )
+DEFAULT_DPOP_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+DEFAULT_DPOP_PROOF_MAX_AGE_SECONDS = 60.0
+DEFAULT_DPOP_CLOCK_SKEW_SECONDS = 5.0
+DEFAULT_DPOP_REPLAY_CACHE_SIZE = 100_000
+DEFAULT_DPOP_NONCE_ROTATION_SECONDS = 300.0
 KNOWN_SCOPES = frozenset(
     {"read:delivery-flows", "write:delivery-flows", "admin:delivery-flows", "read:*"}
 )
@@ -93,7 +98,16 @@ class TrustedIssuer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class SandboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """All settings of one sandbox instance: where it listens, its database and its seed data."""
+    """All settings of one sandbox instance: where it listens, its database and its seed data.
+
+    DPoP (RFC 9449), for tokens bound to a key (``cnf.jkt``): proofs may be signed with one of
+    ``dpop_algorithms`` (default ES256, RS256, PS256, EdDSA); a proof's ``iat`` may be up to
+    ``dpop_proof_max_age_seconds`` old (60) and ``dpop_clock_skew_seconds`` ahead (5); the
+    ``jti`` of up to ``dpop_replay_cache_size`` (100 000) proofs still in that window are
+    remembered. With ``dpop_nonce_required`` (off) a proof must carry a nonce the sandbox gave in
+    ``DPoP-Nonce``; it changes every ``dpop_nonce_rotation_seconds`` (300) and the one before it
+    is still accepted.
+    """
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -102,6 +116,12 @@ class SandboxSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS
     jwks_min_refetch_seconds: float = DEFAULT_JWKS_MIN_REFETCH_SECONDS
     jwks_max_age_seconds: float = DEFAULT_JWKS_MAX_AGE_SECONDS
+    dpop_algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
+    dpop_proof_max_age_seconds: float = DEFAULT_DPOP_PROOF_MAX_AGE_SECONDS
+    dpop_clock_skew_seconds: float = DEFAULT_DPOP_CLOCK_SKEW_SECONDS
+    dpop_replay_cache_size: int = DEFAULT_DPOP_REPLAY_CACHE_SIZE
+    dpop_nonce_required: bool = False
+    dpop_nonce_rotation_seconds: float = DEFAULT_DPOP_NONCE_ROTATION_SECONDS
     tenants: tuple[Tenant, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     ingesters: tuple[Ingester, ...] = ()
@@ -201,6 +221,7 @@ def _check(settings: SandboxSettings) -> None:
         raise ConfigError("sandbox.max_body_bytes: must be positive")
     if settings.idempotency_ttl_seconds < 1:
         raise ConfigError("sandbox.idempotency_ttl_seconds: must be positive")
+    _check_dpop(settings)
     _unique(settings.tenants, "id", "tenants")
     _unique(settings.clusters, "id", "clusters")
     _unique(settings.ingesters, "id", "ingesters")
@@ -245,3 +266,21 @@ def _check(settings: SandboxSettings) -> None:
                 raise ConfigError(
                     f"{where}.algorithms: {algorithm!r} is not an asymmetric signature algorithm"
                 )
+
+
+def _check_dpop(settings: SandboxSettings) -> None:
+    if not settings.dpop_algorithms:
+        raise ConfigError("sandbox.dpop_algorithms: must not be empty")
+    for algorithm in settings.dpop_algorithms:
+        if algorithm not in SUPPORTED_JWT_ALGORITHMS:
+            raise ConfigError(
+                f"sandbox.dpop_algorithms: {algorithm!r} is not an asymmetric signature algorithm"
+            )
+    if settings.dpop_proof_max_age_seconds <= 0:
+        raise ConfigError("sandbox.dpop_proof_max_age_seconds: must be positive")
+    if settings.dpop_clock_skew_seconds < 0:
+        raise ConfigError("sandbox.dpop_clock_skew_seconds: must not be negative")
+    if settings.dpop_replay_cache_size < 1:
+        raise ConfigError("sandbox.dpop_replay_cache_size: must be positive")
+    if settings.dpop_nonce_rotation_seconds <= 0:
+        raise ConfigError("sandbox.dpop_nonce_rotation_seconds: must be positive")

@@ -6,7 +6,7 @@ in one place, with ``instance`` set to the request id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -28,7 +28,9 @@ TITLES = {
     "unsupported-media-type": "Unsupported Media Type",
     "idempotency-key-reused": "Idempotency Key Reused",
     "internal-error": "Internal Server Error",
+    "service-unavailable": "Service Unavailable",
 }
+REALM = "zen-sandbox"
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -90,12 +92,38 @@ def validation_problem(errors: list[FieldError]) -> Problem:
     return Problem(400, "validation-error", f"{first.field}: {first.message}", errors=errors)
 
 
-def authentication_required(detail: str, *, invalid_token: bool = False) -> Problem:
-    """A 401 with the ``WWW-Authenticate`` challenge clients need to react to."""
-    challenge = 'Bearer realm="zen-sandbox"'
+def authentication_required(
+    detail: str, *, invalid_token: bool = False, dpop_algs: Sequence[str] = ()
+) -> Problem:
+    """A 401 with the ``WWW-Authenticate`` challenge clients need to react to.
+
+    With ``dpop_algs`` a ``DPoP`` challenge follows the ``Bearer`` one, as a resource that takes
+    both schemes answers (RFC 9449 7.2): the error, if any, stays with ``Bearer``.
+    """
+    challenge = f'Bearer realm="{REALM}"'
     if invalid_token:
         challenge += ', error="invalid_token"'
+    if dpop_algs:
+        challenge += f', DPoP realm="{REALM}", algs="{" ".join(dpop_algs)}"'
     return Problem(401, "authentication-required", detail, headers={"WWW-Authenticate": challenge})
+
+
+def dpop_refused(
+    detail: str, *, error: str, dpop_algs: Sequence[str], nonce: str | None = None
+) -> Problem:
+    """A 401 with a ``DPoP`` challenge (RFC 9449 7.1): ``error`` is ``invalid_token``,
+    ``invalid_dpop_proof`` or ``use_dpop_nonce``, and ``nonce`` goes out as ``DPoP-Nonce``.
+
+    ``detail`` doubles as the ``error_description``, so it is fixed text without quotes.
+    """
+    challenge = (
+        f'DPoP realm="{REALM}", error="{error}", error_description="{detail}", '
+        f'algs="{" ".join(dpop_algs)}"'
+    )
+    headers = {"WWW-Authenticate": challenge}
+    if nonce is not None:
+        headers["DPoP-Nonce"] = nonce
+    return Problem(401, "authentication-required", detail, headers=headers)
 
 
 def not_found(detail: str = "The requested resource does not exist.") -> Problem:

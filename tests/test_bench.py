@@ -12,6 +12,7 @@ must run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -156,6 +157,52 @@ def test_the_machine_is_described(report: dict[str, Any]) -> None:
     assert machine["timestamp"]
     assert len(machine["load_average"]["start"]) == 3
     assert report["settings"]["quick"] is True
+
+
+def _planned(target: str) -> str:
+    """The commands ``make <target>`` would run."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "--dry-run", target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def _bench_default_out() -> Path:
+    spec = importlib.util.spec_from_file_location("gateway_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up by name while they are made.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    out: Path = module.DEFAULT_OUT
+    return out
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_bench_writes_where_git_ignores_and_only_bench_save_renews_the_figures() -> None:
+    committed = REPO / "bench" / "results"
+    out = _bench_default_out()
+    assert out != committed
+    for name in ("latest.json", "latest.png"):
+        ignored = subprocess.run(
+            ["git", "check-ignore", "--quiet", "--no-index", str(out / name)], cwd=REPO
+        )
+        assert ignored.returncode == 0, f"git would see {out / name}"
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", str(committed / name)],
+            cwd=REPO,
+            capture_output=True,
+        )
+        assert tracked.returncode == 0, f"{committed / name} is the committed figure"
+    assert "bench/gateway_bench.py" in _planned("bench")
+    assert "bench/results" not in _planned("bench")
+    assert "bench/gateway_bench.py --out bench/results" in _planned("bench-save")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

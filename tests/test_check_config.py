@@ -5,6 +5,7 @@ makes the key files a configuration names and rotates the session key ring."""
 from __future__ import annotations
 
 import base64
+import socket
 import stat
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def test_a_signing_key_file_without_a_key_is_named_not_a_traceback(
     assert result.returncode == 2
     assert result.stderr == (
         "bff: configuration error: [internal_jwt].signing_key_file: "
-        f"signing key {empty} is not a PEM EC key\n"
+        f"signing key {empty} is not a PEM EC key "
+        f"(set by BFF__INTERNAL_JWT__SIGNING_KEY_FILE, with {DEV})\n"
     )
     assert "Traceback" not in result.stdout
 
@@ -69,8 +71,23 @@ def test_a_missing_client_secret_is_refused(tmp_path: Path) -> None:
     result = _bff("check-config", "--config", str(DEV), BFF__OIDC__CLIENT_SECRET="")
     assert result.returncode == 2
     assert result.stderr == (
-        "bff: configuration error: [oidc].client_secret: required (set it, or client_secret_file)\n"
+        "bff: configuration error: [oidc].client_secret: required (set it, or client_secret_file) "
+        f"(set by BFF__OIDC__CLIENT_SECRET, with {DEV})\n"
     )
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_before_announcing_anything() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _bff("serve", "--config", str(DEV), "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"bff serve: port {port} on 127.0.0.1 is already in use; stop what holds it or choose "
+        "another port (--port)\n"
+    )
+    assert result.stdout == ""
 
 
 # Redis sessions over the development config; nothing here connects to Redis.
@@ -151,6 +168,7 @@ def test_bff_keys_writes_the_missing_key_files_owner_only_and_never_over_one(
     checked = _bff("check-config", "--config", str(config))
     assert checked.returncode == 0, checked.stderr
     assert "sessions in redis" in checked.stdout
+    assert checked.stdout.splitlines()[0].endswith(f", from {config}")
 
     # Run again, or with one file gone: only what is missing is written.
     before = ring.read_text()
@@ -210,7 +228,8 @@ def test_a_broken_key_ring_is_refused_naming_the_file_and_the_line(
     )
     assert result.returncode == 2
     assert result.stderr == (
-        f"bff: configuration error: [sessions].encryption_keys_file: {ring}:2: {problem}\n"
+        f"bff: configuration error: [sessions].encryption_keys_file: {ring}:2: {problem} "
+        f"(set by BFF__SESSIONS__ENCRYPTION_KEYS_FILE, with {DEV})\n"
     )
     rotated = _bff("keys", "rotate", BFF__SESSIONS__ENCRYPTION_KEYS_FILE=str(ring), **REDIS)
     assert rotated.returncode == 1, "a ring that does not load is not rewritten"

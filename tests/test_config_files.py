@@ -195,7 +195,7 @@ def test_the_production_example_without_its_secret_file_names_the_key() -> None:
         load_settings(PRODUCTION_EXAMPLE, environ={})
     assert str(error.value) == (
         "[oidc].client_secret_file: cannot read /run/secrets/flows-bff/oidc-client-secret: "
-        "No such file or directory"
+        f"No such file or directory (in {PRODUCTION_EXAMPLE})"
     )
 
 
@@ -206,7 +206,7 @@ def test_a_missing_key_or_tls_file_fails_at_load_naming_the_key(tmp_path: Path) 
         load_settings(PRODUCTION_EXAMPLE, environ={"BFF__OIDC__CLIENT_SECRET_FILE": str(secret)})
     assert str(error.value) == (
         "[upstream].ca_file: cannot read /etc/flows-bff/tls/upstream-ca.pem: "
-        "No such file or directory"
+        f"No such file or directory (in {PRODUCTION_EXAMPLE})"
     )
 
 
@@ -273,7 +273,8 @@ def test_serving_the_production_example_without_its_secret_file_exits_2_naming_t
     assert result.returncode == 2
     assert result.stderr == (
         "bff: configuration error: [oidc].client_secret_file: cannot read "
-        "/run/secrets/flows-bff/oidc-client-secret: No such file or directory\n"
+        "/run/secrets/flows-bff/oidc-client-secret: No such file or directory "
+        f"(in {PRODUCTION_EXAMPLE})\n"
     )
 
 

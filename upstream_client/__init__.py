@@ -22,8 +22,9 @@ Usage::
         except PreconditionFailedError:
             ...  # someone changed the flow since we read it
 
-One client serves every user: the credential (``token=``, a bearer JWT or an API key
-``zen_key_…``) travels with each call. Retries, idempotency keys, the per-call deadline
+One client serves every user: the credential (``token=``, a bearer JWT, an API key
+``zen_key_…``, or a :class:`DPoPToken`: a token bound to a key, sent with a fresh proof per
+attempt) travels with each call. Retries, idempotency keys, the per-call deadline
 (``Timeout.total``), the circuit breaker and the response size cap are built in; ids are
 validated before any I/O (:class:`InvalidIdError`, a ``ValueError``). An
 :class:`AttemptObserver` passed as ``observer=`` sees every attempt (to add trace headers, to time
@@ -67,6 +68,7 @@ from upstream_client._config import (
     Timeout,
     TLSConfig,
 )
+from upstream_client._dpop import Credential, DPoPToken, ProofKey
 from upstream_client._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -118,6 +120,8 @@ __all__ = [
     "CircuitOpenError",
     "Cluster",
     "ConflictError",
+    "Credential",
+    "DPoPToken",
     "Destination",
     "Flow",
     "FlowConfig",
@@ -133,6 +137,7 @@ __all__ = [
     "PreconditionFailedError",
     "Problem",
     "ProblemFieldError",
+    "ProofKey",
     "RateLimitError",
     "ResponseTooLargeError",
     "ResponseValidationError",

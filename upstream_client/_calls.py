@@ -32,6 +32,7 @@ from upstream_client._config import (
     Timeout,
     TLSConfig,
 )
+from upstream_client._dpop import Credential, DPoPToken, asks_for_nonce
 from upstream_client._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -100,6 +101,8 @@ class BaseClient:
         self._clock = clock
         self._rng = random.Random()
         self._observer = observer
+        self._dpop_nonce: str | None = None
+        """The backend's latest ``DPoP-Nonce`` (RFC 9449 9)."""
         self._closed = False
 
     @property
@@ -134,7 +137,7 @@ class BaseClient:
         method: str,
         url: httpx.URL,
         *,
-        token: str,
+        token: Credential,
         request_id: str | None,
         content: bytes | None = None,
         idempotency_key: str | None = None,
@@ -144,12 +147,16 @@ class BaseClient:
         """Send one logical call, with retries, within the deadline; return a 2xx answer."""
         if self._closed:
             raise RuntimeError("the BackendClient is closed")
+        if isinstance(token, DPoPToken):
+            dpop, authorization = token, "DPoP " + check_header_value("token", token.access_token)
+        else:
+            dpop, authorization = None, "Bearer " + check_header_value("token", token)
         headers = {
             "Accept": "application/json",
             # Compression costs the BFF CPU, its scarce resource; the upstream is close by.
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
-            "Authorization": "Bearer " + check_header_value("token", token),
+            "Authorization": authorization,
         }
         if request_id is not None:
             headers["X-Request-ID"] = check_header_value("request_id", request_id)
@@ -165,7 +172,7 @@ class BaseClient:
         try:
             async with asyncio.timeout(self._timeout.total):
                 return await self._attempts(
-                    method, url, headers, content, request_id, retryable, deadline, retries
+                    method, url, headers, content, request_id, retryable, deadline, retries, dpop
                 )
         except TimeoutError as exc:
             raise APITimeoutError(
@@ -182,6 +189,7 @@ class BaseClient:
         retryable: bool,
         deadline: float,
         retries: RetryConfig | None,
+        dpop: DPoPToken | None = None,
     ) -> Exchange:
         retries = retries or self._retries
         error: APIConnectionError | APIStatusError | None = None
@@ -193,7 +201,12 @@ class BaseClient:
                 raise CircuitOpenError(f"circuit open for {self._base_url}; nothing sent")
             retry_after: float | None = None
             try:
-                answer = await self._attempt(method, url, headers, content, attempt)
+                if dpop is None:
+                    answer = await self._attempt(method, url, headers, content, attempt)
+                else:
+                    answer = await self._proved_attempt(
+                        method, url, headers, content, attempt, dpop
+                    )
             except APIConnectionError as exc:
                 self._breaker.failure(permit)
                 error = exc
@@ -227,6 +240,37 @@ class BaseClient:
                 raise error
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _proved_attempt(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+        attempt: int,
+        dpop: DPoPToken,
+    ) -> Exchange:
+        """One attempt with a fresh proof of ``dpop``'s key; once more, with a new proof, when
+        the backend asks for its newer nonce."""
+        answer = await self._attempt(
+            method, url, self._proved(headers, method, url, dpop), content, attempt
+        )
+        asked = asks_for_nonce(answer.status, answer.headers)
+        self._dpop_nonce = answer.headers.get("dpop-nonce") or self._dpop_nonce
+        if asked:
+            answer = await self._attempt(
+                method, url, self._proved(headers, method, url, dpop), content, attempt
+            )
+            self._dpop_nonce = answer.headers.get("dpop-nonce") or self._dpop_nonce
+        return answer
+
+    def _proved(
+        self, headers: dict[str, str], method: str, url: httpx.URL, dpop: DPoPToken
+    ) -> dict[str, str]:
+        proof = dpop.key.proof(
+            method, str(url), access_token=dpop.access_token, nonce=self._dpop_nonce
+        )
+        return {**headers, "DPoP": proof}
 
     async def _attempt(
         self,

@@ -16,6 +16,7 @@ import msgspec
 
 from upstream_client._calls import USER_AGENT, BaseClient, decode
 from upstream_client._config import RetryConfig
+from upstream_client._dpop import Credential
 from upstream_client._exceptions import APITimeoutError
 from upstream_client._models import (
     Cluster,
@@ -41,8 +42,9 @@ class BackendClient(BaseClient):
     """Async client of the backend flows API.
 
     One client serves many users: every call takes the caller's credential as ``token``
-    (a bearer JWT or an API key ``zen_key_…``) and an optional ``request_id`` sent as
-    ``X-Request-ID``. Ids are validated before any I/O (:class:`InvalidIdError`).
+    (a bearer JWT, an API key ``zen_key_…`` or a :class:`DPoPToken`) and an optional
+    ``request_id`` sent as ``X-Request-ID``. Ids are validated before any I/O
+    (:class:`InvalidIdError`).
 
     Reads, updates and deletes are retried on connection errors and on 408, 429, 502, 503 and
     504; creations too, because each carries an ``Idempotency-Key`` (the caller's, or one
@@ -86,7 +88,7 @@ class BackendClient(BaseClient):
         cluster_id: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
     ) -> FlowPage:
         """One page of the tenant's flows, optionally of one cluster (``limit`` 1 to 100)."""
@@ -117,7 +119,7 @@ class BackendClient(BaseClient):
         *,
         cluster_id: str | None = None,
         limit: int | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
     ) -> AsyncIterator[Flow]:
         """Every flow of the tenant (or of one cluster), fetching page after page."""
@@ -139,7 +141,7 @@ class BackendClient(BaseClient):
                 return
 
     async def get_flow(
-        self, tenant_id: str, flow_id: str, *, token: str, request_id: str | None = None
+        self, tenant_id: str, flow_id: str, *, token: Credential, request_id: str | None = None
     ) -> Flow:
         """One flow, with the ``etag`` to send back as ``if_match``."""
         answer = await self._call(
@@ -153,7 +155,7 @@ class BackendClient(BaseClient):
         body: FlowCreate,
         *,
         idempotency_key: str | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
     ) -> Flow:
         """Create a flow. Retries are safe: every attempt carries the same ``Idempotency-Key``."""
@@ -180,7 +182,7 @@ class BackendClient(BaseClient):
         *,
         if_match: str | None = None,
         idempotency_key: str | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
     ) -> Flow:
         """Replace a flow's fields; with ``if_match``, only if still that version (else 412)."""
@@ -204,7 +206,7 @@ class BackendClient(BaseClient):
         *,
         if_match: str | None = None,
         idempotency_key: str | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
     ) -> None:
         """Delete a flow; with ``if_match`` only if it is still that version (else 412)."""
@@ -223,7 +225,7 @@ class BackendClient(BaseClient):
         self,
         tenant_id: str,
         *,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
         retries: RetryConfig | None = None,
     ) -> list[Cluster]:
@@ -239,7 +241,7 @@ class BackendClient(BaseClient):
         tenant_id: str,
         *,
         cluster_id: str | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
         retries: RetryConfig | None = None,
     ) -> list[Ingester]:
@@ -251,7 +253,7 @@ class BackendClient(BaseClient):
         tenant_id: str,
         *,
         cluster_id: str | None = None,
-        token: str,
+        token: Credential,
         request_id: str | None = None,
         retries: RetryConfig | None = None,
     ) -> list[Destination]:

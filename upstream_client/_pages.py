@@ -9,6 +9,7 @@ import msgspec
 
 from upstream_client._calls import BaseClient, decode
 from upstream_client._config import RetryConfig
+from upstream_client._dpop import Credential
 from upstream_client._exceptions import ResponseValidationError
 from upstream_client._models import (
     Cluster,
@@ -60,7 +61,7 @@ async def collect(
     catalogue: Catalogue[_P, _T],
     tenant_id: str,
     cluster_id: str | None,
-    token: str,
+    token: Credential,
     request_id: str | None,
     retries: RetryConfig | None,
 ) -> list[_T]:

@@ -11,7 +11,8 @@ The rest of the gateway imports these names from here, never the modules behind 
   :func:`failure_page`, and their style sheet among :data:`routes`).
 
 Inside, one module per job: ``login`` (login and callback), ``user_sessions`` (who am I, the
-user's sessions, end one, end all), ``logout``, ``backchannel``, ``pages``, and what they share:
+user's sessions, end one, end all), ``session_events`` (the session, live), ``logout``,
+``backchannel``, ``pages``, and what they share:
 ``sign_outs`` (how sessions end), ``cookies``, ``authenticators``, ``csrf``, ``return_to``,
 ``principal``, ``user_agents``; the provider client in ``oidc`` over ``discovery`` (metadata
 and keys), ``token_endpoint`` (the calls that answer the client) and ``client_auth`` (how the

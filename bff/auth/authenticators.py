@@ -32,6 +32,7 @@ from ..state.sessions import Session, SessionStore, hash_session_id
 from .cookies import Cookies
 from .csrf import check_csrf
 from .discovery import Discovery, ProviderUnavailable
+from .dpop import DPoPKey
 from .jwt_validation import InvalidToken, JWKSUnavailable
 from .principal import Principal, tenants_from_claims
 from .token_endpoint import RefreshRejected, TokenEndpoint
@@ -53,6 +54,7 @@ def session_principal(session: Session) -> Principal:
         name=session.name,
         email=session.email,
         access_token=session.access_token,
+        dpop_key=DPoPKey.from_jwk(session.dpop_key) if session.dpop_key else None,
     )
 
 
@@ -68,6 +70,8 @@ class BearerAuthenticator:
             return None
         scheme, _, token = header.partition(" ")
         token = token.strip()
+        if scheme.lower() == "dpop":
+            raise _bound_token_refused()
         if scheme.lower() != "bearer" or not token:
             raise authentication_required(
                 "Use Authorization: Bearer <token>.", error="invalid_request"
@@ -86,6 +90,9 @@ class BearerAuthenticator:
                 raise InvalidToken("id-token", "an ID token is not a bearer token")
             if "events" in claims:
                 raise InvalidToken("logout-token", "a logout token is not a bearer token")
+            if "cnf" in claims:
+                logger.info("bearer token rejected: bound to a key (cnf)")
+                raise _bound_token_refused()
         except InvalidToken as exc:
             logger.info("bearer token rejected: %s", exc.reason)
             raise authentication_required(
@@ -102,6 +109,17 @@ class BearerAuthenticator:
             email=claims.get("email"),
             access_token=token,
         )
+
+
+def _bound_token_refused() -> ProblemError:
+    """A sender-constrained token (DPoP, RFC 9449; or certificate-bound, RFC 8705) offered by
+    an API caller. Accepting it as a bearer token would undo its binding, and relaying it would
+    need a proof of the caller's key for each backend URL, which only the caller can make."""
+    return authentication_required(
+        "This gateway takes bearer tokens only: a token bound to a key (DPoP or a certificate) "
+        "cannot be relayed on your behalf; ask the provider for an unbound token for this API.",
+        error="invalid_token",
+    )
 
 
 class SessionAuthenticator:
@@ -204,16 +222,17 @@ class SessionAuthenticator:
             # but not so close to it that it could expire on its way to the backend.
             left = (session.access_expires_at or 0.0) - self._clock()
             if self._relays_tokens and left <= RELAY_SAFETY_SECONDS:
-                await self._sessions.delete(raw_id)
+                await self._sessions.delete(raw_id, ending="expired")
                 raise session_expired(
                     "Your sign-in has expired.", clear_cookie=self.cookies.session
                 )
             return session
         try:
-            tokens = await self._tokens.refresh(session.refresh_token)
+            key = DPoPKey.from_jwk(session.dpop_key) if session.dpop_key else None
+            tokens = await self._tokens.refresh(session.refresh_token, key)
         except RefreshRejected:
             self._refreshes.labels("failed", "rejected").inc()
-            await self._sessions.delete(raw_id)
+            await self._sessions.delete(raw_id, ending="refresh-refused")
             raise session_expired(
                 "Your sign-in has expired; sign in again.", clear_cookie=self.cookies.session
             ) from None

@@ -76,9 +76,9 @@ class BackchannelLogout:
             return Response(status_code=503, headers={"Cache-Control": "no-store"})
         ended = 0
         if logout.sid:
-            ended += await self._store.delete_by_sid(logout.sid)
+            ended += await self._store.delete_by_sid(logout.sid, ending="backchannel-logout")
         elif logout.sub:
-            ended += await self._store.delete_by_sub(logout.sub)
+            ended += await self._store.delete_by_sub(logout.sub, ending="backchannel-logout")
         logger.info("back-channel logout ended %d session(s)", ended)
         await self._sign_outs.ended_by_provider(request, logout.sub, ended)
         return Response(status_code=200, headers={"Cache-Control": "no-store"})

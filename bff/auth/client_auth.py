@@ -9,7 +9,9 @@ Every call that authenticates the client (the code exchange, refresh, revocation
 - ``private_key_jwt`` (RFC 7523, OpenID Connect Core 9): a signed assertion per call, with the
   first key of ``[oidc].client_key_file``; every key of that file is published at
   ``/api/bff/v1/.well-known/client-jwks.json`` (:data:`bff.paths.CLIENT_JWKS_PATH`), so the next
-  key is listed there before it signs (put it second, then first);
+  key is listed there before it signs (put it second, then first, once the provider has fetched
+  the list again: it may keep a copy as long as its ``max-age`` of 300 s, and oidc-provider, for
+  one, refuses an assertion by a key it has not seen rather than fetch before then);
 - ``tls_client_auth`` (RFC 8705): the client's certificate in the TLS handshake with the
   provider's endpoints (or their ``mtls_endpoint_aliases``), the id in the form.
 
@@ -20,6 +22,7 @@ file and what is wrong with it. No key, assertion or secret is ever in a ``repr`
 from __future__ import annotations
 
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -245,12 +248,14 @@ def client_authentication(
 
 
 def provider_tls(settings: OidcSection) -> httpx.AsyncHTTPTransport | None:
-    """With ``tls_client_auth``, a transport that presents the client's certificate."""
-    if settings.client_auth != "tls_client_auth":
+    """The transport to the provider when it needs more than the defaults: the CAs of
+    ``[oidc].ca_file`` instead of the system's, and with ``tls_client_auth`` the client's
+    certificate. None otherwise."""
+    mutual = settings.client_auth == "tls_client_auth"
+    if not mutual and settings.ca_file is None:
         return None
-    import ssl
-
-    context = ssl.create_default_context()
-    assert settings.client_cert_file is not None and settings.client_key_file is not None
-    context.load_cert_chain(settings.client_cert_file, settings.client_key_file)
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if mutual:
+        assert settings.client_cert_file is not None and settings.client_key_file is not None
+        context.load_cert_chain(settings.client_cert_file, settings.client_key_file)
     return httpx.AsyncHTTPTransport(verify=context)

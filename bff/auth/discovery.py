@@ -43,6 +43,7 @@ class ProviderMetadata(msgspec.Struct, frozen=True):
     mtls_endpoint_aliases: dict[str, str] | None = None
     pushed_authorization_request_endpoint: str | None = None
     require_pushed_authorization_requests: bool = False
+    dpop_signing_alg_values_supported: list[str] | None = None
 
 
 class Discovery:

@@ -3,7 +3,8 @@
 One service per job, each given exactly what it uses when the app opens
 (:func:`open_sign_in`): :class:`~bff.auth.login.Login`,
 :class:`~bff.auth.user_sessions.UserSessions`, :class:`~bff.auth.logout.Logout`,
-:class:`~bff.auth.backchannel.BackchannelLogout`. How sessions end is theirs in common:
+:class:`~bff.auth.backchannel.BackchannelLogout`, and the session's live events,
+:class:`~bff.auth.session_events.SessionEvents`. How sessions end is theirs in common:
 :class:`~bff.auth.sign_outs.SignOuts`.
 """
 
@@ -29,6 +30,7 @@ from .cookies import Cookies
 from .login import Login
 from .logout import Logout
 from .oidc import OIDCClient
+from .session_events import SessionEvents
 from .sign_outs import SignOuts
 from .user_sessions import UserSessions
 
@@ -44,6 +46,7 @@ class SignIn:
     sessions: UserSessions
     logout: Logout
     backchannel: BackchannelLogout
+    events: SessionEvents
 
     async def client_jwks(self, request: Request) -> Response:
         """The keys a provider fetches to check this client's ``private_key_jwt`` assertions."""
@@ -74,6 +77,21 @@ def open_sign_in(
         clock=clock,
     )
     sign_outs = SignOuts(tokens=oidc.tokens, audit=audit, metrics=metrics)
+    sessions = UserSessions(
+        settings,
+        session_auth=session_auth,
+        store=stores.sessions,
+        cookies=cookies,
+        sign_outs=sign_outs,
+    )
+    events = SessionEvents(
+        settings,
+        session_auth=session_auth,
+        store=stores.sessions,
+        ends_at=sessions.ends_at,
+        clock=clock,
+    )
+    stores.invalidation.watch(events)
     return SignIn(
         oidc=oidc,
         session_auth=session_auth,
@@ -86,13 +104,7 @@ def open_sign_in(
             audit=audit,
             metrics=metrics,
         ),
-        sessions=UserSessions(
-            settings,
-            session_auth=session_auth,
-            store=stores.sessions,
-            cookies=cookies,
-            sign_outs=sign_outs,
-        ),
+        sessions=sessions,
         logout=Logout(
             settings, oidc=oidc, store=stores.sessions, cookies=cookies, sign_outs=sign_outs
         ),
@@ -104,6 +116,7 @@ def open_sign_in(
             sign_outs=sign_outs,
             clock=clock,
         ),
+        events=events,
     )
 
 
@@ -120,6 +133,7 @@ routes = [
     Route("/auth/login", _on(lambda s: s.login.start), methods=["GET"]),
     Route("/auth/callback", _on(lambda s: s.login.callback), methods=["GET"]),
     Route("/auth/session", _on(lambda s: s.sessions.whoami), methods=["GET"]),
+    Route("/auth/session/events", _on(lambda s: s.events.stream), methods=["GET"]),
     Route("/auth/logout", _on(lambda s: s.logout.logout), methods=["POST"]),
     Route("/auth/sessions", _on(lambda s: s.sessions.list), methods=["GET"]),
     Route("/auth/sessions", _on(lambda s: s.sessions.end_all), methods=["DELETE"]),

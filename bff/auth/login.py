@@ -24,6 +24,7 @@ from ..state.logins import LOGIN_TTL, LoginRequest, LoginStore
 from ..state.sessions import Session, SessionStore
 from .cookies import Cookies
 from .discovery import ProviderUnavailable
+from .dpop import DPoPKey
 from .oidc import OIDCClient
 from .principal import tenants_from_claims
 from .return_to import safe_return_to
@@ -140,8 +141,8 @@ class Login:
         # A fresh id for every sign-in: an id planted before it (fixation) is worthless.
         previous = request.cookies.get(self._cookies.session)
         if previous:
-            await self._sessions.delete(previous)
-        session = self._new_session(tokens, claims)
+            await self._sessions.delete(previous, ending="signed-in-again")
+        session = self._new_session(tokens, claims, login.dpop_key)
         session.user_agent = kept(request.headers.get("user-agent"))
         raw_id = await self._sessions.create(session)
         response = RedirectResponse(login.return_to, status_code=302)
@@ -157,7 +158,8 @@ class Login:
             await self._oidc.check_response_issuer(request.query_params.get("iss"))
             tokens, claims = await self._oidc.finish_login(login, code, self._redirect_uri)
             if self._tenants_claim not in claims and tokens.access_token:
-                userinfo = await self._oidc.tokens.userinfo(tokens.access_token)
+                key = DPoPKey.from_jwk(login.dpop_key) if login.dpop_key else None
+                userinfo = await self._oidc.tokens.userinfo(tokens.access_token, key)
                 # OpenID Connect Core 5.3.2: an answer about another subject must not be used.
                 if userinfo.get("sub") == claims["sub"]:
                     claims = {**userinfo, **claims}
@@ -182,7 +184,9 @@ class Login:
             )
         return tokens, claims
 
-    def _new_session(self, tokens: TokenSet, claims: dict[str, Any]) -> Session:
+    def _new_session(
+        self, tokens: TokenSet, claims: dict[str, Any], dpop_key: str | None
+    ) -> Session:
         tenants = tenants_from_claims(claims, self._tenants_claim)
         return Session(
             sub=claims["sub"],
@@ -194,6 +198,7 @@ class Login:
             refresh_token=tokens.refresh_token,
             access_expires_at=tokens.expires_at,
             access_lifetime=tokens.lifetime,
+            dpop_key=dpop_key,
             sid=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
             auth_time=_time(claims.get("auth_time")),
             acr=claims.get("acr") if isinstance(claims.get("acr"), str) else None,

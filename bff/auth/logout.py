@@ -44,7 +44,7 @@ class Logout:
         if raw_id:
             check_csrf(request, self._allowed_origins)
             session = await self._store.get(raw_id)
-            await self._store.delete(raw_id)
+            await self._store.delete(raw_id, ending="signed-out")
             if session is not None:
                 handle = self._store.handle(raw_id)
                 await self._sign_outs.ended(

@@ -27,6 +27,8 @@ from ..settings import ConfigError, OidcSection
 from ..state.logins import LoginRequest
 from .client_auth import ClientAuthentication, ClientSecretBasic, client_authentication
 from .discovery import Discovery, ProviderMetadata, ProviderUnavailable
+from .dpop import ALGORITHM as DPOP_ALGORITHM
+from .dpop import DPoPKey
 from .jwt_validation import InvalidToken, JWKSUnavailable
 from .token_endpoint import (
     ClientMethodRefused,
@@ -56,10 +58,16 @@ class OIDCClient:
         token_params: dict[str, str] | None = None,
         client_auth: ClientAuthentication | None = None,
         par: str = "never",
+        dpop: bool = False,
+        fapi2: bool = False,
     ) -> None:
         self.client_id = client_id
         self.scopes = scopes
         self.par = par
+        self.dpop = dpop
+        """Bind each session's tokens to a key of its own (RFC 9449)."""
+        self.fapi2 = fapi2
+        """``[oidc].profile = "fapi2"``: an authorization response must name its issuer."""
         self.authorization_params = authorization_params or {}
         """Sent with every sign-in (``[oidc].prompt``, ``extra_authorization_params``)."""
         self._clock = clock
@@ -99,14 +107,17 @@ class OIDCClient:
             token_params={"resource": resource} if resource else None,
             client_auth=client_authentication(settings, clock=clock),
             par=settings.par,
+            dpop=settings.dpop,
+            fapi2=settings.profile == "fapi2",
         )
 
     async def refuse_unless_taken(self) -> None:
         """At start: :class:`~bff.settings.ConfigError` when the provider says it does not take
-        ``[oidc].client_auth``; a provider that does not answer yet is asked again at the first
-        sign-in, and by ``/readyz``. The default method is not asked about at start (a provider
-        that lists none takes it, RFC 8414), so the provider is contacted first when needed."""
-        if self.tokens.method == "client_secret_basic":
+        ``[oidc].client_auth``, DPoP or what the FAPI 2.0 profile needs; a provider that does not
+        answer yet is asked again at the first sign-in, and by ``/readyz``. The defaults are not
+        asked about at start (a provider that lists no method takes the default, RFC 8414), so
+        the provider is contacted first when needed."""
+        if self.tokens.method == "client_secret_basic" and not self.dpop and not self.fapi2:
             return
         try:
             async with asyncio.timeout(2.0):
@@ -117,9 +128,39 @@ class OIDCClient:
             logger.warning("the provider does not answer yet; its metadata is read when needed")
             return
         try:
-            await self.tokens.check_method()
+            metadata = await self.tokens.check_method()
         except ClientMethodRefused as exc:
             raise ConfigError(str(exc)) from None
+        missing = self.missing(metadata)
+        if missing:
+            raise ConfigError(missing[0])
+
+    def missing(self, metadata: ProviderMetadata) -> list[str]:
+        """What the settings ask of the provider that its metadata says it does not offer."""
+        missing = []
+        if self.dpop and DPOP_ALGORITHM not in (metadata.dpop_signing_alg_values_supported or []):
+            missing.append(
+                f"[oidc].dpop: the provider does not take {DPOP_ALGORITHM} DPoP proofs (its "
+                "dpop_signing_alg_values_supported: "
+                f"{', '.join(metadata.dpop_signing_alg_values_supported or []) or 'none'})"
+            )
+        if self.fapi2:
+            if metadata.pushed_authorization_request_endpoint is None:
+                missing.append(
+                    '[oidc].profile = "fapi2": the provider offers no pushed authorization '
+                    "requests (pushed_authorization_request_endpoint)"
+                )
+            if not metadata.authorization_response_iss_parameter_supported:
+                missing.append(
+                    '[oidc].profile = "fapi2": the provider does not say it names itself in '
+                    "authorization responses (authorization_response_iss_parameter_supported)"
+                )
+            if "S256" not in (metadata.code_challenge_methods_supported or []):
+                missing.append(
+                    '[oidc].profile = "fapi2": the provider does not list PKCE S256 '
+                    "(code_challenge_methods_supported)"
+                )
+        return missing
 
     def client_jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The public keys of this client's assertions (none unless ``private_key_jwt``)."""
@@ -135,6 +176,7 @@ class OIDCClient:
         """
         metadata = await self.discovery.metadata()
         params = {**self.authorization_params, **(options or {})}
+        key = DPoPKey.generate() if self.dpop else None
         login = LoginRequest(
             state=generate_token(32),
             nonce=generate_token(32),
@@ -142,6 +184,7 @@ class OIDCClient:
             return_to=return_to,
             created_at=self._clock(),
             silent=params.get("prompt") == "none",
+            dpop_key=key.to_jwk() if key is not None else None,
         )
         request = {
             "client_id": self.client_id,
@@ -157,9 +200,12 @@ class OIDCClient:
         endpoint = metadata.authorization_endpoint
         if self._pushes(metadata):
             # RFC 9126: the parameters go over the back channel; the browser carries a reference.
-            request_uri = await self.tokens.push(request)
+            # With DPoP, the proof sent with them binds the code to the session's key.
+            request_uri = await self.tokens.push(request, key)
             query = urlencode({"client_id": self.client_id, "request_uri": request_uri})
             return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}", login
+        if key is not None:
+            request["dpop_jkt"] = key.thumbprint  # RFC 9449 10: the code is bound to the key
         return prepare_grant_uri(endpoint, **request), login
 
     def _pushes(self, metadata: ProviderMetadata) -> bool:
@@ -169,8 +215,10 @@ class OIDCClient:
             raise ParRefused(
                 "the provider requires pushed authorization requests, and [oidc].par is 'never'"
             )
-        return self.par == "always" or (
-            self.par == "auto" and metadata.pushed_authorization_request_endpoint is not None
+        return (
+            self.par == "always"
+            or self.fapi2
+            or (self.par == "auto" and metadata.pushed_authorization_request_endpoint is not None)
         )
 
     async def check_response_issuer(self, iss: str | None) -> None:
@@ -178,7 +226,7 @@ class OIDCClient:
         that says it sends one must send it. :class:`LoginError` otherwise (a mix-up)."""
         metadata = await self.discovery.metadata()
         if iss is None:
-            if metadata.authorization_response_iss_parameter_supported:
+            if self.fapi2 or metadata.authorization_response_iss_parameter_supported:
                 raise LoginError("the authorization response has no iss (RFC 9207)")
             return
         if iss.rstrip("/") != self.discovery.issuer:
@@ -189,7 +237,10 @@ class OIDCClient:
     ) -> tuple[TokenSet, dict[str, Any]]:
         """Exchange the code and validate the ID token; returns the tokens and the ID claims."""
         tokens = await self.tokens.exchange(
-            code, redirect_uri=redirect_uri, code_verifier=login.code_verifier
+            code,
+            redirect_uri=redirect_uri,
+            code_verifier=login.code_verifier,
+            dpop=DPoPKey.from_jwk(login.dpop_key) if login.dpop_key else None,
         )
         if not tokens.id_token:
             raise LoginError("the provider returned no ID token")

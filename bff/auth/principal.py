@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 
 from ..problems import ProblemError
+from .dpop import DPoPKey
 
 READ_SCOPES = frozenset({"read:delivery-flows", "read:*", "admin:delivery-flows"})
 WRITE_SCOPES = frozenset({"write:delivery-flows", "admin:delivery-flows"})
@@ -36,6 +37,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     email: str | None = None
     access_token: str | None = msgspec.field(default=None)
+    dpop_key: DPoPKey | None = None
+    """The key the access token is bound to (RFC 9449); None for a bearer token."""
 
     def __repr__(self) -> str:  # the access token must never reach a log line
         return f"Principal(subject={self.subject!r}, via={self.via!r})"

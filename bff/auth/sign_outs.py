@@ -3,7 +3,8 @@ refresh token revoked at the provider.
 
 The user signing out (:mod:`bff.auth.logout`), ending one of their sessions or all of them
 (:mod:`bff.auth.user_sessions`), and the provider's back-channel logout
-(:mod:`bff.auth.backchannel`) all go through :class:`SignOuts`.
+(:mod:`bff.auth.backchannel`) all go through :class:`SignOuts`. The dashboard's open tabs hear
+of each end from the session store, which announces it with why (:mod:`bff.auth.session_events`).
 """
 
 from __future__ import annotations

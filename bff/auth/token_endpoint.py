@@ -12,6 +12,7 @@ exceptions each caller acts on::
     │   ├── UserinfoRefused   the userinfo endpoint refused a fresh access token (a 4xx)
     │   └── ParRefused        the provider refused the pushed authorization request
     ├── TokenError            the token endpoint answered an OAuth error code (the message)
+    │   └── NotBound          tokens asked for with a DPoP proof came back unbound
     └── RefreshRejected       the provider refused the refresh token: the session is over
 
 where ``ProviderUnavailable`` means the provider cannot be reached or answers outside the
@@ -35,6 +36,7 @@ from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
 from .client_auth import ClientAuthentication, PrivateKeyJwt, client_jwks
 from .discovery import Discovery, ProviderMetadata, ProviderUnavailable
+from .dpop import DPoPKey, Nonces
 
 logger = logging.getLogger("bff.oidc")
 
@@ -51,6 +53,7 @@ class TokenSet(msgspec.Struct, frozen=True):
     expires_at: float | None
     lifetime: float | None = None
     """Seconds the access token was good for when issued (what the refresh margin scales to)."""
+    token_type: str | None = None
 
 
 class LoginError(Exception):
@@ -71,6 +74,10 @@ class ParRefused(LoginError):
 
 class TokenError(Exception):
     """The token endpoint answered with an OAuth error code (the message)."""
+
+
+class NotBound(TokenError):
+    """Tokens asked for with a DPoP proof came back as another type (RFC 9449 5)."""
 
 
 class RefreshRejected(Exception):
@@ -96,6 +103,7 @@ class TokenEndpoint:
         self._http = http
         self._clock = clock
         self.token_params = token_params or {}
+        self._nonces = Nonces()
         self.client_refused = False
         """The token endpoint last answered ``invalid_client``: the credentials are wrong."""
 
@@ -126,20 +134,44 @@ class TokenEndpoint:
     ) -> tuple[str, httpx.Auth, dict[str, str]]:
         """Where a call that authenticates the client goes (with ``tls_client_auth``, the
         endpoint's RFC 8705 alias when there is one), and what proves the client there."""
-        if self._client.method == "tls_client_auth":
-            endpoint = (metadata.mtls_endpoint_aliases or {}).get(name, endpoint)
-        algorithms = metadata.token_endpoint_auth_signing_alg_values_supported
-        auth, fields = self._client.credentials(endpoint, algorithms=algorithms)
-        return endpoint, auth, fields
+        endpoint = self._endpoint(name, endpoint, metadata)
+        return endpoint, *self._credentials(endpoint, metadata)
 
-    async def _request(self, grant_type: str, **params: str) -> dict[str, Any]:
-        """POST to the token endpoint; OAuth errors become :class:`TokenError`."""
+    def _endpoint(self, name: str, endpoint: str, metadata: ProviderMetadata) -> str:
+        if self._client.method == "tls_client_auth":
+            return (metadata.mtls_endpoint_aliases or {}).get(name, endpoint)
+        return endpoint
+
+    def _credentials(
+        self, endpoint: str, metadata: ProviderMetadata
+    ) -> tuple[httpx.Auth, dict[str, str]]:
+        """What proves the client at ``endpoint``, for one request: a client assertion is
+        spent by the request that carries it (RFC 7523 3: the provider remembers its ``jti``)."""
+        algorithms = metadata.token_endpoint_auth_signing_alg_values_supported
+        return self._client.credentials(endpoint, algorithms=algorithms)
+
+    async def _request(
+        self, grant_type: str, dpop: DPoPKey | None = None, **params: str
+    ) -> dict[str, Any]:
+        """POST to the token endpoint (with a proof of ``dpop``); OAuth errors become
+        :class:`TokenError`, and a DPoP request answered with another token type too."""
         metadata = await self.check_method()
-        endpoint, auth, fields = await self._authenticated(
-            "token_endpoint", metadata.token_endpoint, metadata
-        )
-        body = prepare_token_request(grant_type, **params, **fields)
-        status, token = await self._post("token endpoint", endpoint, body, auth)
+        endpoint = self._endpoint("token_endpoint", metadata.token_endpoint, metadata)
+
+        def form() -> tuple[httpx.Auth, str]:
+            auth, fields = self._credentials(endpoint, metadata)
+            return auth, prepare_token_request(grant_type, **params, **fields)
+
+        status, token = await self._post("token endpoint", endpoint, form, dpop)
+        if dpop is not None and status == 200 and "error" not in token:
+            token_type = token.get("token_type")
+            if not isinstance(token_type, str) or token_type.lower() != "dpop":
+                # RFC 9449 5: the provider did not bind the token to our key; a bearer token is
+                # not what [oidc].dpop promises, so it is not used.
+                raise NotBound(
+                    "the provider did not bind the tokens to the DPoP key (token_type "
+                    f"{token_type!r}): it must support DPoP, or set [oidc].dpop = false"
+                )
         if "error" in token or status != 200:
             error = str(token.get("error", "invalid_request"))
             if error == "invalid_client" and not self.client_refused:
@@ -155,46 +187,66 @@ class TokenEndpoint:
         return token
 
     async def _post(
-        self, what: str, endpoint: str, form: str, auth: httpx.Auth
+        self,
+        what: str,
+        endpoint: str,
+        form: Callable[[], tuple[httpx.Auth, str]],
+        dpop: DPoPKey | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """POST a form to one of the provider's endpoints; the status and the JSON object it
         answered. :class:`ProviderUnavailable` when it cannot be reached, answers without a
-        JSON object, or answers 5xx."""
-        try:
-            response = await self._http.post(
-                endpoint,
-                content=form,
-                headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "Accept": "application/json",
-                },
-                auth=auth,
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"{what} unreachable: {type(exc).__name__}") from exc
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ProviderUnavailable(f"{what} answered {response.status_code} without JSON")
-        if response.status_code >= 500:
-            raise ProviderUnavailable(f"{what} answered {response.status_code}")
+        JSON object, or answers 5xx. ``form()`` gives each request's authentication and body.
+
+        With ``dpop``, the request carries a proof with the provider's latest nonce; asked for
+        a newer one (``use_dpop_nonce``, RFC 9449 8), it is sent once more with that, and with
+        new client credentials (the first request spent its assertion, even though refused)."""
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+        for attempt in (1, 2):
+            if dpop is not None:
+                nonce = self._nonces.get(endpoint)
+                headers["DPoP"] = dpop.proof("POST", endpoint, nonce=nonce, now=self._clock())
+            auth, content = form()
+            try:
+                response = await self._http.post(
+                    endpoint, content=content, headers=headers, auth=auth
+                )
+            except httpx.HTTPError as exc:
+                raise ProviderUnavailable(f"{what} unreachable: {type(exc).__name__}") from exc
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict):
+                raise ProviderUnavailable(f"{what} answered {response.status_code} without JSON")
+            if response.status_code >= 500:
+                raise ProviderUnavailable(f"{what} answered {response.status_code}")
+            renewed = dpop is not None and self._nonces.remember(endpoint, response.headers)
+            if attempt == 1 and renewed and answer.get("error") == "use_dpop_nonce":
+                continue
+            return response.status_code, answer
         return response.status_code, answer
 
-    async def push(self, params: dict[str, str]) -> str:
+    async def push(self, params: dict[str, str], dpop: DPoPKey | None = None) -> str:
         """A pushed authorization request (RFC 9126): the ``request_uri`` the browser carries
-        instead of ``params``. :class:`LoginError` with the provider's reason if it refuses."""
+        instead of ``params``; with ``dpop``, its code is bound to that key (RFC 9449 10.1).
+        :class:`LoginError` with the provider's reason if it refuses."""
         metadata = await self.check_method()
         if not metadata.pushed_authorization_request_endpoint:
             raise ParRefused("the provider offers no pushed authorization requests")
-        endpoint, auth, fields = await self._authenticated(
+        endpoint = self._endpoint(
             "pushed_authorization_request_endpoint",
             metadata.pushed_authorization_request_endpoint,
             metadata,
         )
-        body = urlencode({**params, **fields})
-        status, answer = await self._post("PAR endpoint", endpoint, body, auth)
+
+        def form() -> tuple[httpx.Auth, str]:
+            auth, fields = self._credentials(endpoint, metadata)
+            return auth, urlencode({**params, **fields})
+
+        status, answer = await self._post("PAR endpoint", endpoint, form, dpop)
         request_uri = answer.get("request_uri")
         if status in (200, 201) and isinstance(request_uri, str) and request_uri:
             return request_uri
@@ -217,24 +269,30 @@ class TokenEndpoint:
             return str(exc) != "invalid_client"
         return True
 
-    async def exchange(self, code: str, *, redirect_uri: str, code_verifier: str) -> TokenSet:
-        """The tokens for an authorization code (with its PKCE verifier)."""
+    async def exchange(
+        self, code: str, *, redirect_uri: str, code_verifier: str, dpop: DPoPKey | None = None
+    ) -> TokenSet:
+        """The tokens for an authorization code (with its PKCE verifier), bound to ``dpop``."""
         try:
             token = await self._request(
                 "authorization_code",
+                dpop,
                 code=code,
                 redirect_uri=redirect_uri,
                 code_verifier=code_verifier,
                 **self.token_params,
             )
+        except NotBound as exc:
+            raise LoginError(str(exc)) from exc
         except TokenError as exc:
             raise LoginError(f"the provider refused the code: {exc}") from exc
         return _token_set(token, self._clock())
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
+    async def refresh(self, refresh_token: str, dpop: DPoPKey | None = None) -> TokenSet:
+        """New tokens for a session's refresh token, bound to its key ``dpop``."""
         try:
             token = await self._request(
-                "refresh_token", refresh_token=refresh_token, **self.token_params
+                "refresh_token", dpop, refresh_token=refresh_token, **self.token_params
             )
         except TokenError as exc:
             if str(exc) in {"invalid_grant", "invalid_token", "unauthorized_client"}:
@@ -265,16 +323,33 @@ class TokenEndpoint:
         except (httpx.HTTPError, ProviderUnavailable) as exc:
             logger.warning("refresh token revocation failed: %s", type(exc).__name__)
 
-    async def userinfo(self, access_token: str) -> dict[str, Any]:
-        """The userinfo claims; :class:`UserinfoRefused` when the provider refuses the token (a
-        4xx: a sign-in that cannot complete), :class:`ProviderUnavailable` when it fails."""
+    async def userinfo(self, access_token: str, dpop: DPoPKey | None = None) -> dict[str, Any]:
+        """The userinfo claims (an access token bound to ``dpop`` goes with a proof);
+        :class:`UserinfoRefused` when the provider refuses the token (a 4xx: a sign-in that
+        cannot complete), :class:`ProviderUnavailable` when it fails."""
         metadata = await self._discovery.metadata()
-        if not metadata.userinfo_endpoint:
+        endpoint = metadata.userinfo_endpoint
+        if not endpoint:
             return {}
         try:
-            response = await self._http.get(
-                metadata.userinfo_endpoint, headers={"Authorization": f"Bearer {access_token}"}
-            )
+            for attempt in (1, 2):
+                headers = {"Authorization": f"Bearer {access_token}"}
+                if dpop is not None:
+                    headers = {
+                        "Authorization": f"DPoP {access_token}",
+                        "DPoP": dpop.proof(
+                            "GET",
+                            endpoint,
+                            access_token=access_token,
+                            nonce=self._nonces.get(endpoint),
+                            now=self._clock(),
+                        ),
+                    }
+                response = await self._http.get(endpoint, headers=headers)
+                renewed = dpop is not None and self._nonces.remember(endpoint, response.headers)
+                challenge = response.headers.get("www-authenticate", "")
+                if not (attempt == 1 and renewed and "use_dpop_nonce" in challenge):
+                    break
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"userinfo failed: {type(exc).__name__}") from exc
         if 400 <= response.status_code < 500:
@@ -303,6 +378,7 @@ def _token_set(token: dict[str, Any], now: float) -> TokenSet:
         id_token=token.get("id_token"),
         expires_at=expires,
         lifetime=expires - now if expires is not None and expires > now else None,
+        token_type=token.get("token_type") if isinstance(token.get("token_type"), str) else None,
     )
 
 

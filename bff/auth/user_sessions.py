@@ -79,7 +79,7 @@ class UserSessions:
                 }
                 for tenant, scopes in sorted(principal.tenants.items())
             ],
-            expires_at=_iso(self._ends_at(session)),
+            expires_at=_iso(self.ends_at(session)),
             auth_time=_iso(session.auth_time or session.created_at),
             acr=session.acr,
             refreshable=session.refresh_token is not None,
@@ -101,7 +101,7 @@ class UserSessions:
                 user_agent=other.user_agent,
                 created_at=_iso(other.created_at),
                 last_seen_at=_iso(other.last_seen_at),
-                expires_at=_iso(self._ends_at(other)),
+                expires_at=_iso(self.ends_at(other)),
             )
             for handle, other in await self.store.sessions_of(session.sub)
         ]
@@ -115,7 +115,7 @@ class UserSessions:
         """End one of the user's sessions, on whatever device it is; 404 unless it is theirs."""
         raw_id, session = await self._signed_in(request)
         handle = request.path_params["sessionId"]
-        ended = await self.store.delete_handle(session.sub, handle)
+        ended = await self.store.delete_handle(session.sub, handle, ending="revoked")
         if ended is None:
             raise ProblemError(404, "not-found", "You have no session with this id.")
         await self._sign_outs.ended(
@@ -130,7 +130,7 @@ class UserSessions:
         """Sign out everywhere: every session of the user ends, this one included."""
         _, session = await self._signed_in(request)
         ended = await self.store.sessions_of(session.sub)
-        await self.store.delete_by_sub(session.sub)
+        await self.store.delete_by_sub(session.sub, ending="signed-out-everywhere")
         await self._sign_outs.ended(request, "revoked", ended, event="session.revoke", status=200)
         response = Response(
             msgspec.json.encode({"revoked": len(ended)}), media_type="application/json"
@@ -144,7 +144,7 @@ class UserSessions:
             raise authentication_required()
         return current
 
-    def _ends_at(self, session: Session) -> float:
+    def ends_at(self, session: Session) -> float:
         """When this session stops working, honestly: relaying the user's token without a
         refresh token, it ends with that token, whatever the session store would allow."""
         ends = self.store.expires_at(session)

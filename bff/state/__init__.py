@@ -11,7 +11,8 @@ pending sign-ins   :mod:`bff.state.logins`         state, nonce and PKCE verifie
 refresh locks      :mod:`bff.state.refresh_locks`  who may refresh a session's tokens now
 replay cache       :mod:`bff.state.replay`         ids of one-time tokens already used
 invalidation       :mod:`bff.state.invalidation`   "this cluster was written", "this session
-                                                  changed" to every instance
+                                                  changed" (or "ended, and why") to every
+                                                  instance and its event streams
 rate limiter       :mod:`bff.state.rate_limit`     calls per caller and minute
 =================  ==============================  =========================================
 
@@ -121,9 +122,13 @@ async def open_stores(
                 else None,
             )
         else:
+            local = MemoryInvalidation(forget)
             stores = Stores(
                 sessions=MemorySessionStore(
-                    idle_timeout=idle, absolute_timeout=absolute, clock=clock
+                    idle_timeout=idle,
+                    absolute_timeout=absolute,
+                    clock=clock,
+                    announce=local.sessions_changed,
                 ),
                 logins=MemoryLoginStore(
                     total=sessions_config.max_pending_sign_ins,
@@ -131,7 +136,7 @@ async def open_stores(
                 ),
                 refresh_lock=MemoryRefreshLock(),
                 replay_cache=MemoryReplayCache(),
-                invalidation=MemoryInvalidation(forget),
+                invalidation=local,
                 rate_limiter=MemoryRateLimiter(limit, clock=clock) if limit else None,
             )
         yield stores

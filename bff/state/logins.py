@@ -35,6 +35,11 @@ class LoginRequest(msgspec.Struct, frozen=True):
     created_at: float
     silent: bool = False
     """Sent with ``prompt=none``: a refusal that needs the user falls back to a sign-in."""
+    dpop_key: str | None = None
+    """With ``[oidc].dpop``: the private JWK the sign-in's tokens are bound to (sealed at rest)."""
+
+    def __repr__(self) -> str:  # the verifier and the key must never reach a log line
+        return f"LoginRequest(return_to={self.return_to!r}, silent={self.silent!r})"
 
 
 def _key(handle: str) -> str:

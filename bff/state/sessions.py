@@ -13,7 +13,9 @@ tokens next to it. Two stores implement one protocol and pass one test suite:
 Both enforce the idle and absolute timeouts against an injectable clock on every `get` (Redis:
 the idle one to within `touch_interval`); Redis TTLs only collect garbage. Errors: the stores
 raise no exceptions of their own. A Redis outage surfaces as `redis.exceptions.RedisError` from
-the call that needed Redis; `ping()` reports it as `False`.
+the call that needed Redis; `ping()` reports it as `False`. Both announce every change or end
+of a session (`Announce`; an end says why, `Ending`), which the event streams of
+`GET /auth/session/events` follow.
 
 Longer than the other stores (about 700 lines) on purpose: the record, its id rules, the timeout
 policy and both backends stay side by side, because the two backends must agree on every one of
@@ -30,7 +32,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 from redis.asyncio import Redis
@@ -39,10 +41,27 @@ from redis.exceptions import RedisError
 from .near_cache import Copy, NearCache
 from .sealing import KeyRing, Unsealable
 
-Announce = Callable[[list[str]], Awaitable[None]]
-"""Tells every instance that the sessions of these handles changed or ended."""
+Ending = Literal[
+    "signed-out",
+    "signed-out-everywhere",
+    "revoked",
+    "backchannel-logout",
+    "refresh-refused",
+    "signed-in-again",
+    "expired",
+    "unknown",
+]
+"""Why a session ended: its browser signed out (``POST /auth/logout``), the user signed out
+everywhere, the user ended it from their list of sessions, the provider ended it (back-channel
+logout), the provider refused to renew its tokens, its browser signed in again (a new session
+replaces it), it timed out; ``unknown`` when it is gone and nobody said why (a record that can no
+longer be read, or an announcement missed while the invalidation channel was down)."""
+
+Announce = Callable[[list[str], Ending | None], Awaitable[None]]
+"""Tells every instance that the sessions of these handles changed (``None``), or ended and why."""
 
 __all__ = [
+    "Ending",
     "MemorySessionStore",
     "RedisSessionStore",
     "Session",
@@ -77,6 +96,8 @@ class Session(msgspec.Struct, kw_only=True):
     access_expires_at: float | None = None
     access_lifetime: float | None = None
     """What the access token was good for when issued: the refresh margin scales to it."""
+    dpop_key: str | None = None
+    """With ``[oidc].dpop``: the private JWK the tokens are bound to (RFC 9449)."""
     auth_time: float | None = None
     """When the user last authenticated at the provider (the ID token's ``auth_time``)."""
     acr: str | None = None
@@ -97,7 +118,7 @@ class Session(msgspec.Struct, kw_only=True):
             f"Session(sub={self.sub!r}, name={self.name!r}, email={self.email!r}, "
             f"tenants={self.tenants!r}, id_token={secret(self.id_token)}, "
             f"access_token={secret(self.access_token)}, "
-            f"refresh_token={secret(self.refresh_token)}, "
+            f"refresh_token={secret(self.refresh_token)}, dpop_key={secret(self.dpop_key)}, "
             f"access_expires_at={self.access_expires_at!r}, sid={self.sid!r}, "
             f"created_at={self.created_at!r}, last_seen_at={self.last_seen_at!r})"
         )
@@ -142,15 +163,18 @@ class SessionStore(Protocol):
         """
         ...
 
-    async def delete(self, raw_id: str) -> None:
-        """Delete the session for a raw id (no error when it is already gone)."""
+    async def delete(self, raw_id: str, *, ending: Ending = "unknown") -> None:
+        """Delete the session for a raw id (no error when it is already gone).
+
+        Every delete says why the session ends (``ending``): it is announced with it, to the
+        event streams that follow the session on every instance."""
         ...
 
-    async def delete_by_sid(self, sid: str) -> int:
+    async def delete_by_sid(self, sid: str, *, ending: Ending = "unknown") -> int:
         """Delete every session of one IdP session (`sid`); return how many were deleted."""
         ...
 
-    async def delete_by_sub(self, sub: str) -> int:
+    async def delete_by_sub(self, sub: str, *, ending: Ending = "unknown") -> int:
         """Delete every session of one user (`sub`); return how many were deleted."""
         ...
 
@@ -163,7 +187,9 @@ class SessionStore(Protocol):
         """Every live session of one user with its handle, the most recently used first."""
         ...
 
-    async def delete_handle(self, sub: str, handle: str) -> Session | None:
+    async def delete_handle(
+        self, sub: str, handle: str, *, ending: Ending = "unknown"
+    ) -> Session | None:
         """Delete one session of this user by handle; what it was, or None when the user has
         no such session (another user's handle is no exception)."""
         ...
@@ -217,6 +243,8 @@ class MemorySessionStore(_Timeouts):
 
     Records are kept encoded, so callers never share mutable state with the store; the last
     activity is kept beside them, so that a lookup, which slides it, does not encode anything.
+    Every change or end of a session is `announce`d, as in Redis, for this process's event
+    streams.
     """
 
     def __init__(
@@ -226,11 +254,13 @@ class MemorySessionStore(_Timeouts):
         absolute_timeout: float,
         clock: Callable[[], float] = time.time,
         max_size: int = 100_000,
+        announce: Announce | None = None,
     ) -> None:
         super().__init__(idle_timeout, absolute_timeout, clock)
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
+        self._announce = announce
         self._records: OrderedDict[str, bytes] = OrderedDict()
         self._seen: dict[str, float] = {}
         self._by_sid: dict[str, set[str]] = {}
@@ -325,21 +355,31 @@ class MemorySessionStore(_Timeouts):
             key,
             msgspec.structs.replace(session, created_at=current.created_at, last_seen_at=now),
         )
+        await self._changed([key], None)
         return True
 
-    async def delete(self, raw_id: str) -> None:
+    async def _changed(self, keys: list[str], ending: Ending | None) -> None:
+        if keys and self._announce is not None:
+            await self._announce(keys, ending)
+
+    async def _delete_all(self, keys: list[str], ending: Ending) -> int:
+        deleted = [key for key in keys if self._remove(key)]
+        await self._changed(deleted, ending)
+        return len(deleted)
+
+    async def delete(self, raw_id: str, *, ending: Ending = "unknown") -> None:
         """Delete the session for a raw id (no error when it is already gone)."""
         key = self.handle(raw_id)
         if key is not None:
-            self._remove(key)
+            await self._delete_all([key], ending)
 
-    async def delete_by_sid(self, sid: str) -> int:
+    async def delete_by_sid(self, sid: str, *, ending: Ending = "unknown") -> int:
         """Delete every session of one IdP session; return how many were deleted."""
-        return sum(self._remove(key) for key in list(self._by_sid.get(sid, ())))
+        return await self._delete_all(list(self._by_sid.get(sid, ())), ending)
 
-    async def delete_by_sub(self, sub: str) -> int:
+    async def delete_by_sub(self, sub: str, *, ending: Ending = "unknown") -> int:
         """Delete every session of one user; return how many were deleted."""
-        return sum(self._remove(key) for key in list(self._by_sub.get(sub, ())))
+        return await self._delete_all(list(self._by_sub.get(sub, ())), ending)
 
     async def sessions_of(self, sub: str) -> list[tuple[str, Session]]:
         """Every live session of one user with its handle, the most recently used first."""
@@ -353,12 +393,14 @@ class MemorySessionStore(_Timeouts):
                 found.append((key, session))
         return _most_recent_first(found)
 
-    async def delete_handle(self, sub: str, handle: str) -> Session | None:
+    async def delete_handle(
+        self, sub: str, handle: str, *, ending: Ending = "unknown"
+    ) -> Session | None:
         """Delete one session of this user by handle; what it was, or None."""
         if handle not in self._by_sub.get(sub, ()):
             return None
         session = self._decode(handle, self._records[handle])
-        self._remove(handle)
+        await self._delete_all([handle], ending)
         return None if self._is_expired(session, self._clock()) else session
 
     async def count(self) -> int:
@@ -436,7 +478,8 @@ class RedisSessionStore(_Timeouts):
     A hot session costs no round trip: with `near` (:class:`bff.state.near_cache.NearCache`) the
     record is answered from this instance's copy, and its activity is written at most once per
     `touch_interval` (the idle expiry is exact to within that). Every change or end of a session
-    is `announce`d, so every instance drops its copy. ``fresh=True`` reads Redis whatever the copy
+    is `announce`d (an end with why), so every instance drops its copy and tells the event
+    streams that follow it. ``fresh=True`` reads Redis whatever the copy
     (a token refresh, under its lock).
 
     ``redis`` is the caller's client, which the caller closes (:func:`bff.state.open_stores`
@@ -592,11 +635,11 @@ class RedisSessionStore(_Timeouts):
         touched = await self._touch(keys=[key], args=[repr(now), _ms(self._ttl_from(session, now))])
         return bool(touched)
 
-    async def _changed(self, digests: list[str]) -> None:
+    async def _changed(self, digests: list[str], ending: Ending | None = None) -> None:
         if self._near is not None:
             self._near.drop(digests)
         if digests and self._announce is not None:
-            await self._announce(digests)
+            await self._announce(digests, ending)
 
     async def save(self, raw_id: str, session: Session) -> bool:
         """Replace the record; False (and nothing stored) when the session is gone."""
@@ -625,25 +668,25 @@ class RedisSessionStore(_Timeouts):
         await self._changed([digest])
         return bool(saved)
 
-    async def delete(self, raw_id: str) -> None:
+    async def delete(self, raw_id: str, *, ending: Ending = "unknown") -> None:
         """Delete the session for a raw id (no error when it is already gone)."""
         digest = self.handle(raw_id)
         if digest is not None:
             await self._redis.delete(self._record_key(digest))
-            await self._changed([digest])
+            await self._changed([digest], ending)
 
-    async def _delete_indexed(self, index_key: str) -> int:
+    async def _delete_indexed(self, index_key: str, ending: Ending) -> int:
         deleted, *digests = await self._delete_index(keys=[index_key], args=[self.prefix])
-        await self._changed([_text(digest) for digest in digests])
+        await self._changed([_text(digest) for digest in digests], ending)
         return int(deleted)
 
-    async def delete_by_sid(self, sid: str) -> int:
+    async def delete_by_sid(self, sid: str, *, ending: Ending = "unknown") -> int:
         """Delete every session of one IdP session; return how many were deleted."""
-        return await self._delete_indexed(f"{self.prefix}sid:{_digest(sid)}")
+        return await self._delete_indexed(f"{self.prefix}sid:{_digest(sid)}", ending)
 
-    async def delete_by_sub(self, sub: str) -> int:
+    async def delete_by_sub(self, sub: str, *, ending: Ending = "unknown") -> int:
         """Delete every session of one user; return how many were deleted."""
-        return await self._delete_indexed(self._sub_key(sub))
+        return await self._delete_indexed(self._sub_key(sub), ending)
 
     async def sessions_of(self, sub: str) -> list[tuple[str, Session]]:
         """Every live session of one user with its handle, the most recently used first.
@@ -666,7 +709,9 @@ class RedisSessionStore(_Timeouts):
             await self._redis.srem(index_key, *gone)
         return _most_recent_first(found)
 
-    async def delete_handle(self, sub: str, handle: str) -> Session | None:
+    async def delete_handle(
+        self, sub: str, handle: str, *, ending: Ending = "unknown"
+    ) -> Session | None:
         """Delete one session of this user by handle; what it was, or None."""
         if not _HANDLE_SHAPE.match(handle):
             return None
@@ -679,7 +724,7 @@ class RedisSessionStore(_Timeouts):
             for index_key in self._index_keys(session):
                 pipe.srem(index_key, handle)
             deleted, *_ = await pipe.execute()
-        await self._changed([handle])
+        await self._changed([handle], ending)
         if not deleted or self._is_expired(session, self._clock()):
             return None
         return session

@@ -31,6 +31,8 @@
 /** @typedef {Schemas["SessionSummary"]} SessionSummary */
 /** @typedef {Schemas["Problem"]} Problem */
 /** @typedef {Schemas["Cluster"]} Cluster */
+/** @typedef {Schemas["SessionEvent"]} SessionEvent */
+/** @typedef {Schemas["SessionEnded"]["reason"]} SessionEndReason */
 
 /**
  * The form as typed: an unchosen select is null and an unreadable number goes as typed, so that
@@ -48,7 +50,15 @@
  *   etag: string | null,
  *   returnFocus: () => void,
  *   busy: boolean,
+ *   pending: {body: string, key: string} | null,
  * }} FlowForm
+ */
+
+/**
+ * A write that a session's end cut short, kept in the tab's sessionStorage (never a token) to
+ * finish after signing in again, with the same Idempotency-Key, so that it happens once.
+ * @typedef {{mode: "create" | "edit", flowId: string | null, etag: string | null, name: string,
+ *   body: FlowDraft, key: string}} KeptWrite
  */
 
 (() => {
@@ -58,6 +68,11 @@
     "retryPolicy.backoffSeconds"];
   // A session that cannot be renewed ends at expiresAt: this long before, offer a quiet sign-in.
   const EXPIRY_NOTICE_MS = 120000;
+  // Writes kept across a sign-in, per user, tenant and cluster (sessionStorage: this tab only).
+  const KEPT_PREFIX = "flows-console:unsaved:";
+  // After the session's stream was refused (an instance shutting down, too many tabs), it is
+  // opened again this long after; a few times only, as opening it counts as using the session.
+  const FOLLOW_AGAIN_MS = [5000, 30000, 120000];
 
   // --- elements ---------------------------------------------------------------------------------
 
@@ -114,6 +129,8 @@
     flows: [],
     /** @type {string | null} */
     nextCursor: null,
+    /** @type {string | null} the ETag of the first page shown, sent back when it is reloaded */
+    listTag: null,
     /** @type {FlowForm | null} */
     creating: null,
     /** @type {FlowForm | null} */
@@ -122,6 +139,11 @@
     pendingCreate: null,
     /** @type {number | undefined} */
     expiryTimer: undefined,
+    /** @type {EventSource | null} the session, followed live (GET /auth/session/events) */
+    events: null,
+    /** @type {number | undefined} */
+    followTimer: undefined,
+    followAgain: 0, // times the stream was opened again since one last opened
     generation: 0, // bumps on every tenant or cluster change; stale answers are dropped
   };
 
@@ -144,9 +166,13 @@
     }
   }
 
+  /** The gateway answered 304 to an If-None-Match: what the page shows is current. */
+  class NotModified extends Error {}
+
   /**
    * One call to the gateway, typed by the OpenAPI document: the path template and the method
-   * pick the operation, and with it the body sent and the answer's type.
+   * pick the operation, and with it the body sent and the answer's type. A call that sends
+   * If-None-Match may throw {@link NotModified}.
    * @template {Method} M
    * @template {PathsWith<M>} P
    * @param {M} method
@@ -179,6 +205,7 @@
         detail: err instanceof Error ? err.message : String(err),
       });
     }
+    if (response.status === 304) throw new NotModified();
     const text = response.status === 204 ? "" : await response.text();
     /** @type {unknown} */
     let data = undefined;
@@ -344,7 +371,8 @@
     if (!iso) return "";
     const when = new Date(iso);
     if (Number.isNaN(when.getTime())) return String(iso);
-    return when.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    return when.toLocaleString([], { year: "numeric", month: "short", day: "numeric", hour: "numeric",
+      minute: "2-digit", timeZoneName: "short" });
   }
 
   /** @param {number} count */
@@ -400,11 +428,14 @@
    * @param {{title: string, text: string}} [why]
    */
   function showSignedOut(why) {
+    stopFollowing();
     state.session = null;
     state.generation += 1;
     window.clearTimeout(state.expiryTimer);
     closeForms();
     $("expiry").hidden = true;
+    $("kept").hidden = true;
+    $("signed-out-kept").hidden = true;
     $("signed-out-title").textContent = why ? why.title : "You are signed out";
     $("signed-out-text").textContent = why ? why.text
       : "Sign in to see and manage the delivery flows of your tenants.";
@@ -412,15 +443,38 @@
     showScreen("signed-out");
   }
 
-  /** The session ended while the console was in use: offer to come back to this very view. */
-  function sessionEnded() {
+  /** Why a session ended, in plain words, by the reason its event stream gave. */
+  const ENDED_BECAUSE = {
+    "signed-out": "You signed out in another tab or window.",
+    "signed-out-everywhere": "You signed out everywhere, on this device or another.",
+    revoked: "This session was signed out from another device.",
+    "backchannel-logout": "Your organisation's sign-in service ended it.",
+    "refresh-refused": "Your sign-in service would not renew it.",
+    "signed-in-again": "This browser signed in again.",
+    expired: "It was not used for a while, or reached its time limit.",
+    unknown: "",
+  };
+
+  /**
+   * The session ended while the console was in use: say why when that is known, keep what an
+   * open form holds for after signing in again, and offer to come back to this very view.
+   * @param {SessionEndReason} [reason]
+   */
+  function sessionEnded(reason) {
+    const kept = keepForms();
+    const why = reason ? ENDED_BECAUSE[reason] : "";
     showSignedOut({
       title: "Your session has ended",
-      text: "Nothing you saved is lost. Sign in again to come back to this view.",
+      text: (why ? why + " " : "") + "Nothing you saved is lost. Sign in again to come back to this view.",
     });
+    if (kept.length) {
+      $("signed-out-kept").textContent = "What you were saving is kept in this tab: after you sign in,"
+        + " you can finish saving " + kept.map((write) => "‘" + write.name + "’").join(" and ") + ".";
+      $("signed-out-kept").hidden = false;
+    }
     $("signed-out-title").setAttribute("tabindex", "-1");
     $("signed-out-title").focus();
-    announce("Your session has ended. Sign in again to continue.");
+    announce("Your session has ended. " + (why ? why + " " : "") + "Sign in again to continue.");
   }
 
   /** @param {SessionView} session */
@@ -429,12 +483,92 @@
     $("expiry").hidden = true;
     const ends = Date.parse(session.expiresAt);
     if (session.refreshable || Number.isNaN(ends)) return;
-    state.expiryTimer = window.setTimeout(() => {
-      const at = new Date(ends).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-      $("expiry-text").textContent = "Your sign-in ends at " + at
-        + ". Stay signed in to keep working without losing your place.";
-      $("expiry").hidden = false;
-    }, Math.max(0, ends - Date.now() - EXPIRY_NOTICE_MS));
+    state.expiryTimer = window.setTimeout(() => showExpiry(session.expiresAt),
+      Math.max(0, ends - Date.now() - EXPIRY_NOTICE_MS));
+  }
+
+  /** @param {string} expiresAt */
+  function showExpiry(expiresAt) {
+    const ends = Date.parse(expiresAt);
+    if (Number.isNaN(ends)) return;
+    const at = new Date(ends).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    $("expiry-text").textContent = "Your sign-in ends at " + at
+      + ". Stay signed in to keep working without losing your place.";
+    $("expiry").hidden = false;
+  }
+
+  // --- the session, live ------------------------------------------------------------------------
+
+  /**
+   * Follows the session (GET /auth/session/events): when it ends elsewhere (another tab, another
+   * device, the sign-in service), this tab says so at once, not at its next call; a session about
+   * to end says so too.
+   */
+  function followSession() {
+    stopFollowing();
+    const source = new EventSource(API + "/auth/session/events");
+    state.events = source;
+    source.addEventListener("open", () => { state.followAgain = 0; });
+    onSessionEvent(source, "ended", (data) => {
+      stopFollowing();
+      checkEnded(data.reason);
+    });
+    onSessionEvent(source, "expiring", (data) => showExpiry(data.expiresAt));
+    onSessionEvent(source, "renewed", (data) => {
+      if (!state.session) return;
+      state.session.expiresAt = data.expiresAt;
+      watchExpiry(state.session);
+    });
+    source.addEventListener("error", () => {
+      // Lost, the browser opens it again by itself; refused (signed out, too many tabs, an
+      // instance shutting down), it does not: ask whether the session goes on, and if it does,
+      // open the stream again a little later, a few times.
+      if (source.readyState !== EventSource.CLOSED || state.events !== source) return;
+      state.events = null;
+      api("get", "/auth/session").then(() => {
+        const wait = FOLLOW_AGAIN_MS[state.followAgain++];
+        if (wait === undefined || !state.session) return;
+        state.followTimer = window.setTimeout(followSession, wait);
+      }, (err) => {
+        if (err instanceof ApiError && err.status === 401) sessionEnded();
+      });
+    });
+  }
+
+  function stopFollowing() {
+    window.clearTimeout(state.followTimer);
+    if (state.events) state.events.close();
+    state.events = null;
+  }
+
+  /**
+   * Hands each `name` event of the stream over, its data typed by the OpenAPI document.
+   * @template {SessionEvent["event"]} N
+   * @param {EventSource} source @param {N} name
+   * @param {(data: Extract<SessionEvent, {event: N}>["data"]) => void} handle
+   */
+  function onSessionEvent(source, name, handle) {
+    source.addEventListener(name, (message) => handle(JSON.parse(message.data)));
+  }
+
+  /**
+   * The stream said the session ended. This browser may have signed in again meanwhile (in
+   * another tab), so ask first: then this tab carries on with the new session.
+   * @param {SessionEndReason} reason
+   */
+  async function checkEnded(reason) {
+    try {
+      const { data } = await api("get", "/auth/session");
+      if (state.session && data.user.sub === state.session.user.sub) {
+        state.session = data;
+        watchExpiry(data);
+        followSession();
+      } else {
+        showSignedIn(data);
+      }
+    } catch (_) {
+      sessionEnded(reason);
+    }
   }
 
   /** @param {SessionView} session */
@@ -446,6 +580,7 @@
     $("no-access-user").textContent = name;
     $("user-email").textContent = user.email || "";
     watchExpiry(session);
+    followSession();
     if (session.tenants.length === 0) {
       showScreen("no-access");
       return;
@@ -491,6 +626,7 @@
     const trigger = button("sign-out");
     trigger.setAttribute("aria-disabled", "true");
     trigger.textContent = "Signing out…";
+    stopFollowing(); // this tab's own sign-out is no news to it
     try {
       const { data } = await api("post", "/auth/logout");
       // The provider ends its side too, then sends the browser back to this page.
@@ -502,6 +638,7 @@
       announce("You are signed out.");
     } catch (err) {
       fail(err, $("page-message"));
+      if (state.session) followSession();
     }
     trigger.removeAttribute("aria-disabled");
     trigger.textContent = "Sign out";
@@ -600,7 +737,9 @@
       showCluster(options.data);
       state.flows = page.data.items;
       state.nextCursor = page.data.page.nextCursor;
+      state.listTag = page.etag;
       renderFlows();
+      offerKept(true);
     } catch (err) {
       if (generation === state.generation) {
         setListBusy(false);
@@ -615,12 +754,14 @@
     state.options = options;
     state.flows = [];
     state.nextCursor = null;
+    state.listTag = null;
     closeForms();
     $("flow-rows").replaceChildren();
     $("no-flows").hidden = true;
     $("list-count").textContent = "";
     button("load-more").hidden = true;
     clearMessage($("list-message"));
+    $("kept").hidden = true;
     if (!options) {
       $("flows-panel").hidden = true;
       $("read-only").hidden = true;
@@ -667,6 +808,31 @@
     $("list-count").textContent = count === 0 ? "" : state.nextCursor
       ? "Showing the newest " + flowsWord(count) + "." : "Showing all " + flowsWord(count) + ", newest first.";
     button("load-more").hidden = !state.nextCursor;
+  }
+
+  /**
+   * Loads the first page again (when the tab is shown again), sending the ETag of the one shown:
+   * while it is unchanged the gateway answers 304 and the rows stay as they are. A changed page
+   * replaces the list, unless a form is open.
+   */
+  async function reloadList() {
+    if (!state.listTag || state.creating || state.editing) return;
+    const generation = state.generation;
+    const listTag = state.listTag;
+    try {
+      const page = await api("get", "/tenants/{tid}/clusters/{cid}/delivery-flows",
+        { path: where(), headers: { "If-None-Match": listTag } });
+      if (generation !== state.generation || state.listTag !== listTag) return;
+      if (state.creating || state.editing) return;
+      state.flows = page.data.items;
+      state.nextCursor = page.data.page.nextCursor;
+      state.listTag = page.etag;
+      renderFlows();
+      announce("The list of flows changed; it shows the newest again.");
+    } catch (err) {
+      if (err instanceof NotModified || generation !== state.generation) return;
+      fail(err, $("list-message"), { retry: reloadList });
+    }
   }
 
   /**
@@ -928,7 +1094,7 @@
     const title = form.querySelector(".form-title");
     if (title) title.textContent = "New flow";
     const flowForm = { form, mode: /** @type {const} */ ("create"), flow: null, etag: null,
-      busy: false, returnFocus: () => button("new-flow").focus() };
+      busy: false, pending: null, returnFocus: () => button("new-flow").focus() };
     fillForm(form, null);
     setFormBusy(flowForm, false);
     wireForm(flowForm, () => closeCreate(true));
@@ -968,9 +1134,9 @@
       if (generation !== state.generation) return;
       const form = newFormElement("edit");
       const title = form.querySelector(".form-title");
-      if (title) title.textContent = "Edit flow " + data.name;
+      if (title) title.replaceChildren("Edit flow ", h("span", { className: "name-in-title", text: data.name }));
       /** @type {FlowForm} */
-      const flowForm = { form, mode: "edit", flow: data, etag, busy: false, returnFocus: () => {
+      const flowForm = { form, mode: "edit", flow: data, etag, busy: false, pending: null, returnFocus: () => {
         const editButton = rowOf(flowId)?.querySelector("button.edit");
         if (editButton instanceof HTMLElement) editButton.focus();
       } };
@@ -1007,15 +1173,18 @@
     closeEdit(false);
   }
 
-  /** @param {HTMLFormElement} form */
-  function createKeyFor(form) {
-    // One key per flow being created: a retry after a failure (a timeout, say) sends the same
-    // key, so the flow is created once; a changed form is a new flow, with a new key.
-    const text = JSON.stringify(formBody(form));
-    if (!state.pendingCreate || state.pendingCreate.body !== text) {
-      state.pendingCreate = { body: text, key: "console-" + crypto.randomUUID() };
-    }
-    return state.pendingCreate.key;
+  /** @param {FlowForm} flowForm */
+  function writeKeyFor(flowForm) {
+    // One key per write being tried: a retry after a failure (a timeout, a session that ended)
+    // sends the same key, so the write happens once; a changed form is a new write, with a new
+    // key. A create's key outlives its form: reopened with the same values, it is the same flow.
+    const text = JSON.stringify(formBody(flowForm.form));
+    const pending = flowForm.mode === "create" ? state.pendingCreate : flowForm.pending;
+    if (pending && pending.body === text) return pending.key;
+    const fresh = { body: text, key: "console-" + crypto.randomUUID() };
+    if (flowForm.mode === "create") state.pendingCreate = fresh;
+    else flowForm.pending = fresh;
+    return fresh.key;
   }
 
   /** @param {FlowForm} flowForm */
@@ -1029,35 +1198,20 @@
       if (flowForm.mode === "create") {
         setFormBusy(flowForm, true, "Creating…");
         const { data } = await api("post", "/tenants/{tid}/clusters/{cid}/delivery-flows",
-          { path: where(), body, headers: { "Idempotency-Key": createKeyFor(form) } });
+          { path: where(), body, headers: { "Idempotency-Key": writeKeyFor(flowForm) } });
         if (generation !== state.generation) return;
-        state.pendingCreate = null;
         closeCreate(false);
-        // Newest first: the new flow goes on top, whatever else is shown stays.
-        state.flows.unshift(data);
-        const row = flowRow(data);
-        $("flow-rows").prepend(row);
-        updateListFooter();
-        highlight(row, "New");
-        focusName(row);
-        announce("Created flow " + data.name + ". It is first in the list.");
+        showCreated(data);
       } else if (flowForm.flow) {
         setFormBusy(flowForm, true, "Saving…");
         const flowId = flowForm.flow.id;
-        const headers = flowForm.etag ? { "If-Match": flowForm.etag } : undefined;
+        const headers = { "Idempotency-Key": writeKeyFor(flowForm),
+          ...(flowForm.etag ? { "If-Match": flowForm.etag } : {}) };
         const { data } = await api("put", "/tenants/{tid}/clusters/{cid}/delivery-flows/{fid}",
           { path: { ...where(), fid: flowId }, body, headers });
         if (generation !== state.generation) return;
         closeEdit(false);
-        const index = state.flows.findIndex((f) => f.id === flowId);
-        if (index >= 0) state.flows[index] = data;
-        const old = rowOf(flowId);
-        const row = flowRow(data);
-        if (old) old.replaceWith(row);
-        highlight(row, "Saved");
-        const editButton = row.querySelector("button.edit");
-        if (editButton instanceof HTMLElement) editButton.focus();
-        announce("Saved flow " + data.name + ".");
+        showSaved(data);
       }
     } catch (err) {
       if (generation !== state.generation) return;
@@ -1067,6 +1221,36 @@
         dropRow(flowForm.flow.id);
       }
     }
+  }
+
+  /**
+   * A flow just created: on top of the list (newest first), marked, and focused. Shown already
+   * (the same create, finished after a sign-in), it moves there.
+   * @param {FlowView} flow
+   */
+  function showCreated(flow) {
+    state.pendingCreate = null;
+    state.flows = [flow, ...state.flows.filter((f) => f.id !== flow.id)];
+    rowOf(flow.id)?.remove();
+    const row = flowRow(flow);
+    $("flow-rows").prepend(row);
+    updateListFooter();
+    highlight(row, "New");
+    focusName(row);
+    announce("Created flow " + flow.name + ". It is first in the list.");
+  }
+
+  /** @param {FlowView} flow a flow just saved: its row replaced, marked, its Edit focused */
+  function showSaved(flow) {
+    const index = state.flows.findIndex((f) => f.id === flow.id);
+    if (index >= 0) state.flows[index] = flow;
+    const old = rowOf(flow.id);
+    const row = flowRow(flow);
+    if (old) old.replaceWith(row);
+    highlight(row, "Saved");
+    const editButton = row.querySelector("button.edit");
+    if (editButton instanceof HTMLElement) editButton.focus();
+    announce("Saved flow " + flow.name + ".");
   }
 
   /** @param {Element} row */
@@ -1082,16 +1266,188 @@
     if (row) row.classList.add("gone");
   }
 
+  // --- writes kept across a sign-in -------------------------------------------------------------
+
+  /** Where this tab keeps the writes cut short in the cluster on screen, for the user signed in. */
+  function keptKey() {
+    if (!state.session || !state.tenantId || !state.clusterId) return null;
+    return KEPT_PREFIX + JSON.stringify([state.session.user.sub, state.tenantId, state.clusterId]);
+  }
+
+  /** @param {string | null} key @returns {KeptWrite[]} */
+  function keptWrites(key) {
+    try {
+      const kept = key ? JSON.parse(window.sessionStorage.getItem(key) || "[]") : [];
+      return Array.isArray(kept) ? kept : [];
+    } catch (_) {
+      return [];
+    }
+  }
+
+  /** @param {string} key @param {KeptWrite[]} writes */
+  function storeKept(key, writes) {
+    try {
+      if (writes.length) window.sessionStorage.setItem(key, JSON.stringify(writes));
+      else window.sessionStorage.removeItem(key);
+    } catch (_) {
+      // No storage (a private window that refuses it): nothing is kept, nothing breaks.
+    }
+  }
+
+  /**
+   * Keeps what the open forms hold, each with the key of its write, before the session's end
+   * takes the page away. A form left as it was opened is not kept.
+   * @returns {KeptWrite[]} what this cluster now has kept
+   */
+  function keepForms() {
+    const key = keptKey();
+    if (!key) return [];
+    const writes = keptWrites(key);
+    for (const flowForm of [state.editing, state.creating]) {
+      if (!flowForm) continue;
+      const body = formBody(flowForm.form);
+      const untouched = flowForm.flow
+        ? JSON.stringify(body) === JSON.stringify(draftOf(flowForm.flow))
+        : !body.name && !body.sourceId && !body.destinationId;
+      if (untouched) continue;
+      /** @type {KeptWrite} */
+      const write = { mode: flowForm.mode, flowId: flowForm.flow ? flowForm.flow.id : null,
+        etag: flowForm.etag, name: body.name || (flowForm.flow ? flowForm.flow.name : "a new flow"),
+        body, key: writeKeyFor(flowForm) };
+      const same = writes.findIndex((w) => w.mode === write.mode && w.flowId === write.flowId);
+      if (same >= 0) writes[same] = write;
+      else writes.push(write);
+    }
+    storeKept(key, writes);
+    return writes;
+  }
+
+  /** @param {FlowView} flow @returns {FlowDraft} the flow as its edit form first shows it */
+  function draftOf(flow) {
+    return { name: flow.name, sourceId: flow.source.id, destinationId: flow.destination.id,
+      retryPolicy: { ...flow.retryPolicy } };
+  }
+
+  /**
+   * After signing in again, back in the cluster: offers to finish the first write kept there.
+   * @param {boolean} focus move the focus to the offer (it is what the user came back for)
+   */
+  function offerKept(focus) {
+    const write = keptWrites(keptKey())[0];
+    const offer = $("kept");
+    clearMessage($("kept-message"));
+    offer.hidden = !write;
+    if (!write) return;
+    $("kept-title").textContent = "Finish saving ‘" + write.name + "’?";
+    $("kept-text").textContent = (write.mode === "create"
+      ? "Your session ended before this new flow was saved."
+      : "Your session ended before your changes to this flow were saved.")
+      + " Finishing sends it once more, as it was: it cannot happen twice.";
+    if (focus) {
+      $("kept-title").focus();
+      announce("Finish saving ‘" + write.name + "’? Your session ended before it was saved.");
+    }
+  }
+
+  /** Sends the first kept write again, with its key; a refusal opens its form to fix it. */
+  async function finishKept() {
+    const key = keptKey();
+    const write = keptWrites(key)[0];
+    const finish = button("kept-finish");
+    if (!key || !write || finish.getAttribute("aria-disabled") === "true") return;
+    const generation = state.generation;
+    const body = /** @type {FlowWrite} */ (/** @type {unknown} */ (write.body));
+    finish.setAttribute("aria-disabled", "true");
+    finish.textContent = "Saving…";
+    try {
+      if (write.mode === "create") {
+        const { data } = await api("post", "/tenants/{tid}/clusters/{cid}/delivery-flows",
+          { path: where(), body, headers: { "Idempotency-Key": write.key } });
+        if (generation !== state.generation) return;
+        dropKept(key, write);
+        showCreated(data);
+      } else {
+        const { data } = await api("put", "/tenants/{tid}/clusters/{cid}/delivery-flows/{fid}",
+          { path: { ...where(), fid: write.flowId || "" }, body,
+            headers: { "Idempotency-Key": write.key, ...(write.etag ? { "If-Match": write.etag } : {}) } });
+        if (generation !== state.generation) return;
+        dropKept(key, write);
+        showSaved(data);
+      }
+      offerKept(false);
+    } catch (err) {
+      if (generation !== state.generation) return;
+      if (err instanceof ApiError && err.status === 401) {
+        fail(err, $("kept-message"));
+        return;
+      }
+      dropKept(key, write);
+      $("kept").hidden = true;
+      await reopenKept(write, err);
+    } finally {
+      finish.removeAttribute("aria-disabled");
+      finish.textContent = "Finish saving";
+    }
+  }
+
+  /**
+   * A kept write the gateway refused (a field to fix, someone else's change): its form opens
+   * with the values kept, the same key, and the error.
+   * @param {KeptWrite} write @param {unknown} err
+   */
+  async function reopenKept(write, err) {
+    if (write.mode === "edit" && write.flowId) await startEdit(write.flowId);
+    else openCreate();
+    const flowForm = write.mode === "create" ? state.creating : state.editing;
+    if (!flowForm || (write.mode === "edit" && flowForm.flow?.id !== write.flowId)) {
+      showError($("list-message"), err);
+      return;
+    }
+    fillDraft(flowForm.form, write.body);
+    const pending = { body: JSON.stringify(formBody(flowForm.form)), key: write.key };
+    if (write.mode === "create") state.pendingCreate = pending;
+    else {
+      flowForm.etag = write.etag;
+      flowForm.pending = pending;
+    }
+    showFormError(flowForm.form, err);
+  }
+
+  /** @param {HTMLFormElement} form @param {FlowDraft} draft */
+  function fillDraft(form, draft) {
+    control(form, "name").value = draft.name;
+    control(form, "sourceId").value = draft.sourceId || "";
+    control(form, "destinationId").value = draft.destinationId || "";
+    control(form, "retryPolicy.maxAttempts").value = String(draft.retryPolicy.maxAttempts);
+    control(form, "retryPolicy.backoffSeconds").value = String(draft.retryPolicy.backoffSeconds);
+  }
+
+  function discardKept() {
+    const key = keptKey();
+    const write = keptWrites(key)[0];
+    if (!key || !write) return;
+    dropKept(key, write);
+    announce("Discarded ‘" + write.name + "’; nothing was saved.");
+    offerKept(false);
+    if ($("kept").hidden) $("list-title").focus();
+    else $("kept-title").focus();
+  }
+
+  /** @param {string} key @param {KeptWrite} write */
+  function dropKept(key, write) {
+    storeKept(key, keptWrites(key).filter((w) => w.key !== write.key));
+  }
+
   // --- confirmation -----------------------------------------------------------------------------
 
   /**
    * Asks in a modal dialog; resolves true when the user confirms.
-   * @param {{title: string, text: string, yes: string, no: string}} question
+   * @param {{title: (string | Node)[], text: string, yes: string, no: string}} question
    * @returns {Promise<boolean>}
    */
   function confirmAction(question) {
     const dialog = byId("confirm", HTMLDialogElement);
-    $("confirm-title").textContent = question.title;
+    $("confirm-title").replaceChildren(...question.title);
     $("confirm-text").textContent = question.text;
     button("confirm-yes").textContent = question.yes;
     button("confirm-no").textContent = question.no;
@@ -1110,7 +1466,7 @@
     if (!flow || !row) return;
     const trigger = row.querySelector("button.delete");
     const sure = await confirmAction({
-      title: "Delete the flow “" + flow.name + "”?",
+      title: ["Delete the flow ", h("span", { className: "name-in-title", text: "“" + flow.name + "”?" })],
       text: "Events from " + (flow.source.name || flow.source.id) + " will no longer be delivered to "
         + (flow.destination.name || flow.destination.id) + ". This cannot be undone.",
       yes: "Delete flow",
@@ -1200,7 +1556,7 @@
 
   async function signOutEverywhere() {
     const sure = await confirmAction({
-      title: "Sign out everywhere?",
+      title: ["Sign out everywhere?"],
       text: "Every browser and device where you are signed in is signed out, this one included.",
       yes: "Sign out everywhere",
       no: "Cancel",
@@ -1209,6 +1565,7 @@
       button("sign-out-everywhere").focus();
       return;
     }
+    stopFollowing();
     try {
       await api("delete", "/auth/sessions");
       showSignedOut({ title: "You are signed out everywhere",
@@ -1216,6 +1573,7 @@
       announce("You are signed out everywhere.");
     } catch (err) {
       fail(err, $("sessions-message"));
+      if (state.session) followSession();
     }
   }
 
@@ -1238,6 +1596,13 @@
       else openCreate();
     });
     button("load-more").addEventListener("click", loadMore);
+    button("kept-finish").addEventListener("click", finishKept);
+    button("kept-discard").addEventListener("click", discardKept);
+    // A quiet sign-in leaves the page: what an open form holds is kept for the way back.
+    $("stay-signed-in").addEventListener("click", () => { keepForms(); });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") reloadList();
+    });
     const sessions = byId("sessions", HTMLDetailsElement);
     sessions.addEventListener("toggle", () => { if (sessions.open) loadSessions(); });
     button("sign-out-everywhere").addEventListener("click", signOutEverywhere);

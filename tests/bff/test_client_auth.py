@@ -13,9 +13,11 @@ from cryptography import x509
 from joserfc.jwk import ECKey, RSAKey
 
 from bff import create_app
+from bff.auth import provider_tls
 from bff.auth.client_auth import ClientKeyError, load_client_keys, signing_algorithm
+from bff.checks import write_self_signed
 from bff.cli import main
-from bff.settings import ConfigError
+from bff.settings import ConfigError, load_settings
 from tests.support.clock import FakeClock
 from tests.support.gateway import API, FLOWS, LOGOUT, UP_FLOWS
 from tests.support.provider import CLIENT_ID, ISSUER, FakeProvider
@@ -194,3 +196,21 @@ def test_bff_keys_says_what_to_register(tmp_path: Path, capsys: pytest.CaptureFi
     assert (tmp_path / "client.key").stat().st_mode & 0o077 == 0
     (key,) = load_client_keys(tmp_path / "client.key")
     assert key.key_type == "EC" and CLIENT_ID not in said
+
+
+def test_a_provider_under_a_private_ca_is_trusted_through_ca_file(tmp_path: Path) -> None:
+    certificate = tmp_path / "ca.pem"
+    key = tmp_path / "ca.key"
+    key.write_bytes(ECKey.generate_key("P-256").as_pem(private=True))
+    write_self_signed(certificate, key, "provider-ca")
+    settings = auth_settings(oidc={"ca_file": str(certificate)})
+    transport = provider_tls(settings.oidc)
+    assert transport is not None
+    context = transport._pool._ssl_context  # what httpx verifies the provider with
+    assert context is not None
+    assert context.cert_store_stats()["x509"] == 1, "that file's CA, not the system's"
+    assert provider_tls(auth_settings().oidc) is None, "the system's CAs by default"
+    config = tmp_path / "bff.toml"
+    config.write_text('[oidc]\nclient_secret = "s"\nca_file = "missing.pem"\n')
+    with pytest.raises(ConfigError, match=r"\[oidc\]\.ca_file: cannot read .*missing.pem"):
+        load_settings(config, environ={})

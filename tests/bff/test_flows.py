@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
+import pytest
 import respx
 
-from tests.support.gateway import BOB, CAROL, FLOWS, UP_FLOWS, BffFactory, upstream_flow
+from tests.support.gateway import (
+    BOB,
+    CAROL,
+    FLOWS,
+    UP_FLOWS,
+    BffFactory,
+    make_settings,
+    upstream_flow,
+)
 
 
 async def test_list_reshapes_flows_into_views(bff: BffFactory, upstream: respx.MockRouter) -> None:
@@ -109,6 +119,115 @@ async def test_get_returns_etag_and_304_on_match(
     assert again.content == b""
     assert again.headers["etag"] == '"4"'
     assert stale.status_code == 200
+
+
+TWO_FLOWS = {"delivery_flows": [upstream_flow(), upstream_flow("flow_2")], "next_cursor": None}
+EMPTY = {"delivery_flows": [], "next_cursor": None}
+
+
+def _cache_outcome(response: httpx.Response) -> str:
+    return response.headers["server-timing"].rpartition("cache;desc=")[2]
+
+
+@pytest.mark.parametrize("ttl", [30, 0], ids=["micro-cache", "no-micro-cache"])
+async def test_a_list_has_an_etag_and_if_none_match_gets_304_on_hits_and_misses(
+    bff: BffFactory, upstream: respx.MockRouter, ttl: int
+) -> None:
+    route = upstream.get(UP_FLOWS).respond(json=TWO_FLOWS)
+    settings = make_settings(cache={"ttl_seconds": ttl})
+    async with bff(settings=settings) as client:
+        first = await client.get(FLOWS)
+        tag = first.headers["etag"]
+        again = await client.get(FLOWS, headers={"If-None-Match": tag})
+    # Another instance, whose micro-cache has not seen the page: the same tag.
+    async with bff(settings=settings) as other:
+        elsewhere = await other.get(FLOWS, headers={"If-None-Match": tag})
+    assert first.status_code == 200 and len(first.json()["items"]) == 2
+    assert re.fullmatch(r'"[0-9a-f]{32}"', tag), tag
+    for unchanged in (again, elsewhere):
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        assert "content-type" not in unchanged.headers
+        assert unchanged.headers["etag"] == tag
+        assert unchanged.headers["cache-control"] == first.headers["cache-control"] == "no-store"
+    assert [_cache_outcome(again), _cache_outcome(elsewhere)] == (
+        ["hit", "miss"] if ttl else ["bypass", "bypass"]
+    )
+    assert route.call_count == (2 if ttl else 3)
+
+
+@pytest.mark.parametrize("page", [TWO_FLOWS, EMPTY], ids=["flows", "empty"])
+async def test_callers_who_may_do_different_things_never_share_a_list_tag(
+    bff: BffFactory, upstream: respx.MockRouter, page: dict[str, object]
+) -> None:
+    upstream.get(UP_FLOWS).respond(json=page)
+    settings = make_settings(cache={"ttl_seconds": 30})
+    async with bff(settings=settings) as alice:
+        writer = await alice.get(FLOWS)
+        writer_again = await alice.get(FLOWS)
+    async with bff(settings=settings, principal=BOB) as bob:
+        reader = await bob.get(FLOWS, headers={"If-None-Match": writer.headers["etag"]})
+    assert writer.headers["etag"] == writer_again.headers["etag"]
+    assert reader.status_code == 200, "the writer's tag is not the reader's"
+    assert reader.headers["etag"] != writer.headers["etag"]
+    assert reader.content != b""
+
+
+async def test_a_changed_list_has_a_new_tag(bff: BffFactory, upstream: respx.MockRouter) -> None:
+    renamed = {"delivery_flows": [upstream_flow(name="renamed")], "next_cursor": None}
+    upstream.get(UP_FLOWS).mock(
+        side_effect=[httpx.Response(200, json=TWO_FLOWS), httpx.Response(200, json=renamed)]
+    )
+    async with bff() as client:
+        before = await client.get(FLOWS)
+        after = await client.get(FLOWS, headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert after.headers["etag"] != before.headers["etag"]
+    assert [flow["name"] for flow in after.json()["items"]] == ["renamed"]
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        ("{tag}", 304),
+        ("W/{tag}", 304),
+        ('"other", W/{tag}', 304),
+        (",, {tag} ,", 304),
+        ("*", 304),
+        ('"other"', 200),
+        ("{bare}", 200),
+        ("{tag} junk", 200),
+        ('*, "other"', 200),
+        ('"unterminated', 200),
+        ("W/", 200),
+        ("", 200),
+        ('"\u00e9"', 200),
+        (",".join(['"x"'] * 2000), 200),
+    ],
+)
+async def test_if_none_match_on_a_list_compares_weakly_and_a_malformed_one_is_ignored(
+    bff: BffFactory, upstream: respx.MockRouter, if_none_match: str, status: int
+) -> None:
+    upstream.get(UP_FLOWS).respond(json=TWO_FLOWS)
+    async with bff() as client:
+        tag = (await client.get(FLOWS)).headers["etag"]
+        value = if_none_match.format(tag=tag, bare=tag.strip('"'))
+        response = await client.get(FLOWS, headers=[("If-None-Match", value.encode("latin-1"))])
+    assert response.status_code == status, value
+    assert response.headers["etag"] == tag
+    assert (response.content == b"") is (status == 304)
+
+
+async def test_if_none_match_field_lines_make_one_list(
+    bff: BffFactory, upstream: respx.MockRouter
+) -> None:
+    upstream.get(UP_FLOWS).respond(json=TWO_FLOWS)
+    async with bff() as client:
+        tag = (await client.get(FLOWS)).headers["etag"]
+        response = await client.get(
+            FLOWS, headers=[("If-None-Match", '"other"'), ("If-None-Match", tag)]
+        )
+    assert response.status_code == 304
 
 
 async def test_flow_of_another_cluster_is_not_found(

@@ -189,8 +189,16 @@ async def test_success_responses_conform(upstream: respx.MockRouter) -> None:
     upstream.delete(f"{UP_FLOWS}/flow_1").respond(204)
     async with running(upstream) as bff:
         client = bff.client
+        listed = await client.get(FLOWS, params={"limit": "2"})
         checks = [
-            (LIST_PATH, "get", await client.get(FLOWS, params={"limit": "2"})),
+            (LIST_PATH, "get", listed),
+            (
+                LIST_PATH,
+                "get",
+                await client.get(
+                    FLOWS, params={"limit": "2"}, headers={"If-None-Match": listed.headers["etag"]}
+                ),
+            ),
             (FLOW_PATH, "get", await client.get(f"{FLOWS}/flow_1")),
             (
                 FLOW_PATH,
@@ -213,7 +221,7 @@ async def test_success_responses_conform(upstream: respx.MockRouter) -> None:
                 ),
             ),
         ]
-    assert [r.status_code for _, _, r in checks] == [200, 200, 304, 201, 200, 204, 200, 200]
+    assert [r.status_code for _, _, r in checks] == [200, 304, 200, 304, 201, 200, 204, 200, 200]
     for path, method, response in checks:
         assert_conforms(path, method, response)
 

@@ -186,6 +186,31 @@ async def test_a_cached_list_logs_miss_then_hit_without_upstream_calls(
     assert "cache;desc=hit" in second.headers["server-timing"]
 
 
+async def test_the_catalog_says_whether_it_answered_and_only_when_it_is_the_answer(
+    bff: BffFactory, upstream: respx.MockRouter, access_log: Lines
+) -> None:
+    """The clusters and the form options are served from the catalog's cache: a repeated call is
+    a hit. The catalog's lookups beside another answer (the cluster exists, the flows' names)
+    leave that answer's outcome alone: a list with the micro-cache off, a write, bypass it."""
+    upstream.get(UP_FLOWS).respond(json=EMPTY_PAGE)
+    upstream.post(UP_FLOWS).respond(201, json=upstream_flow(), headers={"ETag": '"1"'})
+    clusters, options = f"{API}/tenants/ten_acme/clusters", FLOWS.replace("-flows", "-flow-options")
+    async with bff() as client:
+        answers = [
+            await client.get(clusters),
+            await client.get(clusters),
+            await client.get(options),
+            await client.get(options),
+            await client.get(FLOWS),
+            await client.get(FLOWS),
+            await client.post(FLOWS, json=WRITE, headers={"Origin": "http://127.0.0.1:8000"}),
+        ]
+    assert [answer.status_code for answer in answers] == [200] * 6 + [201]
+    outcomes = ["miss", "hit", "miss", "hit", "bypass", "bypass", "bypass"]
+    assert [_server_timing(answer)[2] for answer in answers] == outcomes
+    assert [line["cache"] for line in access_log.access()] == outcomes
+
+
 # --- 3. retries ---------------------------------------------------------------------------------
 
 

@@ -84,30 +84,32 @@ def test_bad_settings_fail_naming_the_key(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[sesions]\n", "unknown section [sesions] in {path}; did you mean [sessions]?"),
-        ("[OIDC]\n", "unknown section [OIDC] in {path}; did you mean [oidc]?"),
+        ("[sesions]\n", "unknown section [sesions]; did you mean [sessions]? (in {path})"),
+        ("[OIDC]\n", "unknown section [OIDC]; did you mean [oidc]? (in {path})"),
         (
             "[metrics]\n",
-            "unknown section [metrics] in {path}; expected one of [bff], [upstream], "
-            "[internal_jwt], [oidc], [sessions], [cache], [audit], [server], [log], [tracing]",
+            "unknown section [metrics]; expected one of [bff], [upstream], [internal_jwt], "
+            "[oidc], [sessions], [session_events], [cache], [audit], [server], [log], [tracing] "
+            "(in {path})",
         ),
-        ("[logging]\n", "unknown section [logging] in {path}; did you mean [log]?"),
-        ("bff = 3\n", "[bff] in {path}: expected a table, got int 3"),
+        ("[logging]\n", "unknown section [logging]; did you mean [log]? (in {path})"),
+        ("bff = 3\n", "[bff]: expected a table, got int 3 (in {path})"),
         (
             '[oidc]\nclient_secrte = "x"\n',
-            "[oidc].client_secrte: unknown key; did you mean client_secret?",
+            "[oidc].client_secrte: unknown key; did you mean client_secret? (in {path})",
         ),
         (
             "[cache]\nttl = 1\n",
             "[cache].ttl: unknown key; "
-            "expected one of ttl_seconds, lookup_ttl_seconds, max_entries",
+            "expected one of ttl_seconds, lookup_ttl_seconds, max_entries (in {path})",
         ),
     ],
 )
 def test_an_unknown_name_in_the_file_is_an_error_naming_it(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    # A misspelled section used to be skipped: the BFF then ran on defaults without a word.
+    # A misspelled section used to be skipped: the BFF then ran on defaults without a word. A
+    # misspelled key, like a section, is named with the file it is in.
     path = _config(tmp_path, text)
     with pytest.raises(ConfigError) as error:
         load_settings(path, environ={})
@@ -154,21 +156,24 @@ def test_the_breaker_is_a_table_of_upstream_in_the_file_and_the_environment(
     [
         (
             "[upstream.breaker]\nopen_second = 1\n",
-            "[upstream.breaker].open_second: unknown key; did you mean open_seconds?",
+            "[upstream.breaker].open_second: unknown key; did you mean open_seconds? (in {path})",
         ),
         (
             "[upstream]\nbreaker = 3\n",
-            "[upstream.breaker] in {path}: expected a table, got int 3",
+            "[upstream.breaker]: expected a table, got int 3 (in {path})",
         ),
         (
             "[upstream.breaker]\nopen_seconds = 40\n",
-            "[upstream.breaker].max_open_seconds: must be >= open_seconds",
+            "[upstream.breaker].max_open_seconds: must be >= open_seconds (in {path})",
         ),
         (
             "[upstream.breaker]\nhalf_open_probes = 0\n",
-            "[upstream.breaker].half_open_probes: must be >= 1",
+            "[upstream.breaker].half_open_probes: must be >= 1 (in {path})",
         ),
-        ("[upstream]\nbreakr = 1\n", "[upstream].breakr: unknown key; did you mean breaker?"),
+        (
+            "[upstream]\nbreakr = 1\n",
+            "[upstream].breakr: unknown key; did you mean breaker? (in {path})",
+        ),
     ],
 )
 def test_a_wrong_breaker_setting_names_its_key(tmp_path: Path, text: str, message: str) -> None:
@@ -179,11 +184,25 @@ def test_a_wrong_breaker_setting_names_its_key(tmp_path: Path, text: str, messag
 
 
 def test_a_variable_naming_a_table_says_to_set_its_keys(tmp_path: Path) -> None:
+    path = _config(tmp_path, "")
     with pytest.raises(ConfigError) as error:
-        load_settings(_config(tmp_path, ""), environ={"BFF__UPSTREAM__BREAKER": "on"})
+        load_settings(path, environ={"BFF__UPSTREAM__BREAKER": "on"})
     assert str(error.value) == (
         "BFF__UPSTREAM__BREAKER: names the table [upstream.breaker]; "
-        "set its keys (BFF__UPSTREAM__BREAKER__FAILURE_THRESHOLD)"
+        f"set its keys (BFF__UPSTREAM__BREAKER__FAILURE_THRESHOLD) (in {path})"
+    )
+
+
+def test_a_bad_value_names_its_file_and_the_variable_that_set_it(tmp_path: Path) -> None:
+    path = _config(tmp_path, "[upstream]\nconnect_timeout = 0\n")
+    with pytest.raises(ConfigError) as in_file:
+        load_settings(path, environ={})
+    assert str(in_file.value) == f"[upstream].connect_timeout: must be > 0 (in {path})"
+    with pytest.raises(ConfigError) as in_environment:
+        load_settings(path, environ={"BFF__UPSTREAM__CONNECT_TIMEOUT": "-1"})
+    assert str(in_environment.value) == (
+        "[upstream].connect_timeout: must be > 0 "
+        f"(set by BFF__UPSTREAM__CONNECT_TIMEOUT, with {path})"
     )
 
 

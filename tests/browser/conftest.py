@@ -1,9 +1,9 @@
 """Fixtures of the browser tests: Debian's Chromium, driven by Playwright, against ``bff dev``.
 
 Each test module gets its own stack (sandbox, development provider, BFF) on free loopback ports;
-each test a fresh Chromium profile that may reach loopback only. A request to anywhere else is
-aborted and recorded, and a test that made one fails: the console and the provider's pages load
-nothing from elsewhere.
+each test a fresh Chromium profile (``page``; ``module_page`` is one page shared by a module's
+tests) that may reach loopback only. A request to anywhere else is aborted and recorded, and a
+test that made one fails: the console and the provider's pages load nothing from elsewhere.
 
 Locally the tests skip when Chromium or Playwright is missing; with ``REQUIRE_BROWSER=1`` or
 ``CI=true`` they fail instead. How Chromium runs is in :mod:`tests.support.chromium`.
@@ -12,6 +12,7 @@ Locally the tests skip when Chromium or Playwright is missing; with ``REQUIRE_BR
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,9 +59,9 @@ def stack(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     assert status == 0, f"bff dev exited with {status}:\n{running.output()}"
 
 
-@pytest.fixture
-def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
-    """A fresh Chromium profile that can reach loopback only; fails the test that tried more."""
+@contextmanager
+def _loopback_only_browser(chromium: Path, profile: Path) -> Iterator[BrowserContext]:
+    """A Chromium profile that can reach loopback only; fails the test that tried more."""
     assert sync_playwright is not None
     blocked: list[str] = []
 
@@ -73,7 +74,7 @@ def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
 
     with sync_playwright() as playwright:
         browser_context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
+            str(profile),
             executable_path=str(chromium),
             headless=True,
             args=CHROMIUM_ARGS,
@@ -90,10 +91,28 @@ def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
     assert blocked == [], f"the browser tried to reach beyond loopback: {blocked}"
 
 
-@pytest.fixture
-def page(context: BrowserContext) -> Page:
-    page = context.pages[0] if context.pages else context.new_page()
+def _recording_errors(page: Page) -> Page:
     page_errors: list[str] = []
     page.on("pageerror", lambda error: page_errors.append(str(error)))
     page.page_errors = page_errors  # type: ignore[attr-defined]
     return page
+
+
+@pytest.fixture
+def context(chromium: Path, tmp_path: Path) -> Iterator[BrowserContext]:
+    """A fresh Chromium profile for each test."""
+    with _loopback_only_browser(chromium, tmp_path / "chromium-profile") as browser_context:
+        yield browser_context
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return _recording_errors(context.pages[0] if context.pages else context.new_page())
+
+
+@pytest.fixture(scope="module")
+def module_page(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """One page for all the tests of a module, for tests that look at one screen many ways."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with _loopback_only_browser(chromium, profile) as browser_context:
+        yield _recording_errors(browser_context.pages[0])

@@ -100,6 +100,25 @@ def test_every_screen_state_passes_axe(page: Page, stack: ServerProcess) -> None
     assert page.page_errors == []  # type: ignore[attr-defined]
 
 
+def test_the_flows_as_cards_pass_axe_on_a_phone_and_a_tablet(
+    page: Page, stack: ServerProcess
+) -> None:
+    sign_in(page, stack, "alice", US_EAST)
+    row = create_in_ui(page, "axe-cards", "GitHub CI", "Billing service")
+    for width in (390, 900):
+        page.set_viewport_size({"width": width, "height": 844})
+        assert_accessible(page, f"the flows at {width} px")
+        edit_button(row).click()
+        expect(edit_form(page)).to_be_visible()
+        assert_accessible(page, f"an inline edit at {width} px")
+        page.keyboard.press("Escape")
+        delete_button(row).click()
+        expect(page.get_by_role("dialog")).to_be_visible()
+        assert_accessible(page, f"the delete confirmation at {width} px")
+        page.keyboard.press("Escape")
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
 def test_a_reader_and_a_user_without_access_pass_axe(page: Page, stack: ServerProcess) -> None:
     sign_in(page, stack, "bob", US_EAST)
     expect(page.get_by_role("note")).to_be_visible()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -33,6 +34,9 @@ from tests.browser.driver import (
 )
 from tests.support.oidc_login import browser_login
 from tests.support.processes import ServerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Response
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -469,6 +473,9 @@ def test_pressing_deny_at_the_provider_ends_on_a_page_with_a_way_back(
 def test_an_ended_session_brings_the_user_back_to_the_same_view(
     page: Page, stack: ServerProcess
 ) -> None:
+    # Without the session's live events (a proxy that drops them, say), the tab learns of the
+    # end at its next call; tests/browser/test_session_live.py has the tab that hears at once.
+    page.route("**/api/bff/v1/auth/session/events", lambda route: route.abort())
     sign_in(page, stack, "alice", US_EAST)
     row = create_in_ui(page, "after-expiry", "GitHub CI", "Orders API")
 
@@ -592,4 +599,39 @@ def test_a_gateway_that_does_not_answer_is_said_plainly_with_a_way_to_retry(
     message.get_by_role("button", name="Try again").click()
     expect(page.get_by_role("heading", name="You are signed out")).to_be_visible()
     expect(message).to_have_count(0)
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_a_list_shown_again_is_revalidated_and_its_rows_kept_while_unchanged(
+    page: Page, stack: ServerProcess
+) -> None:
+    sign_in(page, stack, "alice", US_EAST)
+    flow = {"sourceId": "ing_github_ci", "destinationId": "dest_billing_svc"}
+    create_by_api(page, "ten_acme", "plane_dev_us_east_1", [{"name": "shown-again", **flow}])
+    page.reload()
+    expect(flow_row(page, "shown-again")).to_have_count(1)
+    shown = page.evaluate(
+        "[...document.querySelectorAll('#flow-rows tr')].map((row) => (row.dataset.seen = 'yes'))"
+    )
+
+    def show_the_tab_again() -> Response:
+        with page.expect_response(
+            lambda r: r.url.endswith("/delivery-flows") and r.request.method == "GET"
+        ) as answer:
+            page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        return answer.value
+
+    unchanged = show_the_tab_again()
+    assert unchanged.status == 304
+    assert unchanged.request.headers["if-none-match"] == unchanged.headers["etag"]
+    # The very rows shown before: nothing was drawn again.
+    expect(page.locator("#flow-rows tr[data-seen=yes]")).to_have_count(len(shown))
+
+    create_by_api(page, "ten_acme", "plane_dev_us_east_1", [{"name": "shown-again-2", **flow}])
+    changed = show_the_tab_again()
+    assert changed.status == 200
+    assert changed.request.headers["if-none-match"] == unchanged.headers["etag"]
+    expect(flow_row(page, "shown-again-2")).to_have_count(1)
+    assert flow_names(page)[0] == "shown-again-2"
+    expect(announced(page)).to_contain_text("The list of flows changed")
     assert page.page_errors == []  # type: ignore[attr-defined]

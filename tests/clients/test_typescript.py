@@ -61,7 +61,7 @@ def test_the_generated_types_are_those_of_the_openapi_document(
     )
 
 
-def test_the_typed_client_sends_csrf_signs_in_on_401_and_exposes_problems(
+def test_the_typed_client_sends_csrf_signs_in_on_401_exposes_problems_and_revalidates(
     node_bin: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
@@ -71,7 +71,7 @@ def test_the_typed_client_sends_csrf_signs_in_on_401_and_exposes_problems(
     shutil.copy(PACKAGE / "test" / "client.test.mjs", out)
     result = _run("node", "--test", "client.test.mjs", cwd=out)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# fail 0" in result.stdout and "# pass 8" in result.stdout, result.stdout
+    assert "# fail 0" in result.stdout and "# pass 10" in result.stdout, result.stdout
 
 
 def test_the_package_pins_its_tools_exactly() -> None:
@@ -80,3 +80,16 @@ def test_the_package_pins_its_tools_exactly() -> None:
     for name, version in manifest["devDependencies"].items():
         assert version[0].isdigit(), f"{name} {version}: pin an exact version"
         assert lock["packages"][f"node_modules/{name}"]["version"] == version, name
+
+
+def test_the_session_events_helper_hands_over_typed_events_and_closes_after_ended(
+    node_bin: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    compiled = _run(node_bin / "tsc", "-p", "tsconfig.test.json", "--outDir", out)
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    (out / "package.json").write_text(json.dumps({"type": "module"}), encoding="utf-8")
+    shutil.copy(PACKAGE / "test" / "session_events.test.mjs", out)
+    result = _run("node", "--test", "session_events.test.mjs", cwd=out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# fail 0" in result.stdout and "# pass 2" in result.stdout, result.stdout

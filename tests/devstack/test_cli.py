@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 import sandbox.config
@@ -37,3 +41,21 @@ def test_the_development_ports_agree_across_packages() -> None:
 def test_an_unknown_subcommand_is_refused() -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["devv"])
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_dev_passes_its_args_on_to_bff_dev() -> None:
+    planned = subprocess.run(
+        # --no-print-directory: under `make test` this make is a sub-make, which would otherwise
+        # announce the directory it enters and leaves.
+        ["make", "--no-print-directory", "--dry-run", "dev", "ARGS=--port 9000 --idp-port 9002"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert planned.stdout.splitlines()[-1] == ".venv/bin/bff dev --port 9000 --idp-port 9002"

@@ -237,10 +237,12 @@ def test_a_busy_port_is_named_and_nothing_starts(ports: Ports, tmp_path: Path) -
             stdout=out,
         )
 
-    assert status != 0
-    assert f"port {ports.sandbox} for the sandbox" in out.getvalue()
-    assert "already in use" in out.getvalue()
-    assert "started" not in out.getvalue()
+    # One line, naming the port, whose it is and the flag that moves it; nothing announced.
+    assert status == 2
+    assert out.getvalue() == (
+        f"bff dev: port {ports.sandbox} for the sandbox on 127.0.0.1 is already in use; "
+        "stop what holds it or choose another port (--sandbox-port)\n"
+    )
     assert not (tmp_path / "data").exists()
 
 

@@ -3,7 +3,8 @@
 Real processes on loopback: the development provider (for a bearer token), a stub backend in
 this process whose flow list answers as slowly as the test says, and ``bff serve`` with a
 two-second shutdown grace. In flight at SIGTERM: a call whose upstream answers within the grace,
-one whose upstream answers long after it, and an upload whose body never finishes.
+one whose upstream answers long after it, and an upload whose body never finishes; and, on its
+own, a signed-in session's event stream, which never finishes by itself.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import httpx
 import pytest
 
 from tests.support.gateway import CLUSTERS, DESTINATIONS, INGESTERS, upstream_flow
+from tests.support.oidc_login import browser_login
 from tests.support.ports import free_ports
 from tests.support.processes import BFF_SCRIPT, clean_environ, serving
 
@@ -156,3 +158,53 @@ def test_sigterm_drains_within_the_grace_and_exits_0(tmp_path: Path) -> None:
         assert "Traceback" not in output, output
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{bff}/readyz")
+
+
+def test_sigterm_ends_open_session_streams_cleanly_long_before_the_grace(tmp_path: Path) -> None:
+    """A dashboard tab's event stream never finishes by itself: at SIGTERM the gateway ends it
+    (the browser reconnects elsewhere) instead of holding the shutdown for its whole grace."""
+    grace = 8
+    bff_port, idp_port = free_ports(2)
+    bff, idp = f"http://127.0.0.1:{bff_port}", f"http://127.0.0.1:{idp_port}"
+    provider_argv = [
+        sys.executable, "-m", "devstack.idp", "--config", CONFIG, "--port", str(idp_port),
+        "--redirect-uri", f"{bff}/api/bff/v1/auth/callback",
+    ]  # fmt: skip
+    with (
+        stub_backend() as backend,
+        serving(
+            provider_argv, name="the provider", url=idp, ready="/.well-known/openid-configuration"
+        ),
+        serving(
+            [str(BFF_SCRIPT), "serve", "--config", CONFIG, "--port", str(bff_port)],
+            name="the BFF",
+            url=bff,
+            env=clean_environ(
+                BFF__BFF__PUBLIC_ORIGIN=bff,
+                BFF__UPSTREAM__BASE_URL=backend,
+                BFF__OIDC__ISSUER=idp,
+                BFF__SERVER__SHUTDOWN_GRACE_SECONDS=str(grace),
+            ),
+            log=tmp_path / "bff.log",
+            grace=grace + 10,
+        ) as server,
+        httpx.Client(trust_env=False, timeout=10.0) as browser,
+    ):
+        browser_login(browser, bff, "alice")
+        events = f"{bff}/api/bff/v1/auth/session/events"
+        with browser.stream("GET", events, headers={"Sec-Fetch-Site": "same-origin"}) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["x-accel-buffering"] == "no"
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 3000"
+            stopped_at = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            rest = list(lines)  # to the stream's clean end; a cut connection would raise
+            ended_after = time.monotonic() - stopped_at
+        status = server.process.wait(timeout=grace + 8)
+        took = time.monotonic() - stopped_at
+        assert rest == [""], rest
+        assert ended_after < 1.0, ended_after
+        assert status == 0, server.output()
+        assert took < grace / 2, (took, server.output())
+        assert "Traceback" not in server.output()

@@ -4,6 +4,10 @@ From the gateway: ``POST /auth/logout`` ends the session and hands the dashboard
 end-session URL, which the browser follows through the provider's confirmation to the
 post-logout redirect. From the provider: a user who signs out there gets the provider to post a
 logout token to the gateway, which ends the session of that provider session and no other.
+
+Both run against the provider as it comes, and in its FAPI 2.0 profile (tokens bound to DPoP
+keys, the client proving itself with ``private_key_jwt`` at the revocation too, PS256 logout
+tokens) with the gateway's ``profile = "fapi2"``.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ import pytest
 
 from bff.paths import API_PREFIX
 from tests.interop.browser import SESSION_COOKIE, Browser, Page
-from tests.interop.stack import CLIENT_ID, Stack, Stacks
+from tests.interop.stack import CLIENT_ID, FAPI2, ProviderOptions, Stack, Stacks
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e]
 
 SIGN_OUT = ("logout", "yes")
 """The provider's "Yes, sign me out" button."""
+
+
+@pytest.fixture(params=[ProviderOptions(), FAPI2], ids=["default", "fapi2"])
+def stack(request: pytest.FixtureRequest, stacks: Stacks) -> Stack:
+    options: ProviderOptions = request.param
+    return stacks.get("internal-jwt", options)
 
 
 def provider_metadata(stack: Stack, http: httpx.Client) -> dict[str, Any]:
@@ -50,9 +60,8 @@ def signed_in(stack: Stack, http: httpx.Client) -> tuple[Browser, str]:
 
 
 def test_sign_out_ends_the_session_here_and_at_the_provider(
-    stacks: Stacks, http: httpx.Client
+    stack: Stack, http: httpx.Client
 ) -> None:
-    stack = stacks.get("internal-jwt")
     metadata = provider_metadata(stack, http)
     browser, cookie = signed_in(stack, http)
     earlier = len(stack.provider_events())
@@ -61,10 +70,14 @@ def test_sign_out_ends_the_session_here_and_at_the_provider(
     assert logout.status_code == 200, logout.text
     assert browser.session_cookie() is None, "the session cookie was not cleared"
     assert session_status(stack, cookie) == 401
-    # The refresh token was revoked at the provider, and with it the grant (its default).
-    assert stack.provider_events()[earlier:] == [
-        {"event": "grant.revoked", "route": "revocation"}
-    ], stack.outputs()
+    # The refresh token was revoked at the provider, and with it the grant (its default); with
+    # private_key_jwt the revocation carried an assertion, which the provider took.
+    records = [
+        record
+        for record in stack.provider_events()[earlier:]
+        if not (record["event"] == "client_assertion" and record["status"] == 200)
+    ]
+    assert records == [{"event": "grant.revoked", "route": "revocation"}], stack.outputs()
 
     end_session = httpx.URL(logout.json()["endSessionUrl"])
     assert str(end_session.copy_with(query=None)) == metadata["end_session_endpoint"]
@@ -84,9 +97,8 @@ def test_sign_out_ends_the_session_here_and_at_the_provider(
 
 
 def test_a_sign_out_at_the_provider_ends_the_gateway_session(
-    stacks: Stacks, http: httpx.Client
+    stack: Stack, http: httpx.Client
 ) -> None:
-    stack = stacks.get("internal-jwt")
     metadata = provider_metadata(stack, http)
     with httpx.Client(trust_env=False, timeout=10.0) as elsewhere:
         _, other_cookie = signed_in(stack, elsewhere)

@@ -43,6 +43,15 @@ def test_dev_config_seeds_the_documented_ids() -> None:
     }
 
 
+def test_dpop_defaults(tmp_path: Path) -> None:
+    settings = sandbox.load_settings(_write(tmp_path, MINIMAL))
+    assert settings.dpop_algorithms == ("ES256", "RS256", "PS256", "EdDSA")
+    assert (settings.dpop_proof_max_age_seconds, settings.dpop_clock_skew_seconds) == (60, 5)
+    assert settings.dpop_replay_cache_size == 100_000
+    assert settings.dpop_nonce_required is False
+    assert settings.dpop_nonce_rotation_seconds == 300
+
+
 def test_db_override() -> None:
     assert sandbox.load_settings(DEV_CONFIG, db=":memory:").db == ":memory:"
 
@@ -73,6 +82,20 @@ region = "r"
         ("colour = 1", "sandbox: Object contains unknown field `colour`"),
         ("port = 70000", "sandbox.port: must be between 0 and 65535"),
         ("max_body_bytes = 0", "sandbox.max_body_bytes: must be positive"),
+        (
+            'dpop_algorithms = ["ES256", "HS256"]',
+            "sandbox.dpop_algorithms: 'HS256' is not an asymmetric signature algorithm",
+        ),
+        ('dpop_algorithms = ["none"]', "sandbox.dpop_algorithms: 'none' is not an asymmetric"),
+        ("dpop_algorithms = []", "sandbox.dpop_algorithms: must not be empty"),
+        ("dpop_proof_max_age_seconds = 0", "sandbox.dpop_proof_max_age_seconds: must be positive"),
+        ("dpop_clock_skew_seconds = -1", "sandbox.dpop_clock_skew_seconds: must not be negative"),
+        ("dpop_replay_cache_size = 0", "sandbox.dpop_replay_cache_size: must be positive"),
+        ('dpop_nonce_required = "yes"', "sandbox.dpop_nonce_required: Expected `bool`, got `str`"),
+        (
+            "dpop_nonce_rotation_seconds = -5",
+            "sandbox.dpop_nonce_rotation_seconds: must be positive",
+        ),
     ],
 )
 def test_invalid_keys_are_named(tmp_path: Path, keys: str, message: str) -> None:

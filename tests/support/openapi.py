@@ -1,7 +1,8 @@
 """The gateway's OpenAPI document (``bff/openapi.json``), read once, and what checks against it.
 
 :func:`resolve` follows a local ``$ref``; :func:`assert_conforms` says a response is one the
-document describes for its operation: status, media type, body schema, headers.
+document describes for its operation: status, media type, body schema, headers;
+:func:`assert_event_conforms`, the same of one event of an event stream.
 """
 
 from __future__ import annotations
@@ -68,3 +69,15 @@ def assert_conforms(path: str, method: str, response: httpx.Response) -> None:
         assert not errors, (path, method, response.status_code, errors)
     for header in documented.get("headers", {}):
         assert header.lower() in response.headers, (path, method, response.status_code, header)
+
+
+def assert_event_conforms(path: str, method: str, event: dict[str, Any]) -> None:
+    """One event of a ``text/event-stream`` answer (``{"event": name, "data": parsed JSON}``)
+    is one the document describes for the operation's 200."""
+    pointer, documented = response_pointer(path, method, 200)
+    media = "text/event-stream"
+    assert media in documented.get("content", {}), (path, method, "no event stream documented")
+    schema_ref = f"{DOCUMENT_URI}#{pointer}{_pointer('content', media, 'schema')}"
+    validator = Draft202012Validator({"$ref": schema_ref}, registry=REGISTRY)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(event)]
+    assert not errors, (path, method, event, errors)

@@ -81,6 +81,7 @@ class _Grant:
     nonce: str
     challenge: str
     redirect_uri: str
+    dpop_jkt: str | None = None
 
 
 @dataclass
@@ -107,6 +108,12 @@ class FakeProvider:
     leaves refresh tokens out, as a provider does that was not asked the way it wants.
     ``issuer`` is how its metadata and tokens spell the issuer: :data:`ISSUER`, or with a
     trailing slash as Auth0 spells its own; its endpoints stay under :data:`ISSUER`.
+
+    ``dpop`` True: it offers DPoP (RFC 9449) with ES256, checks every proof it is sent (each
+    kept in ``proofs``), binds codes to ``dpop_jkt`` or the PAR request's proof, and issues
+    DPoP tokens bound to the proof's key (``bound``: access token → thumbprint); with
+    ``dpop_nonce`` set it asks for that nonce (``use_dpop_nonce``), and ``dpop_token_type``
+    replaces the type it answers (a provider that does not bind).
     """
 
     def __init__(self, clock: FakeClock) -> None:
@@ -128,7 +135,7 @@ class FakeProvider:
         # RFC 8705 aliases, used when the metadata names them (``metadata_extra``).
         self.router.post("/mtls/token").mock(side_effect=self._token)
         self.router.post("/mtls/revoke").mock(side_effect=self._revoke)
-        self.userinfo = self.router.get("/userinfo").respond(401)
+        self.userinfo = self.router.get("/userinfo").mock(side_effect=self._userinfo)
         self.expires_in = 3600
         self.id_token_hook: Callable[[dict[str, Any]], str] | None = None
         self.code_error: str | None = None
@@ -147,6 +154,14 @@ class FakeProvider:
         """The client's public keys, as the provider fetched them (``private_key_jwt``)."""
         self.assertions: list[dict[str, Any]] = []
         self.issues_refresh_tokens = True
+        self.dpop = False
+        self.dpop_nonce: str | None = None
+        self.dpop_token_type = "DPoP"
+        self.proofs: list[dict[str, Any]] = []
+        self.bound: dict[str, str] = {}
+        self._refresh_keys: dict[str, str] = {}
+        self.userinfo_claims: dict[str, Any] | None = None
+        """Set: userinfo answers these for a valid access token (bound ones with a proof)."""
 
     @property
     def transport(self) -> httpx.MockTransport:
@@ -169,7 +184,11 @@ class FakeProvider:
         assert params["code_challenge_method"] == "S256"
         code = secrets.token_urlsafe(16)
         self._grants[code] = _Grant(
-            USERS[user], params["nonce"], params["code_challenge"], params["redirect_uri"]
+            USERS[user],
+            params["nonce"],
+            params["code_challenge"],
+            params["redirect_uri"],
+            params.get("dpop_jkt"),
         )
         answer = {"code": code, "state": params["state"], **(extra or {})}
         return f"{params['redirect_uri']}?" + urlencode(answer)
@@ -213,19 +232,61 @@ class FakeProvider:
         }
         return self.signed({k: v for k, v in claims.items() if v is not None}, typ="logout+jwt")
 
-    def _new_tokens(self, user: DemoUser) -> dict[str, Any]:
+    def _new_tokens(self, user: DemoUser, jkt: str | None = None) -> dict[str, Any]:
         access = f"at_{user.sub}_{secrets.token_urlsafe(12)}"
         refresh = f"rt_{user.sub}_{secrets.token_urlsafe(12)}"
         self.access_tokens.append(access)
         tokens: dict[str, Any] = {
             "access_token": access,
-            "token_type": "Bearer",
+            "token_type": "Bearer" if jkt is None else self.dpop_token_type,
             "expires_in": self.expires_in,
         }
+        if jkt is not None:
+            self.bound[access] = jkt
         if self.issues_refresh_tokens:
             self.refresh_tokens[refresh] = user
             tokens["refresh_token"] = refresh
+            if jkt is not None:
+                self._refresh_keys[refresh] = jkt
         return tokens
+
+    def _proof(
+        self, request: httpx.Request, access_token: str | None = None
+    ) -> tuple[str | None, httpx.Response | None]:
+        """RFC 9449 4.3: the thumbprint of the request's valid proof (None without one), or
+        the refusal to answer."""
+        if not self.dpop or "dpop" not in request.headers:
+            return None, None
+        refused = httpx.Response(400, json={"error": "invalid_dpop_proof"})
+        try:
+            proof = request.headers["dpop"]
+            token = jws.extract_compact(proof.encode())
+            header = dict(token.headers())
+            key = JWKRegistry.import_key(header["jwk"])
+            assert header["typ"] == "dpop+jwt" and not key.is_private
+            jws.deserialize_compact(proof, key, algorithms=["ES256"])
+            claims = json.loads(token.payload)
+        except (ValueError, JoseError, KeyError, AssertionError):
+            return None, refused
+        url = str(request.url).split("?")[0]
+        if (
+            claims.get("htm") != request.method
+            or claims.get("htu") != url
+            or abs(claims.get("iat", 0) - self.clock()) > 60
+            or claims.get("jti") in {seen["jti"] for seen in self.proofs}
+        ):
+            return None, refused
+        if access_token is not None and claims.get("ath") != b64(
+            hashlib.sha256(access_token.encode()).digest()
+        ):
+            return None, refused
+        if self.dpop_nonce is not None and claims.get("nonce") != self.dpop_nonce:
+            return None, httpx.Response(
+                400, json={"error": "use_dpop_nonce"}, headers={"DPoP-Nonce": self.dpop_nonce}
+            )
+        jkt = key.thumbprint()
+        self.proofs.append({**claims, "jkt": jkt, "raw": proof})
+        return jkt, None
 
     # endpoints
     def _discovery(self, request: httpx.Request) -> httpx.Response:
@@ -240,6 +301,7 @@ class FakeProvider:
                 "end_session_endpoint": f"{ISSUER}/logout",
                 "revocation_endpoint": f"{ISSUER}/revoke",
                 "code_challenge_methods_supported": ["S256"],
+                **({"dpop_signing_alg_values_supported": ["ES256"]} if self.dpop else {}),
                 **self.metadata_extra,
             },
         )
@@ -294,8 +356,11 @@ class FakeProvider:
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
         if not self._client_ok(request):
             return httpx.Response(401, json={"error": "invalid_client"})
+        jkt, refused = self._proof(request)
+        if refused is not None:
+            return refused
         if form.get("grant_type") == "refresh_token":
-            return await self._refresh(form)
+            return await self._refresh(form, jkt)
         if form.get("grant_type") != "authorization_code":
             return httpx.Response(400, json={"error": "unsupported_grant_type"})
         if self.code_error:
@@ -307,23 +372,45 @@ class FakeProvider:
             grant is None
             or grant.challenge != challenge
             or grant.redirect_uri != form.get("redirect_uri")
+            or grant.dpop_jkt not in (None, jkt)
         ):
             return httpx.Response(400, json={"error": "invalid_grant"})
         claims = self.id_claims(grant.user, grant.nonce)
         id_token = self.id_token_hook(claims) if self.id_token_hook else self.signed(claims)
-        return httpx.Response(200, json={**self._new_tokens(grant.user), "id_token": id_token})
+        tokens = self._new_tokens(grant.user, jkt)
+        return httpx.Response(200, json={**tokens, "id_token": id_token})
 
-    async def _refresh(self, form: dict[str, str]) -> httpx.Response:
+    async def _refresh(self, form: dict[str, str], jkt: str | None = None) -> httpx.Response:
         self.refresh_calls += 1
         if self.refresh_gate is not None:
             await self.refresh_gate.wait()
         if self.refresh_mode == "down":
             raise httpx.ConnectError("provider down")
         # Rotation with reuse detection: a refresh token is good exactly once.
-        user = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+        refresh = form.get("refresh_token", "")
+        user = self.refresh_tokens.pop(refresh, None)
         if self.refresh_mode == "invalid_grant" or user is None:
             return httpx.Response(400, json={"error": "invalid_grant"})
-        return httpx.Response(200, json=self._new_tokens(user))
+        if self._refresh_keys.pop(refresh, None) not in (None, jkt):
+            return httpx.Response(400, json={"error": "invalid_dpop_proof"})
+        return httpx.Response(200, json=self._new_tokens(user, jkt))
+
+    def _userinfo(self, request: httpx.Request) -> httpx.Response:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        jkt = self.bound.get(token)
+        if self.userinfo_claims is None or token not in self.access_tokens:
+            return httpx.Response(401)
+        if jkt is not None:
+            proved, refused = self._proof(request, token)
+            if scheme != "DPoP" or refused is not None or proved != jkt:
+                headers = {"WWW-Authenticate": 'DPoP error="invalid_token"'}
+                if refused is not None and "dpop-nonce" in refused.headers:
+                    headers = {
+                        "WWW-Authenticate": 'DPoP error="use_dpop_nonce"',
+                        "DPoP-Nonce": refused.headers["dpop-nonce"],
+                    }
+                return httpx.Response(401, headers=headers)
+        return httpx.Response(200, json=self.userinfo_claims)
 
     def _par(self, request: httpx.Request) -> httpx.Response:
         if not self._client_ok(request):
@@ -331,10 +418,15 @@ class FakeProvider:
         if self.par_error is not None:
             return httpx.Response(400, json=self.par_error)
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        jkt, refused = self._proof(request)
+        if refused is not None:
+            return refused
         uri = f"urn:ietf:params:oauth:request_uri:{secrets.token_urlsafe(16)}"
         self.pushed[uri] = {
             k: v for k, v in form.items() if not k.startswith("client_") or k == "client_id"
         }
+        if jkt is not None:  # RFC 9449 10.1: the proof at PAR binds the code
+            self.pushed[uri]["dpop_jkt"] = jkt
         return httpx.Response(201, json={"request_uri": uri, "expires_in": 60})
 
     def _revoke(self, request: httpx.Request) -> httpx.Response:

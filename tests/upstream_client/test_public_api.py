@@ -16,6 +16,10 @@ DOCUMENTED = {
     "DEFAULT_LIMITS",
     "BreakerState",
     "AttemptObserver",
+    # credentials
+    "Credential",
+    "DPoPToken",
+    "ProofKey",
     # models
     "Flow",
     "FlowCreate",

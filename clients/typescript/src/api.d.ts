@@ -48,7 +48,7 @@ export interface paths {
         };
         /**
          * One page of the cluster's flows, newest first
-         * @description Newest first (by creation time, then id), in a stable order: following `page.nextCursor` returns each flow once; a flow created meanwhile comes before the first page, so a dashboard shows it by reloading the first page, not on a later one.
+         * @description Newest first (by creation time, then id), in a stable order: following `page.nextCursor` returns each flow once; a flow created meanwhile comes before the first page, so a dashboard shows it by reloading the first page, not on a later one. Polling is cheap: send the page's `ETag` back as `If-None-Match`, and while the page is what the caller saw (its flows, their names and what the caller may do with them) the answer is 304 with no body, whether the gateway answered from its cache or asked the backend.
          */
         get: operations["listFlows"];
         put?: never;
@@ -205,6 +205,33 @@ export interface paths {
         };
         /** Who is signed in, their tenants and permissions, and when the session ends */
         get: operations["getSession"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/session/events": {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Echoed back and sent upstream; a fresh `req_…` id is generated when absent or unsafe. */
+                "X-Request-ID"?: components["parameters"]["XRequestId"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The signed-in session, live: ended, renewed, expiring (Server-Sent Events)
+         * @description For a dashboard tab's `EventSource`: it hears at once when its session ends elsewhere (signed out in another tab, signed out everywhere, ended from the list of sessions, ended by the identity provider, a refused refresh, a sign-in again in this browser, a time-out), when the session is renewed, and shortly before it expires. Each event is a name (`event:`) and JSON data (`data:`), described by `SessionEvent`; `ended` is the last, and the stream then closes (a browser should close its `EventSource` too, or it opens the stream again, to a 401). A quiet stream carries a comment line (`: heartbeat`) every `[session_events].heartbeat_seconds`; the first block is `retry: 3000`, how long a browser waits before opening the stream again after a shutdown ended it.
+         *
+         *     `EventSource` cannot send `X-CSRF: 1`, so the stream is protected otherwise: the request must carry `Sec-Fetch-Site: same-origin` (a browser sets it; another site's request, or one no page started, is refused with 403 before the session is looked at); the session cookie is `SameSite=Strict` and HttpOnly, so no other site can make the browser send it, and no other origin may read the answer (no CORS); and the stream carries nothing but the session's own state, never a token, a session id or anything of another session or user. It changes nothing, and does not count as activity of the session.
+         *
+         *     A session may hold `[session_events].max_streams_per_session` streams open (a browser's tabs together), an instance `max_streams`; past either, 429. Proxies must pass the answer on unbuffered (it says `X-Accel-Buffering: no`) and keep idle connections open longer than the heartbeat.
+         */
+        get: operations["followSession"];
         put?: never;
         post?: never;
         delete?: never;
@@ -476,6 +503,49 @@ export interface components {
             /** Format: date-time */
             expiresAt: string;
         };
+        /** @description One event of `GET /auth/session/events`, as a browser's `EventSource` hands it over: its name (`event`) and its data, parsed from JSON (`data`). */
+        SessionEvent: components["schemas"]["SessionEndedEvent"] | components["schemas"]["SessionRenewedEvent"] | components["schemas"]["SessionExpiringEvent"];
+        /** @description The session ended; the stream closes after it. */
+        SessionEndedEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "ended";
+            data: components["schemas"]["SessionEnded"];
+        };
+        SessionEnded: {
+            /**
+             * @description Why: `signed-out`, this browser signed out (in another tab); `signed-out-everywhere`, the user signed out of every session, on this device or another; `revoked`, the user ended this session from their list of sessions (on another device); `backchannel-logout`, the identity provider ended it; `refresh-refused`, the provider would not renew its tokens; `signed-in-again`, this browser signed in again and a new session replaces this one (ask `/auth/session`: the tab may carry on); `expired`, it timed out; `unknown`, it is gone and no reason reached the gateway.
+             * @enum {string}
+             */
+            reason: "signed-out" | "signed-out-everywhere" | "revoked" | "backchannel-logout" | "refresh-refused" | "signed-in-again" | "expired" | "unknown";
+        };
+        /** @description The session now ends later: its tokens were refreshed, or a call (from any tab) kept it alive, after `expiring` say. */
+        SessionRenewedEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "renewed";
+            data: components["schemas"]["SessionExpiry"];
+        };
+        /** @description The session ends within `[session_events].expiring_seconds` unless it is used (an idle time-out) or, at its absolute time-out, whatever happens. */
+        SessionExpiringEvent: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            event: "expiring";
+            data: components["schemas"]["SessionExpiry"];
+        };
+        SessionExpiry: {
+            /**
+             * Format: date-time
+             * @description When the session ends without further activity, as `SessionView.expiresAt` says.
+             */
+            expiresAt: string;
+        };
     };
     responses: {
         /** @description validation-error: bad body, query, header or cursor */
@@ -613,9 +683,14 @@ export interface components {
         IdempotencyKey: string;
         /** @description The ETag the UI last read; a lost update is answered with 412. */
         IfMatch: string;
+        /** @description The `ETag` of the answer the caller holds, or several (`W/` or not: the weak comparison of RFC 9110), or `*`: when it names the current one the answer is 304 with no body. A value that is not a list of entity tags is ignored. */
+        IfNoneMatch: string;
     };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description Strong entity tag of the page as this caller sees it: its flows, their names and the caller's permissions (callers who may do different things never share one). The answer is `Cache-Control: no-store`, so a client that polls keeps the tag and the page itself. */
+        PageETag: string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -668,6 +743,8 @@ export interface operations {
                 "X-Request-ID"?: components["parameters"]["XRequestId"];
                 /** @description Required on every cookie-authenticated API call. */
                 "X-CSRF"?: components["parameters"]["XCsrf"];
+                /** @description The `ETag` of the answer the caller holds, or several (`W/` or not: the weak comparison of RFC 9110), or `*`: when it names the current one the answer is 304 with no body. A value that is not a list of entity tags is ignored. */
+                "If-None-Match"?: components["parameters"]["IfNoneMatch"];
             };
             path: {
                 /** @example ten_acme */
@@ -682,11 +759,20 @@ export interface operations {
             /** @description A page of flows, newest first */
             200: {
                 headers: {
+                    ETag: components["headers"]["PageETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["FlowList"];
                 };
+            };
+            /** @description The page is as the caller last saw it (`If-None-Match` named its `ETag`); no body */
+            304: {
+                headers: {
+                    ETag: components["headers"]["PageETag"];
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             400: components["responses"]["ValidationError"];
             401: components["responses"]["Unauthenticated"];
@@ -759,7 +845,8 @@ export interface operations {
                 "X-Request-ID"?: components["parameters"]["XRequestId"];
                 /** @description Required on every cookie-authenticated API call. */
                 "X-CSRF"?: components["parameters"]["XCsrf"];
-                "If-None-Match"?: string;
+                /** @description The `ETag` of the answer the caller holds, or several (`W/` or not: the weak comparison of RFC 9110), or `*`: when it names the current one the answer is 304 with no body. A value that is not a list of entity tags is ignored. */
+                "If-None-Match"?: components["parameters"]["IfNoneMatch"];
             };
             path: {
                 /** @example ten_acme */
@@ -1095,6 +1182,47 @@ export interface operations {
             401: components["responses"]["Unauthenticated"];
             403: components["responses"]["Forbidden"];
             503: components["responses"]["UpstreamUnavailable"];
+        };
+    };
+    followSession: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Echoed back and sent upstream; a fresh `req_…` id is generated when absent or unsafe. */
+                "X-Request-ID"?: components["parameters"]["XRequestId"];
+                /** @description Set by the browser (Fetch Metadata): only a request the dashboard's own page started is followed. */
+                "Sec-Fetch-Site": "same-origin";
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event stream, open until the session ends, the browser goes, or the instance shuts down */
+            200: {
+                headers: {
+                    "Cache-Control"?: "no-store";
+                    /** @description Tells nginx and its kin not to hold events back. */
+                    "X-Accel-Buffering"?: "no";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": components["schemas"]["SessionEvent"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["Forbidden"];
+            429: components["responses"]["RateLimited"];
+            /** @description service-unavailable (this instance is shutting down: open the stream again, it reaches another) or upstream-unavailable (the session store is unreachable) */
+            503: {
+                headers: {
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     logout: {

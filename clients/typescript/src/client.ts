@@ -11,7 +11,10 @@
  *   they are on (by default the browser goes there), then throws;
  * - turns every other failure into a {@link ProblemError} that carries the RFC 9457 problem:
  *   `status`, `type`, `title`, `detail`, `instance` (the request id to quote) and field `errors`;
- *   a request that got no answer at all is a {@link NetworkError}.
+ *   a request that got no answer at all is a {@link NetworkError};
+ * - `refresh` polls cheaply: it remembers each URL's last answer and sends its `ETag` back as
+ *   `If-None-Match`, so an unchanged page comes back as a 304 with no body, and the answer
+ *   remembered is returned again (`notModified: true`).
  *
  * ```ts
  * const api = createClient();
@@ -24,6 +27,10 @@
  *   body: { name: "stripe-to-orders", sourceId: "ing_stripe_prod", destinationId: "dest_orders_api" },
  *   headers: { "Idempotency-Key": newIdempotencyKey() }, // reuse it when retrying this create
  * });
+ * const polled = await api.refresh("/tenants/{tid}/clusters/{cid}/delivery-flows", {
+ *   path: { tid: "ten_acme", cid: "plane_dev_us_east_1" },
+ * });
+ * if (!polled.notModified) render(polled.data.items);
  * ```
  */
 
@@ -45,6 +52,14 @@ export type Method = "get" | "post" | "put" | "delete";
 export type PathsWith<M extends Method> = {
   [P in keyof paths]: paths[P][M] extends { responses: unknown } ? P : never;
 }[keyof paths];
+
+/** The paths whose GET answers 304 to `If-None-Match`: what {@link FlowsClient.refresh} takes. */
+export type RevalidatedPaths = {
+  [P in PathsWith<"get">]: paths[P]["get"] extends { responses: { 304: unknown } } ? P : never;
+}[PathsWith<"get">];
+
+/** How many URLs' last answers {@link FlowsClient.refresh} keeps (the least recent goes first). */
+export const REMEMBERED_ANSWERS = 100;
 
 type PathParams<O> = O extends { parameters: { path: infer T } } ? T : never;
 type QueryParams<O> = O extends { parameters: { query?: infer Q } } ? Exclude<Q, undefined> : never;
@@ -95,6 +110,15 @@ export interface ApiResponse<T> {
   /** The gateway's request id (`req_…`), to quote when reporting a problem. */
   requestId: string | null;
   response: Response;
+}
+
+/** An answer of {@link FlowsClient.refresh}. */
+export interface RefreshedResponse<T> extends ApiResponse<T> {
+  /**
+   * The gateway answered 304: the answer is unchanged since the last call of this URL, and
+   * `data` is that answer's (`status` is 304, `requestId` and `response` this call's).
+   */
+  notModified: boolean;
 }
 
 /** The gateway answered with an error: the problem it sent, typed. */
@@ -173,6 +197,15 @@ export interface FlowsClient {
     path: P,
     ...options: OptionsArgument<paths[P]["delete"]>
   ): Promise<ApiResponse<SuccessBody<paths[P]["delete"]>>>;
+  /**
+   * A GET that remembers its answer per URL (path and query): the next call of the same URL sends
+   * that answer's `ETag` as `If-None-Match`, and on 304 returns the answer again with
+   * `notModified: true`, nothing downloaded. For polling a list.
+   */
+  refresh<P extends RevalidatedPaths>(
+    path: P,
+    ...options: OptionsArgument<paths[P]["get"]>
+  ): Promise<RefreshedResponse<SuccessBody<paths[P]["get"]>>>;
   /** The sign-in URL that returns to `returnTo` (default: this page). */
   signInUrl(returnTo?: string): string;
 }
@@ -230,6 +263,16 @@ export function createClient(options: ClientOptions = {}): FlowsClient {
   const signInUrl = (to?: string): string =>
     `${baseUrl}/auth/login?returnTo=${encodeURIComponent(to ?? returnTo())}`;
 
+  // refresh's last answer per URL, the most recently used last.
+  const remembered = new Map<string, ApiResponse<unknown>>();
+  const remember = (url: string, answer: ApiResponse<unknown>): void => {
+    remembered.delete(url);
+    remembered.set(url, answer);
+    if (remembered.size > REMEMBERED_ANSWERS) {
+      remembered.delete(remembered.keys().next().value as string);
+    }
+  };
+
   async function call(
     method: Method,
     template: string,
@@ -240,7 +283,8 @@ export function createClient(options: ClientOptions = {}): FlowsClient {
       headers?: Record<string, string | undefined>;
       signal?: AbortSignal;
     } = {},
-  ): Promise<ApiResponse<unknown>> {
+    revalidate = false,
+  ): Promise<RefreshedResponse<unknown>> {
     let url = baseUrl + fillPath(template, given.path);
     const query = new URLSearchParams();
     for (const [name, value] of Object.entries(given.query ?? {})) {
@@ -251,6 +295,8 @@ export function createClient(options: ClientOptions = {}): FlowsClient {
     for (const [name, value] of Object.entries(given.headers ?? {})) {
       if (value !== undefined) headers.set(name, value);
     }
+    const previous = revalidate ? remembered.get(url) : undefined;
+    if (previous?.etag) headers.set("If-None-Match", previous.etag);
     const init: RequestInit = {
       method: method.toUpperCase(),
       credentials: "same-origin",
@@ -269,19 +315,25 @@ export function createClient(options: ClientOptions = {}): FlowsClient {
       if (error instanceof DOMException && error.name === "AbortError") throw error;
       throw new NetworkError(error);
     }
+    const requestId = response.headers.get("X-Request-ID");
+    if (response.status === 304 && previous) {
+      remember(url, previous);
+      const etag = response.headers.get("ETag") ?? previous.etag;
+      return { ...previous, status: 304, etag, requestId, response, notModified: true };
+    }
     if (!response.ok) {
       const error = new ProblemError(await readProblem(response));
       if (response.status === 401) onSignInRequired(signInUrl(), error);
       throw error;
     }
     const data: unknown = response.status === 204 ? undefined : await response.json();
-    return {
-      data,
-      status: response.status,
-      etag: response.headers.get("ETag"),
-      requestId: response.headers.get("X-Request-ID"),
-      response,
-    };
+    const etag = response.headers.get("ETag");
+    const answer = { data, status: response.status, etag, requestId, response };
+    if (revalidate) {
+      if (etag) remember(url, answer);
+      else remembered.delete(url);
+    }
+    return { ...answer, notModified: false };
   }
 
   // The typed surface is the interface above; the one implementation serves every method.
@@ -292,6 +344,8 @@ export function createClient(options: ClientOptions = {}): FlowsClient {
     post: untyped("post"),
     put: untyped("put"),
     delete: untyped("delete"),
+    refresh: (path: string, options?: object) =>
+      call("get", path, options as Parameters<typeof call>[2], true),
     signInUrl,
   } as FlowsClient;
 }

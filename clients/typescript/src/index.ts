@@ -15,10 +15,20 @@ export {
   type Problem,
   PROBLEM_TYPE_PREFIX,
   ProblemError,
+  type RefreshedResponse,
+  REMEMBERED_ANSWERS,
   type RequestOptions,
+  type RevalidatedPaths,
   type Schemas,
   type SuccessBody,
 } from "./client.js";
+export {
+  SESSION_EVENTS_PATH,
+  type SessionEndReason,
+  type SessionEvent,
+  sessionEvents,
+  type SessionEventsOptions,
+} from "./session_events.js";
 
 import type { components } from "./api.js";
 

@@ -45,6 +45,60 @@ test("a call sends the CSRF header and the cookie, with the path filled in", asy
   assert.equal(answer.requestId, "req_0123456789abcdef01234567");
 });
 
+test("refresh sends the ETag of the URL's last answer and gives that answer back on 304", async () => {
+  const page = { items: [{ id: "flow_1" }], page: { limit: 20, nextCursor: "c1", hasMore: true } };
+  const answers = [
+    json(200, page, { ETag: '"p1"', "X-Request-ID": "req_1" }),
+    new Response(null, { status: 304, headers: { ETag: '"p1"', "X-Request-ID": "req_2" } }),
+    json(200, { items: [], page: { limit: 20, nextCursor: null, hasMore: false } }, { ETag: '"p2"' }),
+  ];
+  const { fetch, calls } = fakeFetch(() => answers.shift());
+  const api = createClient({ fetch });
+  const list = "/tenants/{tid}/clusters/{cid}/delivery-flows";
+  const first = await api.refresh(list, { path });
+  const again = await api.refresh(list, { path });
+  const next = await api.refresh(list, { path, query: { cursor: "c1" } });
+  assert.deepEqual(
+    calls.map((call) => call.init.headers.get("If-None-Match")),
+    [null, '"p1"', null],
+    "only a URL answered before is revalidated",
+  );
+  assert.equal(first.notModified, false);
+  assert.deepEqual(first.data, page);
+  assert.equal(again.notModified, true);
+  assert.equal(again.status, 304);
+  assert.deepEqual(again.data, page);
+  assert.equal(again.etag, '"p1"');
+  assert.equal(again.requestId, "req_2");
+  assert.equal(next.notModified, false);
+  assert.deepEqual(next.data.items, []);
+});
+
+test("refresh remembers a changed answer in place of the old one; get remembers nothing", async () => {
+  const answers = [
+    json(200, { items: [{ id: "a" }] }, { ETag: '"v1"' }),
+    json(200, { items: [{ id: "b" }] }, { ETag: '"v2"' }),
+    new Response(null, { status: 304, headers: { ETag: '"v2"' } }),
+    json(200, { items: [{ id: "b" }] }, { ETag: '"v2"' }),
+  ];
+  const { fetch, calls } = fakeFetch(() => answers.shift());
+  const api = createClient({ fetch });
+  const list = "/tenants/{tid}/clusters/{cid}/delivery-flows";
+  await api.refresh(list, { path });
+  const changed = await api.refresh(list, { path });
+  const same = await api.refresh(list, { path });
+  const plain = await api.get(list, { path });
+  assert.deepEqual(
+    calls.map((call) => call.init.headers.get("If-None-Match")),
+    [null, '"v1"', '"v2"', null],
+  );
+  assert.equal(changed.notModified, false);
+  assert.deepEqual(changed.data.items, [{ id: "b" }]);
+  assert.equal(same.notModified, true);
+  assert.deepEqual(same.data.items, [{ id: "b" }]);
+  assert.equal(plain.status, 200);
+});
+
 test("a write sends JSON and the headers it was given", async () => {
   const flow = { id: "flow_1", name: "n" };
   const { fetch, calls } = fakeFetch(json(201, flow));

@@ -32,6 +32,9 @@ export async function typed(): Promise<void> {
   const nothing: undefined = deleted.data;
   const ended = await api.delete("/auth/sessions");
   const revoked: number = ended.data.revoked;
+  const polled = await api.refresh("/tenants/{tid}/clusters/{cid}/delivery-flows", { path });
+  const unchanged: boolean = polled.notModified;
+  const polledFirst: FlowView | undefined = polled.data.items[0];
 
   // @ts-expect-error: no such path
   await api.get("/tenants/{tid}/flows", { path });
@@ -45,6 +48,10 @@ export async function typed(): Promise<void> {
   await api.put("/tenants/{tid}/clusters/{cid}/delivery-flows", { path });
   // @ts-expect-error: no such field on a flow
   void page.data.items[0]?.sourceId;
+  // @ts-expect-error: the clusters answer no 304, so there is nothing to refresh
+  await api.refresh("/tenants/{tid}/clusters", { path: { tid: "ten_acme" } });
+  // @ts-expect-error: refresh sends If-None-Match itself
+  await api.get("/tenants/{tid}/clusters/{cid}/delivery-flows", { path, headers: { "If-None-Match": "*" } });
 
   try {
     await api.get("/auth/sessions");
@@ -55,5 +62,5 @@ export async function typed(): Promise<void> {
       void [requestId, field, error.slug, error.status, error.title, error.detail];
     }
   }
-  void [first, next, write, nothing, revoked];
+  void [first, next, write, nothing, revoked, unchanged, polledFirst];
 }
