@@ -10,7 +10,7 @@
 #   docker build --target demo -t flows-bff-demo .   # development provider image
 #
 # Production passes its own configuration and its key files (made once with `bff keys`; see
-# README.md, "Production shape"), for example:
+# docs/operating.md, "Production shape"), for example:
 #   docker run -v /srv/flows-bff:/etc/flows-bff:ro \
 #     -v /srv/flows-bff-secrets:/run/secrets/flows-bff:ro flows-bff \
 #     serve --config /etc/flows-bff/production.toml --host 0.0.0.0 --port 8000 --workers 4

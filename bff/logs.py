@@ -59,7 +59,7 @@ def access_enabled() -> bool:
 
 
 def access(fields: dict[str, Any]) -> None:
-    """Log one request (the fields are those of the access line; see ``README.md``)."""
+    """Log one request (the fields are those of the access line; see ``docs/operating.md``)."""
     _write_access(fields)
 
 

@@ -278,8 +278,9 @@ def test_serving_the_production_example_without_its_secret_file_exits_2_naming_t
     )
 
 
-def _readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
+def _doc_section(page: str, title: str) -> str:
+    """A ``## title`` section of a page under ``docs/``."""
+    text = (REPO / "docs" / page).read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
@@ -288,8 +289,8 @@ def _readme_section(title: str) -> str:
 PROVIDER_EXAMPLES = [
     (name, example.group(1))
     for name, body in re.findall(
-        r"^### (.+?)\n(.*?)(?=^### |\Z)",
-        _readme_section("Connecting your identity provider"),
+        r"^## (.+?)\n(.*?)(?=^## |\Z)",
+        (REPO / "docs" / "providers.md").read_text(),
         flags=re.MULTILINE | re.DOTALL,
     )
     if (example := re.search(r"```toml\n(.*?)```", body, flags=re.DOTALL))
@@ -323,7 +324,7 @@ def test_each_identity_provider_example_of_the_readme_loads(example: str, tmp_pa
 
 
 def _blocks(section: str, language: str) -> list[str]:
-    """The fenced ``language`` blocks of a README section, list-item indentation removed."""
+    """The fenced ``language`` blocks of a section, list-item indentation removed."""
     return [
         textwrap.dedent(body)
         for _, body in re.findall(
@@ -332,7 +333,7 @@ def _blocks(section: str, language: str) -> list[str]:
     ]
 
 
-PRODUCTION_SHAPE = _readme_section("Production shape")
+PRODUCTION_SHAPE = _doc_section("operating.md", "Production shape")
 
 
 def test_the_production_shape_commands_run_as_written_from_a_clone(tmp_path: Path) -> None:
