@@ -28,7 +28,7 @@ import pytest
 from tests.support.gateway import CLUSTERS, DESTINATIONS, INGESTERS, upstream_flow
 from tests.support.oidc_login import browser_login
 from tests.support.ports import free_ports
-from tests.support.processes import BFF_SCRIPT, clean_environ, serving
+from tests.support.processes import BFF_SCRIPT, ServerProcess, clean_environ, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +91,10 @@ def _token(issuer: str) -> str:
     return token
 
 
-def test_sigterm_drains_within_the_grace_and_exits_0(tmp_path: Path) -> None:
+@contextmanager
+def gateway(tmp_path: Path, grace: int, **env: str) -> Iterator[tuple[ServerProcess, str, str]]:
+    """The development provider, the stub backend and ``bff serve`` with a ``grace`` second
+    shutdown grace, running; the gateway's process, its URL and the provider's."""
     bff_port, idp_port = free_ports(2)
     bff, idp = f"http://127.0.0.1:{bff_port}", f"http://127.0.0.1:{idp_port}"
     provider_argv = [
@@ -110,16 +113,24 @@ def test_sigterm_drains_within_the_grace_and_exits_0(tmp_path: Path) -> None:
             env=clean_environ(
                 BFF__BFF__PUBLIC_ORIGIN=bff,
                 BFF__UPSTREAM__BASE_URL=backend,
-                BFF__UPSTREAM__READ_TIMEOUT="30",
-                BFF__UPSTREAM__TOTAL_TIMEOUT="30",
                 BFF__OIDC__ISSUER=idp,
-                BFF__SERVER__SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+                BFF__SERVER__SHUTDOWN_GRACE_SECONDS=str(grace),
+                **env,
             ),
             log=tmp_path / "bff.log",
-            grace=GRACE_SECONDS + 10,
+            grace=grace + 10,
         ) as server,
+    ):
+        yield server, bff, idp
+
+
+def test_sigterm_drains_within_the_grace_and_exits_0(tmp_path: Path) -> None:
+    slow_upstream = {"BFF__UPSTREAM__READ_TIMEOUT": "30", "BFF__UPSTREAM__TOTAL_TIMEOUT": "30"}
+    with (
+        gateway(tmp_path, GRACE_SECONDS, **slow_upstream) as (server, bff, idp),
         ThreadPoolExecutor(2) as pool,
     ):
+        bff_port = int(bff.rsplit(":", 1)[1])
         bearer = {"Authorization": f"Bearer {_token(idp)}"}
         assert httpx.get(f"{bff}{FLOWS}?limit=1", headers=bearer).status_code == 200
 
@@ -164,30 +175,8 @@ def test_sigterm_ends_open_session_streams_cleanly_long_before_the_grace(tmp_pat
     """A dashboard tab's event stream never finishes by itself: at SIGTERM the gateway ends it
     (the browser reconnects elsewhere) instead of holding the shutdown for its whole grace."""
     grace = 8
-    bff_port, idp_port = free_ports(2)
-    bff, idp = f"http://127.0.0.1:{bff_port}", f"http://127.0.0.1:{idp_port}"
-    provider_argv = [
-        sys.executable, "-m", "devstack.idp", "--config", CONFIG, "--port", str(idp_port),
-        "--redirect-uri", f"{bff}/api/bff/v1/auth/callback",
-    ]  # fmt: skip
     with (
-        stub_backend() as backend,
-        serving(
-            provider_argv, name="the provider", url=idp, ready="/.well-known/openid-configuration"
-        ),
-        serving(
-            [str(BFF_SCRIPT), "serve", "--config", CONFIG, "--port", str(bff_port)],
-            name="the BFF",
-            url=bff,
-            env=clean_environ(
-                BFF__BFF__PUBLIC_ORIGIN=bff,
-                BFF__UPSTREAM__BASE_URL=backend,
-                BFF__OIDC__ISSUER=idp,
-                BFF__SERVER__SHUTDOWN_GRACE_SECONDS=str(grace),
-            ),
-            log=tmp_path / "bff.log",
-            grace=grace + 10,
-        ) as server,
+        gateway(tmp_path, grace) as (server, bff, _),
         httpx.Client(trust_env=False, timeout=10.0) as browser,
     ):
         browser_login(browser, bff, "alice")
