@@ -1,7 +1,7 @@
-"""The commands of the READMEs and of ``docs/`` run as written from a clone after ``make dev`` or ``make test``: the
-project's programs come from its ``.venv``, never from whatever ``python`` or ``bff`` is on the
-reader's ``PATH`` (outside the venv, ``python -m sandbox`` cannot even import its
-dependencies). The production shape's commands are run by ``tests/test_config_files.py``."""
+"""The commands of the READMEs and of ``docs/`` run as written from a clone after ``make dev``
+or ``make test``: the project's programs come from its ``.venv``, never from whatever ``python``
+or ``bff`` is on the reader's ``PATH`` (outside the venv, ``python -m sandbox`` cannot even import
+its dependencies). The production shape's commands are run by ``tests/test_config_files.py``."""
 
 from __future__ import annotations
 
