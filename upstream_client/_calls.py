@@ -32,7 +32,7 @@ from upstream_client._config import (
     Timeout,
     TLSConfig,
 )
-from upstream_client._dpop import Credential, DPoPToken, asks_for_nonce
+from upstream_client._dpop import Credential, DPoPToken, asks_for_nonce, with_proof
 from upstream_client._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -253,24 +253,20 @@ class BaseClient:
         """One attempt with a fresh proof of ``dpop``'s key; once more, with a new proof, when
         the backend asks for its newer nonce."""
         answer = await self._attempt(
-            method, url, self._proved(headers, method, url, dpop), content, attempt
+            method, url, with_proof(headers, method, url, dpop, self._dpop_nonce), content, attempt
         )
         asked = asks_for_nonce(answer.status, answer.headers)
         self._dpop_nonce = answer.headers.get("dpop-nonce") or self._dpop_nonce
         if asked:
             answer = await self._attempt(
-                method, url, self._proved(headers, method, url, dpop), content, attempt
+                method,
+                url,
+                with_proof(headers, method, url, dpop, self._dpop_nonce),
+                content,
+                attempt,
             )
             self._dpop_nonce = answer.headers.get("dpop-nonce") or self._dpop_nonce
         return answer
-
-    def _proved(
-        self, headers: dict[str, str], method: str, url: httpx.URL, dpop: DPoPToken
-    ) -> dict[str, str]:
-        proof = dpop.key.proof(
-            method, str(url), access_token=dpop.access_token, nonce=self._dpop_nonce
-        )
-        return {**headers, "DPoP": proof}
 
     async def _attempt(
         self,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+import httpx
+
 
 class ProofKey(Protocol):
     def proof(
@@ -43,6 +45,14 @@ class DPoPToken:
 
 Credential = str | DPoPToken
 """What a call presents: a bearer token or API key, or a DPoP-bound token."""
+
+
+def with_proof(
+    headers: dict[str, str], method: str, url: httpx.URL, dpop: DPoPToken, nonce: str | None
+) -> dict[str, str]:
+    """``headers`` with a fresh proof of ``dpop``'s key for one attempt of this request."""
+    proof = dpop.key.proof(method, str(url), access_token=dpop.access_token, nonce=nonce)
+    return {**headers, "DPoP": proof}
 
 
 def asks_for_nonce(status: int, headers: Mapping[str, str]) -> bool:

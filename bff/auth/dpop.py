@@ -113,6 +113,13 @@ class DPoPKey:
         signature = r.to_bytes(_CURVE_BYTES, "big") + s.to_bytes(_CURVE_BYTES, "big")
         return f"{signing_input}.{_b64(signature)}"
 
+    def headers(
+        self, method: str, url: str, access_token: str, nonce: str | None, now: float | None = None
+    ) -> dict[str, str]:
+        """What presents ``access_token``, bound to this key, in one request (RFC 9449 7.1)."""
+        proof = self.proof(method, url, access_token=access_token, nonce=nonce, now=now)
+        return {"Authorization": f"DPoP {access_token}", "DPoP": proof}
+
 
 @lru_cache(maxsize=_KEYS_PARSED)
 def _parsed(text: str) -> DPoPKey:

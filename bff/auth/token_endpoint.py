@@ -129,15 +129,9 @@ class TokenEndpoint:
             )
         return metadata
 
-    async def _authenticated(
-        self, name: str, endpoint: str, metadata: ProviderMetadata
-    ) -> tuple[str, httpx.Auth, dict[str, str]]:
-        """Where a call that authenticates the client goes (with ``tls_client_auth``, the
-        endpoint's RFC 8705 alias when there is one), and what proves the client there."""
-        endpoint = self._endpoint(name, endpoint, metadata)
-        return endpoint, *self._credentials(endpoint, metadata)
-
     def _endpoint(self, name: str, endpoint: str, metadata: ProviderMetadata) -> str:
+        """Where a call that authenticates the client goes: with ``tls_client_auth``, the
+        endpoint's RFC 8705 alias when there is one."""
         if self._client.method == "tls_client_auth":
             return (metadata.mtls_endpoint_aliases or {}).get(name, endpoint)
         return endpoint
@@ -164,14 +158,7 @@ class TokenEndpoint:
 
         status, token = await self._post("token endpoint", endpoint, form, dpop)
         if dpop is not None and status == 200 and "error" not in token:
-            token_type = token.get("token_type")
-            if not isinstance(token_type, str) or token_type.lower() != "dpop":
-                # RFC 9449 5: the provider did not bind the token to our key; a bearer token is
-                # not what [oidc].dpop promises, so it is not used.
-                raise NotBound(
-                    "the provider did not bind the tokens to the DPoP key (token_type "
-                    f"{token_type!r}): it must support DPoP, or set [oidc].dpop = false"
-                )
+            _check_bound(token)
         if "error" in token or status != 200:
             error = str(token.get("error", "invalid_request"))
             if error == "invalid_client" and not self.client_refused:
@@ -310,9 +297,8 @@ class TokenEndpoint:
             metadata = await self.check_method()
             if not metadata.revocation_endpoint:
                 return
-            endpoint, auth, fields = await self._authenticated(
-                "revocation_endpoint", metadata.revocation_endpoint, metadata
-            )
+            endpoint = self._endpoint("revocation_endpoint", metadata.revocation_endpoint, metadata)
+            auth, fields = self._credentials(endpoint, metadata)
             response = await self._http.post(
                 endpoint,
                 data={"token": refresh_token, "token_type_hint": "refresh_token", **fields},
@@ -335,16 +321,8 @@ class TokenEndpoint:
             for attempt in (1, 2):
                 headers = {"Authorization": f"Bearer {access_token}"}
                 if dpop is not None:
-                    headers = {
-                        "Authorization": f"DPoP {access_token}",
-                        "DPoP": dpop.proof(
-                            "GET",
-                            endpoint,
-                            access_token=access_token,
-                            nonce=self._nonces.get(endpoint),
-                            now=self._clock(),
-                        ),
-                    }
+                    nonce = self._nonces.get(endpoint)
+                    headers = dpop.headers("GET", endpoint, access_token, nonce, self._clock())
                 response = await self._http.get(endpoint, headers=headers)
                 renewed = dpop is not None and self._nonces.remember(endpoint, response.headers)
                 challenge = response.headers.get("www-authenticate", "")
@@ -360,6 +338,17 @@ class TokenEndpoint:
         except (httpx.HTTPError, ValueError) as exc:
             raise ProviderUnavailable(f"userinfo failed: {exc}") from exc
         return info if isinstance(info, dict) else {}
+
+
+def _check_bound(token: dict[str, Any]) -> None:
+    """RFC 9449 5: tokens asked for with a proof must come back bound to its key; a bearer token
+    is not what ``[oidc].dpop`` promises, so it is not used (:class:`NotBound`)."""
+    token_type = token.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "dpop":
+        raise NotBound(
+            f"the provider did not bind the tokens to the DPoP key (token_type {token_type!r}): "
+            "it must support DPoP, or set [oidc].dpop = false"
+        )
 
 
 def _token_set(token: dict[str, Any], now: float) -> TokenSet:

@@ -71,72 +71,81 @@ async def open_stores(
     ``forget`` drops the local cache entries of a (tenant, cluster) that some instance wrote.
     ``on_rate_limit_fallback`` is told of each call counted locally because Redis was away.
     """
-    sessions_config = settings.sessions
-    idle = sessions_config.idle_timeout_seconds
-    absolute = sessions_config.absolute_timeout_seconds
-    limit = settings.bff.rate_limit_per_minute
     async with AsyncExitStack() as stack:
-        if sessions_config.backend == "redis":
-            redis = connect(sessions_config)
-            stack.push_async_callback(redis.aclose)
-            assert sessions_config.encryption_keys_file is not None  # the settings require it
-            ring = load_key_ring(sessions_config.encryption_keys_file)
-            health = RedisHealth(redis)
-            stack.callback(health.close)
-            invalidation = RedisInvalidation(redis, forget, health=health)
-            near = NearCache(
-                ttl=sessions_config.near_cache_seconds,
-                max_entries=sessions_config.near_cache_max_entries,
-            )
-            invalidation.keep_current(near)
-            listener = asyncio.create_task(invalidation.listen(), name="invalidation")
-            stack.callback(listener.cancel)
-            stores = Stores(
-                sessions=RedisSessionStore(
-                    redis,
-                    ring=ring,
-                    idle_timeout=idle,
-                    absolute_timeout=absolute,
-                    clock=clock,
-                    near=near,
-                    touch_interval=sessions_config.touch_interval_seconds,
-                    announce=invalidation.sessions_changed,
-                ),
-                logins=RedisLoginStore(
-                    redis,
-                    ring=ring,
-                    total=sessions_config.max_pending_sign_ins,
-                    per_client=sessions_config.max_pending_sign_ins_per_client,
-                    clock=clock,
-                ),
-                refresh_lock=RedisRefreshLock(redis),
-                replay_cache=RedisReplayCache(redis),
-                invalidation=invalidation,
-                rate_limiter=FallbackRateLimiter(
-                    RedisRateLimiter(redis, limit, clock=clock),
-                    MemoryRateLimiter(limit, clock=clock),
-                    health=health,
-                    on_fallback=on_rate_limit_fallback,
-                )
-                if limit
-                else None,
-            )
+        if settings.sessions.backend == "redis":
+            yield _redis_stores(settings, stack, forget, clock, on_rate_limit_fallback)
         else:
-            local = MemoryInvalidation(forget)
-            stores = Stores(
-                sessions=MemorySessionStore(
-                    idle_timeout=idle,
-                    absolute_timeout=absolute,
-                    clock=clock,
-                    announce=local.sessions_changed,
-                ),
-                logins=MemoryLoginStore(
-                    total=sessions_config.max_pending_sign_ins,
-                    per_client=sessions_config.max_pending_sign_ins_per_client,
-                ),
-                refresh_lock=MemoryRefreshLock(),
-                replay_cache=MemoryReplayCache(),
-                invalidation=local,
-                rate_limiter=MemoryRateLimiter(limit, clock=clock) if limit else None,
-            )
-        yield stores
+            yield _memory_stores(settings, forget, clock)
+
+
+def _redis_stores(
+    settings: Settings,
+    stack: AsyncExitStack,
+    forget: Forget,
+    clock: Callable[[], float],
+    on_rate_limit_fallback: Callable[[], None],
+) -> Stores:
+    """Every store in the one Redis, its connections and listener closed with ``stack``."""
+    config, limit = settings.sessions, settings.bff.rate_limit_per_minute
+    redis = connect(config)
+    stack.push_async_callback(redis.aclose)
+    assert config.encryption_keys_file is not None  # the settings require it
+    ring = load_key_ring(config.encryption_keys_file)
+    health = RedisHealth(redis)
+    stack.callback(health.close)
+    invalidation = RedisInvalidation(redis, forget, health=health)
+    near = NearCache(ttl=config.near_cache_seconds, max_entries=config.near_cache_max_entries)
+    invalidation.keep_current(near)
+    listener = asyncio.create_task(invalidation.listen(), name="invalidation")
+    stack.callback(listener.cancel)
+    return Stores(
+        sessions=RedisSessionStore(
+            redis,
+            ring=ring,
+            idle_timeout=config.idle_timeout_seconds,
+            absolute_timeout=config.absolute_timeout_seconds,
+            clock=clock,
+            near=near,
+            touch_interval=config.touch_interval_seconds,
+            announce=invalidation.sessions_changed,
+        ),
+        logins=RedisLoginStore(
+            redis,
+            ring=ring,
+            total=config.max_pending_sign_ins,
+            per_client=config.max_pending_sign_ins_per_client,
+            clock=clock,
+        ),
+        refresh_lock=RedisRefreshLock(redis),
+        replay_cache=RedisReplayCache(redis),
+        invalidation=invalidation,
+        rate_limiter=FallbackRateLimiter(
+            RedisRateLimiter(redis, limit, clock=clock),
+            MemoryRateLimiter(limit, clock=clock),
+            health=health,
+            on_fallback=on_rate_limit_fallback,
+        )
+        if limit
+        else None,
+    )
+
+
+def _memory_stores(settings: Settings, forget: Forget, clock: Callable[[], float]) -> Stores:
+    """Every store in this process's memory: one process, nothing shared."""
+    config, limit = settings.sessions, settings.bff.rate_limit_per_minute
+    local = MemoryInvalidation(forget)
+    return Stores(
+        sessions=MemorySessionStore(
+            idle_timeout=config.idle_timeout_seconds,
+            absolute_timeout=config.absolute_timeout_seconds,
+            clock=clock,
+            announce=local.sessions_changed,
+        ),
+        logins=MemoryLoginStore(
+            total=config.max_pending_sign_ins, per_client=config.max_pending_sign_ins_per_client
+        ),
+        refresh_lock=MemoryRefreshLock(),
+        replay_cache=MemoryReplayCache(),
+        invalidation=local,
+        rate_limiter=MemoryRateLimiter(limit, clock=clock) if limit else None,
+    )
