@@ -156,7 +156,6 @@ async def open_services(
             on_rate_limit_fallback=metrics.rate_limit_fallbacks.inc,
         )
     )
-    stack.callback(metrics.watch(ServiceGauges(sessions=stores.sessions, breaker=client.breaker)))
     audit_log = AuditLog(_audit_sink(settings), observe=metrics.audit_observed)
     stack.callback(audit_log.close)
     audit = Auditor(
@@ -167,6 +166,8 @@ async def open_services(
     signin = open_sign_in(
         settings, oidc=oidc, stores=stores, audit=audit, metrics=metrics, clock=clock
     )
+    gauges = ServiceGauges(sessions=stores.sessions, breaker=client.breaker, streams=signin.events)
+    stack.callback(metrics.watch(gauges))
     authenticators = seams.authenticators
     if authenticators is None:
         authenticators = [BearerAuthenticator(settings, oidc.discovery), signin.session_auth]

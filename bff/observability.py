@@ -34,6 +34,11 @@ class SessionCounter(Protocol):
     async def count(self) -> int: ...
 
 
+class Streams(Protocol):
+    @property
+    def open_streams(self) -> int: ...
+
+
 class Breaker(Protocol):
     @property
     def state(self) -> BreakerState: ...
@@ -181,11 +186,13 @@ class HttpMetrics(Collector):
 
 class ServiceGauges(Collector):
     """What the app's services are like at the scrape: live sessions in the store (counted by
-    :meth:`refresh`, which the scrape awaits first) and the upstream circuit breaker."""
+    :meth:`refresh`, which the scrape awaits first), this instance's open session event streams,
+    and the upstream circuit breaker."""
 
-    def __init__(self, *, sessions: SessionCounter, breaker: Breaker) -> None:
+    def __init__(self, *, sessions: SessionCounter, breaker: Breaker, streams: Streams) -> None:
         self._sessions = sessions
         self._breaker = breaker
+        self._streams = streams
         self._active = 0
 
     async def refresh(self) -> None:
@@ -200,6 +207,12 @@ class ServiceGauges(Collector):
             "bff_sessions_active",
             "Live sessions in the session store, counted when metrics are scraped.",
             value=self._active,
+        )
+        yield GaugeMetricFamily(
+            "bff_session_streams_open",
+            "Session event streams open on this instance (GET /auth/session/events), against "
+            "[session_events].max_streams.",
+            value=self._streams.open_streams,
         )
         breaker = self._breaker
         state = GaugeMetricFamily(

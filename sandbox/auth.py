@@ -126,6 +126,14 @@ class Authenticator:
             raise self._dpop_invalid_token(
                 "The token is bound to a DPoP key: send it with the DPoP scheme and a proof."
             )
+        if "cnf" in claims:
+            # RFC 8705 3: bound to a client certificate, which only a TLS handshake can prove;
+            # the sandbox terminates no mutual TLS, so such a token is never a bearer token here.
+            raise self._unauthenticated(
+                "The token is bound to a client certificate (cnf): this server takes no mutual "
+                "TLS, so it cannot be accepted.",
+                invalid_token=True,
+            )
         return principal
 
     async def _dpop_principal(

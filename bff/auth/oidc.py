@@ -25,7 +25,13 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from ..settings import ConfigError, OidcSection
 from ..state.logins import LoginRequest
-from .client_auth import ClientAuthentication, ClientSecretBasic, client_authentication
+from .client_auth import (
+    ClientAuthentication,
+    ClientSecretBasic,
+    PrivateKeyJwt,
+    client_authentication,
+    client_jwks,
+)
 from .discovery import Discovery, ProviderMetadata, ProviderUnavailable
 from .dpop import ALGORITHM as DPOP_ALGORITHM
 from .dpop import DPoPKey
@@ -72,9 +78,10 @@ class OIDCClient:
         """Sent with every sign-in (``[oidc].prompt``, ``extra_authorization_params``)."""
         self._clock = clock
         self.discovery = Discovery(issuer, http=http, clock=clock)
+        self._client_auth = client_auth or ClientSecretBasic(client_id, client_secret)
         self.tokens = TokenEndpoint(
             self.discovery,
-            client_auth or ClientSecretBasic(client_id, client_secret),
+            self._client_auth,
             http=http,
             token_params=token_params,
             clock=clock,
@@ -164,7 +171,8 @@ class OIDCClient:
 
     def client_jwks(self) -> dict[str, list[dict[str, Any]]]:
         """The public keys of this client's assertions (none unless ``private_key_jwt``)."""
-        return self.tokens.client_jwks()
+        keys = self._client_auth.keys if isinstance(self._client_auth, PrivateKeyJwt) else []
+        return client_jwks(keys)
 
     async def start_login(
         self, redirect_uri: str, return_to: str, options: dict[str, str] | None = None

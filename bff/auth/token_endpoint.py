@@ -34,7 +34,7 @@ import msgspec
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
-from .client_auth import ClientAuthentication, PrivateKeyJwt, client_jwks
+from .client_auth import ClientAuthentication
 from .discovery import Discovery, ProviderMetadata, ProviderUnavailable
 from .dpop import DPoPKey, Nonces
 
@@ -111,11 +111,6 @@ class TokenEndpoint:
     def method(self) -> str:
         """How the client proves itself (``[oidc].client_auth``)."""
         return self._client.method
-
-    def client_jwks(self) -> dict[str, list[dict[str, Any]]]:
-        """The public keys of this client's assertions (none unless ``private_key_jwt``)."""
-        keys = self._client.keys if isinstance(self._client, PrivateKeyJwt) else []
-        return client_jwks(keys)
 
     async def check_method(self) -> ProviderMetadata:
         """The provider's metadata, once it is known to take this client's method (RFC 8414:

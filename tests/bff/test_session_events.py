@@ -166,6 +166,7 @@ async def test_each_way_a_session_ends_reaches_its_stream_with_the_reason(
             await ENDINGS[reason](h, tab)
             await ended_with(stream, reason)
         assert h.app.state.signin.events.open_streams == 0
+        assert "\nbff_session_streams_open 0.0\n" in (await h.client.get("/metrics")).text
 
 
 async def test_a_stream_opened_with_an_ended_session_is_refused_and_the_cookie_cleared(
@@ -329,6 +330,8 @@ async def test_streams_are_bounded_per_session_and_per_instance_with_429(
             assert_conforms(PATH, "get", third)
             async with follow(h.app, phone) as on_the_phone:
                 await opened(on_the_phone)
+                scraped = (await h.client.get("/metrics")).text
+                assert "\nbff_session_streams_open 3.0\n" in scraped, scraped
                 past_the_instance = await get_refused(phone, **{"Sec-Fetch-Site": "same-origin"})
                 assert_problem(past_the_instance, 429, "rate-limited")
                 assert "as many sessions as it may" in past_the_instance.json()["detail"]

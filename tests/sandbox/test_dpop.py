@@ -122,6 +122,20 @@ async def test_a_bound_token_sent_as_bearer_is_refused(caller: Caller) -> None:
     assert_refused(await caller.client.get(FLOWS_URL, headers=headers), "invalid_token")
 
 
+async def test_a_token_bound_to_a_client_certificate_is_not_a_bearer_token(
+    caller: Caller,
+) -> None:
+    token = mint(
+        cnf={"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}, now=caller.clock.now
+    )
+    response = await caller.client.get(FLOWS_URL, headers=bearer(token))
+    assert response.status_code == 401, response.text
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert "client certificate" in read_problem(response)["detail"]
+    unbound = await caller.client.get(FLOWS_URL, headers=bearer(mint(now=caller.clock.now)))
+    assert unbound.status_code == 200, unbound.text
+
+
 async def test_a_proof_for_another_method_is_refused(caller: Caller) -> None:
     response = await caller.request("GET", headers=caller.headers("POST", FLOWS_URL))
     assert "htm" in assert_refused(response, "invalid_dpop_proof")
