@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import resource
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -53,6 +55,11 @@ from ..settings import Settings
 from ..state.sessions import Ending, Session, SessionStore
 from .authenticators import SessionAuthenticator
 
+logger = logging.getLogger("bff.session_events")
+
+FILES_BESIDE_STREAMS = 256
+"""Open files an instance needs beside its streams: the upstream and Redis pools, the other
+requests' connections, its logs."""
 MEDIA_TYPE = "text/event-stream"
 RECONNECT_MS = 3000
 """How long a browser waits before it opens the stream again after the connection ended (the
@@ -119,6 +126,7 @@ class SessionEvents:
         self._followers: dict[str, set[_Follower]] = {}
         self._open = 0
         self._closing = False
+        _warn_unless_files_suffice(self._max_streams)
 
     @property
     def open_streams(self) -> int:
@@ -284,3 +292,27 @@ def _too_many(detail: str) -> ProblemError:
     return ProblemError(
         429, "rate-limited", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
+
+
+def _warn_unless_files_suffice(max_streams: int) -> None:
+    """Each stream holds a connection, a file of this process. The soft open-files limit is
+    raised towards the hard one as far as ``max_streams`` needs (as the Go runtime does at every
+    start); past the hard limit, a warning at start, since connections would then be refused
+    before the bound answers 429."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_streams + FILES_BESIDE_STREAMS
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = raised
+    if needed > soft:
+        logger.warning(
+            "[session_events].max_streams (%d) and about %d other open files exceed this "
+            "process's open-files limit (%d): raise it (ulimit -n, LimitNOFILE=) or lower "
+            "max_streams, or connections will be refused before the bound answers 429",
+            max_streams,
+            FILES_BESIDE_STREAMS,
+            soft,
+        )

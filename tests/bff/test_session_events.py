@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -502,3 +503,27 @@ async def test_a_reason_a_later_release_announces_is_an_end_all_the_same(
             handle = hash_session_id(raw_id)
             await redis.publish(SESSIONS_CHANNEL, f"{handle}\x1fended:some-new-reason")
             await ended_with(stream, "unknown")
+
+
+@pytest.mark.parametrize(
+    ("hard", "soft_after", "warned"),
+    [(2000, 1256, False), (600, 600, True)],
+    ids=["raised-to-what-the-streams-need", "capped-by-the-hard-limit"],
+)
+def test_the_open_files_limit_is_raised_for_the_streams_or_the_start_warns(
+    hard: int, soft_after: int, warned: bool
+) -> None:
+    # In a process of its own: the limits are the process's.
+    script = f"""
+import logging, resource
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, {hard}))
+from bff.auth.session_events import _warn_unless_files_suffice
+_warn_unless_files_suffice(1000)
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert ran.stdout.strip() == str(soft_after)
+    assert ("open-files limit (600)" in ran.stderr) is warned, ran.stderr

@@ -15,6 +15,7 @@ from tests.browser.driver import (
     FLOWS_API,
     Page,
     Request,
+    Route,
     announced,
     assert_accessible,
     create_by_api,
@@ -252,4 +253,34 @@ def test_a_kept_write_can_be_discarded_with_the_keyboard(page: Page, stack: Serv
     expect(page.locator("#flows-region")).to_have_attribute("aria-busy", "false")
     expect(page.locator("#kept")).to_be_hidden()
     assert flows_named(page, "kept-then-discarded") == 0
+    assert page.page_errors == []  # type: ignore[attr-defined]
+
+
+def test_a_refused_stream_is_opened_again_a_few_times_only(
+    page: Page, stack: ServerProcess
+) -> None:
+    """An instance shutting down or a browser with too many tabs refuses the stream: the tab
+    opens it again after 5 s, 30 s and 120 s, then stops (each opening counts as using the
+    session), and carries on working all the while."""
+    page.clock.install()
+    opened: list[int] = []
+
+    def refuse(route: Route) -> None:
+        opened.append(1)
+        route.fulfill(
+            status=429,
+            headers={"Content-Type": "application/problem+json", "Retry-After": "30"},
+            body='{"type":"about:blank","title":"Too Many Requests","status":429}',
+        )
+
+    page.route(EVENTS, refuse)
+    sign_in(page, stack, "alice", US_EAST)
+    expect(page.locator("#flows-panel")).to_be_visible()
+    page.wait_for_timeout(300)
+    assert len(opened) == 1
+    for wait_ms, total in ((4_000, 1), (1_500, 2), (30_500, 3), (120_500, 4), (600_000, 4)):
+        page.clock.run_for(wait_ms)
+        page.wait_for_timeout(300)  # the check of the session, and the new request, settle
+        assert len(opened) == total, (wait_ms, len(opened))
+    expect(page.get_by_role("heading", name="Your session has ended")).to_have_count(0)
     assert page.page_errors == []  # type: ignore[attr-defined]
