@@ -54,7 +54,7 @@ def session_principal(session: Session) -> Principal:
         name=session.name,
         email=session.email,
         access_token=session.access_token,
-        dpop_key=DPoPKey.from_jwk(session.dpop_key) if session.dpop_key else None,
+        dpop_key=DPoPKey.kept(session.dpop_key),
     )
 
 
@@ -228,7 +228,7 @@ class SessionAuthenticator:
                 )
             return session
         try:
-            key = DPoPKey.from_jwk(session.dpop_key) if session.dpop_key else None
+            key = DPoPKey.kept(session.dpop_key)  # the refreshed tokens are bound to it too
             tokens = await self._tokens.refresh(session.refresh_token, key)
         except RefreshRejected:
             self._refreshes.labels("failed", "rejected").inc()

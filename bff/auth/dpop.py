@@ -79,6 +79,11 @@ class DPoPKey:
         """The key a session keeps (:meth:`to_jwk`); parsed once per process."""
         return _parsed(text)
 
+    @staticmethod
+    def kept(text: str | None) -> DPoPKey | None:
+        """The key of a session or pending sign-in (its ``dpop_key``), None for unbound tokens."""
+        return _parsed(text) if text else None
+
     def to_jwk(self) -> str:
         """The private key as a JWK, for the session record (which is sealed at rest)."""
         d = self._private.private_numbers().private_value.to_bytes(_CURVE_BYTES, "big")

@@ -158,8 +158,8 @@ class Login:
             await self._oidc.check_response_issuer(request.query_params.get("iss"))
             tokens, claims = await self._oidc.finish_login(login, code, self._redirect_uri)
             if self._tenants_claim not in claims and tokens.access_token:
-                key = DPoPKey.from_jwk(login.dpop_key) if login.dpop_key else None
-                userinfo = await self._oidc.tokens.userinfo(tokens.access_token, key)
+                bound_to = DPoPKey.kept(login.dpop_key)
+                userinfo = await self._oidc.tokens.userinfo(tokens.access_token, bound_to)
                 # OpenID Connect Core 5.3.2: an answer about another subject must not be used.
                 if userinfo.get("sub") == claims["sub"]:
                     claims = {**userinfo, **claims}

@@ -248,7 +248,7 @@ class OIDCClient:
             code,
             redirect_uri=redirect_uri,
             code_verifier=login.code_verifier,
-            dpop=DPoPKey.from_jwk(login.dpop_key) if login.dpop_key else None,
+            dpop=DPoPKey.kept(login.dpop_key),
         )
         if not tokens.id_token:
             raise LoginError("the provider returned no ID token")
