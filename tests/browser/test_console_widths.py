@@ -209,13 +209,17 @@ def test_the_console_fits_the_width(console: Console, state: str, width: int) ->
     page.set_viewport_size({"width": width, "height": HEIGHT})
     console.show(state)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{width}-{state}.png"), full_page=True, animations="disabled")
+    try:
+        # The state is on screen once its actions are (a dialog opens after the click returns).
+        for action in console.actions(state):
+            expect(action).to_be_visible()
+    finally:  # a picture of every case, a failed one too
+        page.screenshot(
+            path=str(SHOTS / f"{width}-{state}.png"), full_page=True, animations="disabled"
+        )
     where = f"{state} at {width} px"
 
     assert_no_sideways_scroll(page, where)
-
-    for action in console.actions(state):
-        expect(action).to_be_visible()
     seen = page.evaluate(ACTIONS_JS)
     off_screen = [
         action
